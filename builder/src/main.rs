@@ -1,0 +1,5 @@
+//! The `jeos` command.
+
+fn main() {
+    let _ = builder::GUEST_INIT.len();
+}

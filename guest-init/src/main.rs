@@ -1,0 +1,3 @@
+//! guest-init: the appliance's PID 1.
+
+fn main() {}

@@ -1,0 +1,2 @@
+//! Disk images and OVF packages.
+#![forbid(unsafe_code)]

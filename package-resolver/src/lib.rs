@@ -1,0 +1,2 @@
+//! Debian repository client and solver.
+#![forbid(unsafe_code)]
