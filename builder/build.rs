@@ -21,6 +21,13 @@ fn main() {
     println!("cargo:rerun-if-changed={}", guest_src.join("Cargo.toml").display());
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
 
+    // Escape hatch for development: use a guest-init built elsewhere.
+    println!("cargo:rerun-if-env-changed=JEOS_GUEST_INIT_PREBUILT");
+    if let Some(prebuilt) = env::var_os("JEOS_GUEST_INIT_PREBUILT") {
+        println!("cargo:rustc-env=JEOS_GUEST_INIT={}", PathBuf::from(prebuilt).display());
+        return;
+    }
+
     let target_dir = out_dir.join("guest-init-target");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)

@@ -1,5 +1,13 @@
 //! jeos: recipe model, build pipeline, cache and progress rendering.
+//!
+//! The `jeos` binary (src/main.rs) is the only place that renders output or exits.
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod kernel;
+pub mod progress;
+pub mod recipe;
+pub mod rootfs;
 
 /// The static guest-init binary (the appliance's PID 1), built by `build.rs`.
 pub static GUEST_INIT: &[u8] = include_bytes!(env!("JEOS_GUEST_INIT"));

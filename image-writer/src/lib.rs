@@ -1,2 +1,20 @@
-//! Disk images and OVF packages.
+//! Disk images and OVF packages: root filesystem, partition table, boot loaders,
+//! initramfs, raw/qcow2/VMDK, OVF descriptor, manifest, certificate and OVA.
+//!
+//! Every writer works in two phases: a pure plan (layout, headers, descriptors) and the IO
+//! that writes it. This crate never prints.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bootloader;
+pub mod cpio;
+pub mod ext4;
+pub mod fat;
+pub mod gpt;
+pub mod layout;
+pub mod manifest;
+pub mod ova;
+pub mod ovf;
+pub mod qcow2;
+pub mod sign;
+pub mod vmdk;

@@ -1,0 +1,1 @@
+//! (image-disk: in progress)

@@ -1,0 +1,1 @@
+//! (image-publish: in progress)
