@@ -1,4 +1,22 @@
-//! Library side of guest-init: only the dependency-free [`protocol`] module, which the
-//! host-side runner (test-vm) uses to parse the result lines PID 1 prints.
+//! Library side of guest-init, the appliance's PID 1.
+//!
+//! It exposes what other crates share with the binary, and nothing that touches the guest:
+//! - [`protocol`]: the smoke-test result-line format guest-init prints and test-vm parses;
+//!   dependency-free (use `guest-init = { default-features = false }` to get only this).
+//! - `config` (feature `config`, on by default): the `/etc/jeos/init.json` schema, so builder
+//!   writes the file with the same types the init reads.
+//!
+//! The binary (`src/main.rs`, feature `bin`) holds everything that runs inside the guest:
+//! mounting, module loading, switch-root, DHCP, the service supervisor and the checks.
+//!
+//! ```
+//! use guest_init::protocol::{format, Event};
+//! assert_eq!(format(&Event::Ready { boot_ms: 812 }), "JEOS1 ready boot_ms=812");
+//! ```
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "config")]
+pub mod config;
 pub mod protocol;

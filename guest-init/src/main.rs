@@ -1,3 +1,362 @@
-//! guest-init: the appliance's PID 1.
+//! guest-init: the appliance's PID 1, one static binary in three roles.
+//!
+//! - **`/init` in the initramfs** (the file `/etc/jeos/initramfs` exists): mount the API
+//!   filesystems, load the modules in `/lib/modules/jeos.list`, find `root=UUID=...`, mount
+//!   it, switch root, exec `/sbin/init` (see `initramfs.rs`).
+//! - **PID 1 in the root filesystem**: mount `/proc /sys /dev /dev/pts /dev/shm /run /tmp`,
+//!   set the hostname, bring up the network, start and supervise the services of
+//!   `/etc/jeos/init.json`, print the `JEOS1 ready` line, reap zombies, shut down cleanly.
+//!   With `jeos.test=1` on the kernel command line it then runs the checks, prints one
+//!   protocol line each and the summary, and powers off.
+//! - **`poweroff` / `reboot` / `halt`** (argv[0]): ask PID 1 to shut down (`shutdown.rs`).
+//!
+//! `unsafe` lives in `sys.rs`, `net.rs`, `process.rs` and `log.rs` only (system calls).
 
-fn main() {}
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::exit,
+    reason = "PID 1's console is its user interface, and the shutdown commands exit"
+)]
+
+mod cmdline;
+mod dhcp;
+mod http;
+mod initramfs;
+mod log;
+mod net;
+mod probe;
+mod process;
+mod shutdown;
+mod supervisor;
+mod sys;
+mod users;
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use guest_init::config::{CONFIG_PATH, InitConfig};
+use guest_init::protocol::{self, CheckStatus};
+
+use crate::cmdline::Cmdline;
+use crate::log::info;
+use crate::process::{ProcessTable, ReapMode};
+use crate::shutdown::ShutdownKind;
+use crate::supervisor::{Event, Outcome, Supervisor};
+
+/// Signals PID 1 handles synchronously in its signal thread.
+const HANDLED_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGHUP,
+];
+
+/// Extra device that receives protocol lines (`jeos.protocol=`).
+static PROTOCOL_DEVICE: OnceLock<Mutex<std::fs::File>> = OnceLock::new();
+
+/// Prints a protocol line on the console (and the protocol device, if any).
+fn emit(event: &protocol::Event) {
+    let line = protocol::format(event);
+    log::line(&line);
+    if let Some(device) = PROTOCOL_DEVICE.get() {
+        use std::io::Write;
+        if let Ok(mut device) = device.lock() {
+            let _ = writeln!(device, "{line}");
+        }
+    }
+}
+
+fn main() {
+    let argv0 = std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = argv0.rsplit('/').next().unwrap_or_default().to_owned();
+    if let Some(kind) = ShutdownKind::from_program_name(&name) {
+        match shutdown::request(kind) {
+            Ok(()) => std::process::exit(0),
+            Err(err) => {
+                eprintln!("{name}: cannot signal init: {err}");
+                std::process::exit(1);
+            }
+        }
+    }
+    if sys::getpid() != 1 {
+        eprintln!("guest-init: must run as PID 1 (or be invoked as `poweroff`, `reboot`, `halt`)");
+        std::process::exit(2);
+    }
+    initramfs::mount_api_filesystems();
+    sys::ensure_stdio();
+    let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    if let Some(path) = &cmdline.protocol_device {
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = PROTOCOL_DEVICE.set(Mutex::new(file));
+        }
+    }
+    if std::path::Path::new(initramfs::MARKER).exists() {
+        info!("initramfs stage: {}", cmdline_summary(&cmdline));
+        let err = initramfs::run(&cmdline);
+        fail(&cmdline, &format!("initramfs: {err}"));
+    }
+    run_system(&cmdline);
+}
+
+fn cmdline_summary(cmdline: &Cmdline) -> String {
+    let root = match &cmdline.root {
+        Some(cmdline::RootSpec::Uuid(uuid)) => format!("UUID={}", cmdline::format_uuid(uuid)),
+        Some(cmdline::RootSpec::Path(path)) => path.clone(),
+        None => "(none)".to_owned(),
+    };
+    format!(
+        "root={root} {} test={}",
+        if cmdline.rw { "rw" } else { "ro" },
+        cmdline.test
+    )
+}
+
+/// Reports a fatal boot error; powers off in test mode, otherwise stays up (a PID 1 that
+/// exits panics the kernel) so the console shows the message.
+fn fail(cmdline: &Cmdline, detail: &str) -> ! {
+    info!("fatal: {detail}");
+    emit(&protocol::Event::Error {
+        detail: detail.to_owned(),
+    });
+    if cmdline.test {
+        shutdown::finish(ShutdownKind::Poweroff, true);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn mount_system() {
+    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    let mounts: [(&str, &str, libc::c_ulong, &str); 4] = [
+        (
+            "devpts",
+            "/dev/pts",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "gid=5,mode=620,ptmxmode=666",
+        ),
+        ("tmpfs", "/dev/shm", nosuid_nodev, "mode=1777"),
+        ("tmpfs", "/run", nosuid_nodev, "mode=755"),
+        ("tmpfs", "/tmp", nosuid_nodev, "mode=1777"),
+    ];
+    for (fstype, target, flags, data) in mounts {
+        if initramfs::is_mounted(target) {
+            continue;
+        }
+        let _ = sys::ensure_dir(target);
+        if let Err(err) = sys::mount(fstype, target, Some(fstype), flags, Some(data)) {
+            info!("cannot mount {fstype} on {target}: {err}");
+        }
+    }
+}
+
+fn load_config(cmdline: &Cmdline) -> InitConfig {
+    match std::fs::read_to_string(CONFIG_PATH) {
+        Ok(text) => match InitConfig::from_json(&text) {
+            Ok(config) => config,
+            Err(err) => fail(cmdline, &format!("{CONFIG_PATH}: {err}")),
+        },
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            info!("no {CONFIG_PATH}, running without services");
+            InitConfig::default()
+        }
+        Err(err) => fail(cmdline, &format!("cannot read {CONFIG_PATH}: {err}")),
+    }
+}
+
+fn start_signal_thread(set: libc::sigset_t, table: Arc<ProcessTable>, events: Sender<Event>) {
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            loop {
+                let signal = match sys::wait_signal(&set) {
+                    Ok(signal) => signal,
+                    Err(err) => {
+                        info!("sigwaitinfo failed: {err}");
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                };
+                if signal == libc::SIGCHLD {
+                    table.reap();
+                } else if let Some(kind) = ShutdownKind::from_signal(signal) {
+                    info!("received signal {signal}, shutting down ({kind:?})");
+                    let _ = events.send(Event::Shutdown(kind));
+                }
+            }
+        });
+    if let Err(err) = spawned {
+        info!("cannot start the signal thread: {err}");
+    }
+}
+
+fn run_system(cmdline: &Cmdline) -> ! {
+    let signals = sys::sigset(&HANDLED_SIGNALS);
+    if let Err(err) = sys::block_signals(&signals) {
+        info!("cannot block signals: {err}");
+    }
+    mount_system();
+    // Ctrl-alt-del becomes SIGINT to us instead of an immediate reboot.
+    let _ = sys::reboot(libc::RB_DISABLE_CAD);
+    info!(
+        "guest-init {} as PID 1{}",
+        env!("CARGO_PKG_VERSION"),
+        if cmdline.test { " (test mode)" } else { "" }
+    );
+    let config = load_config(cmdline);
+    if config.root_rw {
+        if let Err(err) = sys::mount("none", "/", None, libc::MS_REMOUNT, None) {
+            info!("cannot remount / read-write: {err}");
+        }
+    }
+    let hostname = config.hostname.clone().unwrap_or_else(|| "jeos".to_owned());
+    if let Err(err) = sys::sethostname(&hostname) {
+        info!("cannot set the hostname: {err}");
+    }
+
+    let table = ProcessTable::new(ReapMode::Any);
+    let (tx, rx) = mpsc::channel();
+    start_signal_thread(signals, Arc::clone(&table), tx.clone());
+    shutdown::watch_power_button(&tx);
+    net::configure(&config.network, Some(&hostname));
+
+    let order = match config.start_order() {
+        Ok(order) => order,
+        Err(err) => fail(cmdline, &err.to_string()),
+    };
+    let mut supervisor = Supervisor::new(
+        config.services.clone(),
+        order,
+        Arc::clone(&table),
+        tx.clone(),
+    );
+    let kind = event_loop(
+        cmdline,
+        &config,
+        &hostname,
+        &mut supervisor,
+        &table,
+        &tx,
+        &rx,
+    );
+    supervisor.stop_all(&rx, Duration::from_millis(config.shutdown_timeout_ms));
+    shutdown::finish(kind, cmdline.test)
+}
+
+fn event_loop(
+    cmdline: &Cmdline,
+    config: &InitConfig,
+    hostname: &str,
+    supervisor: &mut Supervisor,
+    table: &Arc<ProcessTable>,
+    tx: &Sender<Event>,
+    rx: &Receiver<Event>,
+) -> ShutdownKind {
+    let mut checks_deadline: Option<Instant> = None;
+    loop {
+        let mut outcome = supervisor.poll();
+        if outcome.is_none() {
+            let mut wait = Duration::from_secs(60);
+            for deadline in [supervisor.next_deadline(), checks_deadline]
+                .into_iter()
+                .flatten()
+            {
+                wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+            }
+            match rx.recv_timeout(wait) {
+                Ok(Event::Shutdown(kind)) => return kind,
+                Ok(Event::ChecksDone) => return ShutdownKind::Poweroff,
+                Ok(event) => outcome = supervisor.handle(&event),
+                Err(_) => {}
+            }
+        }
+        if checks_deadline.is_some_and(|d| Instant::now() >= d) {
+            emit(&protocol::Event::Error {
+                detail: format!("checks did not finish within {} ms", config.test_timeout_ms),
+            });
+            return ShutdownKind::Poweroff;
+        }
+        match outcome {
+            None => {}
+            Some(Outcome::AllReady) => {
+                let boot = log::since_boot();
+                emit(&protocol::Event::Ready {
+                    boot_ms: u64::try_from(boot.as_millis()).unwrap_or(u64::MAX),
+                });
+                log::line(&format!(
+                    "jeos: {hostname} ready in {}.{:02}s",
+                    boot.as_secs(),
+                    boot.subsec_millis() / 10
+                ));
+                if cmdline.test {
+                    checks_deadline =
+                        Some(Instant::now() + Duration::from_millis(config.test_timeout_ms));
+                    start_checks(config, supervisor, table, tx);
+                }
+            }
+            Some(Outcome::NotReady { service, detail }) => {
+                info!(
+                    "{service} did not become ready (not ready: {})",
+                    supervisor.unready().join(", ")
+                );
+                emit(&protocol::Event::Error { detail });
+                if cmdline.test {
+                    return ShutdownKind::Poweroff;
+                }
+            }
+        }
+    }
+}
+
+fn start_checks(
+    config: &InitConfig,
+    supervisor: &Supervisor,
+    table: &Arc<ProcessTable>,
+    tx: &Sender<Event>,
+) {
+    let checks = config.checks.clone();
+    let running = supervisor.running();
+    let table = Arc::clone(table);
+    let done = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("checks".into())
+        .spawn(move || {
+            let (mut passed, mut failed) = (0u32, 0u32);
+            for (index, check) in checks.iter().enumerate() {
+                let started = Instant::now();
+                let (ok, detail) = probe::run_check(check, &table, &running);
+                if ok {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                }
+                emit(&protocol::Event::Check {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    status: if ok {
+                        CheckStatus::Pass
+                    } else {
+                        CheckStatus::Fail
+                    },
+                    ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    name: check.name.clone(),
+                    detail,
+                });
+            }
+            emit(&protocol::Event::Done { passed, failed });
+            let _ = done.send(Event::ChecksDone);
+        });
+    if let Err(err) = spawned {
+        emit(&protocol::Event::Error {
+            detail: format!("cannot start the checks thread: {err}"),
+        });
+        let _ = tx.send(Event::ChecksDone);
+    }
+}
