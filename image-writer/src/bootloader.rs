@@ -1,1 +1,620 @@
-//! (image-disk: in progress)
+//! Boot loaders for BIOS and UEFI, installed in-process from files of Debian packages, and
+//! [`write_disk`], which assembles the whole disk.
+//!
+//! Choice (simplest robust combination, both read the same FAT ESP):
+//! - **UEFI: systemd-boot.** `systemd-bootx64.efi` copied to the removable-media path
+//!   `/EFI/BOOT/BOOTX64.EFI` (no NVRAM entry needed), `/loader/loader.conf` and
+//!   `/loader/entries/jeos.conf` naming `/vmlinuz`, `/initrd.img` and the command line.
+//!   It is a plain file copy plus two text files; no installer runs.
+//! - **BIOS: SYSLINUX 6.04.** `gptmbr.bin` (440 bytes) in the protective MBR finds the GPT
+//!   partition with the legacy-BIOS-bootable attribute (the ESP) and chains to its volume
+//!   boot record; that is `ldlinux.bss` merged into our FAT boot sector (BPB kept), which
+//!   loads `ldlinux.sys` through a sector list patched into it. Because our FAT writer
+//!   stores every file contiguously and reports where, the whole job of the `syslinux`
+//!   installer (libinstaller `syslinux_patch`) is done here without mtools or a mount.
+//!   GRUB i386-pc was rejected: it needs `grub-mkimage` (LZMA-compressed core.img built
+//!   from modules) and a BIOS boot partition.
+//!
+//! Debian ships `ldlinux.bss` and `ldlinux.sys` only inside the installer binary
+//! (`/usr/bin/syslinux`, package `syslinux`): they are the 512-byte boot sector followed
+//! immediately by ldlinux.sys in its data section, and ldlinux.sys ends where the embedded
+//! `ldlinux.c32` ELF image begins. [`SyslinuxImages::from_installer`] finds them by those
+//! markers and validates the patch area.
+//!
+//! Files needed, as paths inside the Debian packages (bookworm):
+//!
+//! | file | package |
+//! |---|---|
+//! | `/usr/bin/syslinux` (embedded ldlinux.bss + ldlinux.sys) | `syslinux` |
+//! | `/usr/lib/syslinux/mbr/gptmbr.bin` | `syslinux-common` |
+//! | `/usr/lib/syslinux/modules/bios/ldlinux.c32` | `syslinux-common` |
+//! | `/usr/lib/systemd/boot/efi/systemd-bootx64.efi` | `systemd-boot-efi` |
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::ext4::{Ext4Config, Ext4Error, write_ext4};
+use crate::fat::{FatConfig, FatDir, FatError, FatImage, FatType, build_fat};
+use crate::gpt::{GptError, Guid, write_gpt};
+use crate::layout::{
+    ALIGNMENT_BYTES, DiskLayout, DiskSpec, LayoutError, PartitionRole, SECTOR_SIZE, Seed, round_up,
+};
+
+/// Magic at the start of ldlinux.sys's patch area (`LDLINUX_MAGIC`).
+pub const LDLINUX_MAGIC: u32 = 0x3EB2_02FE;
+/// Paths of the loader files inside the extracted Debian packages.
+pub const SYSLINUX_INSTALLER_PATH: &str = "usr/bin/syslinux";
+/// `gptmbr.bin` in `syslinux-common`.
+pub const GPTMBR_PATH: &str = "usr/lib/syslinux/mbr/gptmbr.bin";
+/// `ldlinux.c32` in `syslinux-common`.
+pub const LDLINUX_C32_PATH: &str = "usr/lib/syslinux/modules/bios/ldlinux.c32";
+/// systemd-boot in `systemd-boot-efi`.
+pub const SYSTEMD_BOOT_PATH: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+const ADV_MAGIC1: u32 = 0x5A2D_2FA5;
+const ADV_MAGIC2: u32 = 0xA304_1767;
+const ADV_MAGIC3: u32 = 0xDD28_BF64;
+
+/// Errors from preparing or installing boot loaders and writing the disk.
+#[derive(Debug, thiserror::Error)]
+pub enum BootloaderError {
+    /// A loader file could not be read.
+    #[error("cannot read boot loader file `{path}`")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SYSLINUX installer does not contain recognisable ldlinux images.
+    #[error("no ldlinux.bss/ldlinux.sys found in the syslinux installer: {what}")]
+    NoSyslinuxImages {
+        /// What was missing.
+        what: &'static str,
+    },
+    /// `gptmbr.bin` has the wrong size.
+    #[error("`gptmbr.bin` is {len} bytes, expected 440")]
+    BadGptMbr {
+        /// Its length.
+        len: usize,
+    },
+    /// Building the ESP failed.
+    #[error("building the EFI system partition")]
+    Fat(#[source] FatError),
+    /// Building the root file system failed.
+    #[error("building the root file system")]
+    Ext4(#[source] Ext4Error),
+    /// Planning the layout failed.
+    #[error("planning the disk layout")]
+    Layout(#[source] LayoutError),
+    /// Writing the partition table failed.
+    #[error("writing the partition table")]
+    Gpt(#[source] GptError),
+    /// Writing the disk failed.
+    #[error("I/O on `{path}`")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command line contains a newline.
+    #[error("kernel command line must be one line")]
+    BadCmdline,
+}
+
+/// The loader files, as bytes from the extracted Debian packages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootloaderFiles {
+    /// `/usr/bin/syslinux` from `syslinux` (holds ldlinux.bss and ldlinux.sys).
+    pub syslinux_installer: Vec<u8>,
+    /// `gptmbr.bin` from `syslinux-common`.
+    pub gptmbr: Vec<u8>,
+    /// `ldlinux.c32` (BIOS) from `syslinux-common`.
+    pub ldlinux_c32: Vec<u8>,
+    /// `systemd-bootx64.efi` from `systemd-boot-efi`.
+    pub systemd_boot: Vec<u8>,
+}
+
+impl BootloaderFiles {
+    /// Reads the files from a directory where the packages were extracted (the paths in the
+    /// module docs, relative to `root`).
+    ///
+    /// # Errors
+    /// [`BootloaderError::Read`].
+    pub fn from_extracted(root: &Path) -> Result<Self, BootloaderError> {
+        let read = |rel: &str| {
+            let path = root.join(rel);
+            std::fs::read(&path).map_err(|source| BootloaderError::Read { path, source })
+        };
+        Ok(Self {
+            syslinux_installer: read(SYSLINUX_INSTALLER_PATH)?,
+            gptmbr: read(GPTMBR_PATH)?,
+            ldlinux_c32: read(LDLINUX_C32_PATH)?,
+            systemd_boot: read(SYSTEMD_BOOT_PATH)?,
+        })
+    }
+}
+
+/// `ldlinux.bss` (boot sector template) and `ldlinux.sys` extracted from the installer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyslinuxImages {
+    /// The 512-byte volume boot record template.
+    pub boot_sector: [u8; 512],
+    /// ldlinux.sys, unpatched.
+    pub ldlinux_sys: Vec<u8>,
+    /// Offset of the patch area in `ldlinux_sys`.
+    patch_area: usize,
+}
+
+fn get_u16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+fn get_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+impl SyslinuxImages {
+    /// Finds the boot sector and ldlinux.sys inside the `syslinux` installer binary.
+    ///
+    /// # Errors
+    /// [`BootloaderError::NoSyslinuxImages`].
+    pub fn from_installer(installer: &[u8]) -> Result<Self, BootloaderError> {
+        let missing = |what| BootloaderError::NoSyslinuxImages { what };
+        let magic = LDLINUX_MAGIC.to_le_bytes();
+        // ldlinux.sys starts with "\r\nSYSLINUX " and is preceded by the boot sector.
+        let banner = b"\r\nSYSLINUX ";
+        let mut search = 0;
+        let start = loop {
+            let pos = installer
+                .get(search..)
+                .and_then(|s| s.windows(banner.len()).position(|w| w == banner))
+                .ok_or_else(|| missing("no ldlinux.sys banner"))?
+                + search;
+            let ok = pos >= 512
+                && pos % 512 == 0
+                && installer[pos - 2..pos] == [0x55, 0xAA]
+                && installer[pos - 8..pos - 4] == magic;
+            if ok {
+                break pos;
+            }
+            search = pos + 1;
+        };
+        let rest = &installer[start..];
+        // ldlinux.c32 follows on a sector boundary (bin2c pads ldlinux.sys to 512 bytes).
+        let elf = (512..rest.len())
+            .step_by(512)
+            .find(|&at| rest[at..].starts_with(b"\x7fELF\x01\x01\x01"))
+            .ok_or_else(|| missing("no ldlinux.c32 after ldlinux.sys"))?;
+        let sys = &rest[..elf];
+        if sys.len() < 4096 {
+            return Err(missing("ldlinux.sys is too short"));
+        }
+        let patch_area = sys
+            .windows(4)
+            .position(|w| w == magic)
+            .ok_or_else(|| missing("no patch area"))?;
+        if patch_area % 4 != 0 {
+            return Err(missing("patch area is not dword aligned"));
+        }
+        let images = Self {
+            boot_sector: installer[start - 512..start]
+                .try_into()
+                .expect("512-byte slice"),
+            ldlinux_sys: sys.to_vec(),
+            patch_area,
+        };
+        images
+            .epa()
+            .ok_or_else(|| missing("extended patch area out of range"))?;
+        Ok(images)
+    }
+
+    /// Offsets in the extended patch area, validated to lie within the images.
+    fn epa(&self) -> Option<Epa> {
+        let sys = &self.ldlinux_sys;
+        let epa = usize::from(get_u16(sys, self.patch_area + 22)?);
+        let field = |i: usize| get_u16(sys, epa + 2 * i).map(usize::from);
+        let e = Epa {
+            adv_ptrs: field(0)?,
+            dir: field(1)?,
+            dir_len: field(2)?,
+            sec_ptrs: field(5)?,
+            sec_ptr_count: field(6)?,
+            sect1_lo: field(7)?,
+            sect1_hi: field(8)?,
+        };
+        let fits = e.adv_ptrs + 16 <= sys.len()
+            && e.dir + e.dir_len <= sys.len()
+            && e.sec_ptrs + 10 * e.sec_ptr_count <= sys.len()
+            && e.sect1_lo + 2 <= 512
+            && e.sect1_hi + 2 <= 512;
+        fits.then_some(e)
+    }
+}
+
+struct Epa {
+    adv_ptrs: usize,
+    dir: usize,
+    dir_len: usize,
+    sec_ptrs: usize,
+    sec_ptr_count: usize,
+    sect1_lo: usize,
+    sect1_hi: usize,
+}
+
+/// The contents of `/ldlinux.sys` before patching: the image padded to whole sectors plus
+/// two empty ADV sectors (auxiliary data vector).
+#[must_use]
+pub fn ldlinux_sys_placeholder(images: &SyslinuxImages) -> Vec<u8> {
+    let mut data = images.ldlinux_sys.clone();
+    data.resize(data.len().next_multiple_of(512), 0);
+    for _ in 0..2 {
+        let mut adv = [0u8; 512];
+        adv[0..4].copy_from_slice(&ADV_MAGIC1.to_le_bytes());
+        adv[4..8].copy_from_slice(&ADV_MAGIC2.to_le_bytes()); // checksum of an empty ADV
+        adv[508..512].copy_from_slice(&ADV_MAGIC3.to_le_bytes());
+        data.extend_from_slice(&adv);
+    }
+    data
+}
+
+/// Patches ldlinux.sys for a file starting at volume sector `first_sector` (contiguous)
+/// and returns (patched file bytes, patched boot sector). Mirrors libinstaller's
+/// `syslinux_patch` for the contiguous case (pure).
+///
+/// # Errors
+/// [`BootloaderError::NoSyslinuxImages`] when the extent table is too small.
+pub fn patch_ldlinux(
+    images: &SyslinuxImages,
+    first_sector: u64,
+) -> Result<(Vec<u8>, [u8; 512]), BootloaderError> {
+    let epa = images.epa().ok_or(BootloaderError::NoSyslinuxImages {
+        what: "extended patch area out of range",
+    })?;
+    let mut file = ldlinux_sys_placeholder(images);
+    let image_len = images.ldlinux_sys.len();
+    let nsect = image_len.div_ceil(512) + 2;
+    let sectors: Vec<u64> = (0..nsect as u64).map(|i| first_sector + i).collect();
+    let mut boot = images.boot_sector;
+    // sect1ptr0/1 point at a 32-bit value split in two halves in the boot sector.
+    let first = u32::try_from(sectors[0]).map_err(|_| BootloaderError::NoSyslinuxImages {
+        what: "ldlinux.sys beyond 2 TiB",
+    })?;
+    boot[epa.sect1_lo..epa.sect1_lo + 4].copy_from_slice(&first.to_le_bytes());
+    boot[epa.sect1_hi..epa.sect1_hi + 4].copy_from_slice(&0u32.to_le_bytes());
+
+    let pa = images.patch_area;
+    let dwords = image_len / 4;
+    file[pa + 8..pa + 10].copy_from_slice(&u16::try_from(nsect - 2).expect("small").to_le_bytes());
+    file[pa + 10..pa + 12].copy_from_slice(&2u16.to_le_bytes());
+    file[pa + 12..pa + 16].copy_from_slice(&u32::try_from(dwords).expect("small").to_le_bytes());
+
+    // Extents for sectors 1..nsect-2 (the boot sector loads sector 0, ADVs are separate),
+    // never crossing a 64 KiB boundary of the load address that starts at 0x8000.
+    let body = &sectors[1..nsect - 2];
+    let mut extents: Vec<(u64, u16)> = Vec::new();
+    let mut addr: u64 = 0x8000;
+    let mut base = addr;
+    let mut run: Option<(u64, u64)> = None; // (lba, len)
+    for &sect in body {
+        if let Some((lba, len)) = run {
+            let xbytes = (len + 1) * 512;
+            if sect == lba + len
+                && xbytes < 65536
+                && ((addr ^ (base + xbytes - 1)) & 0xFFFF_0000) == 0
+            {
+                run = Some((lba, len + 1));
+                addr += 512;
+                continue;
+            }
+            extents.push((lba, u16::try_from(len).expect("< 128")));
+        }
+        base = addr;
+        run = Some((sect, 1));
+        addr += 512;
+    }
+    if let Some((lba, len)) = run {
+        extents.push((lba, u16::try_from(len).expect("< 128")));
+    }
+    if extents.len() > epa.sec_ptr_count {
+        return Err(BootloaderError::NoSyslinuxImages {
+            what: "too few sector extent slots",
+        });
+    }
+    for slot in 0..epa.sec_ptr_count {
+        let at = epa.sec_ptrs + 10 * slot;
+        let (lba, len) = extents.get(slot).copied().unwrap_or((0, 0));
+        file[at..at + 8].copy_from_slice(&lba.to_le_bytes());
+        file[at + 8..at + 10].copy_from_slice(&len.to_le_bytes());
+    }
+    file[epa.adv_ptrs..epa.adv_ptrs + 8].copy_from_slice(&sectors[nsect - 2].to_le_bytes());
+    file[epa.adv_ptrs + 8..epa.adv_ptrs + 16].copy_from_slice(&sectors[nsect - 1].to_le_bytes());
+    // Install directory: the ESP root, where ldlinux.c32 and syslinux.cfg live.
+    if epa.dir_len >= 2 {
+        file[epa.dir..epa.dir + 2].copy_from_slice(b"/\0");
+    }
+    // Checksum: LDLINUX_MAGIC minus the sum of all dwords of the image.
+    file[pa + 16..pa + 20].fill(0);
+    let mut csum = LDLINUX_MAGIC;
+    for i in 0..dwords {
+        let v = get_u32(&file, 4 * i).expect("within image");
+        csum = csum.wrapping_sub(v);
+    }
+    file[pa + 16..pa + 20].copy_from_slice(&csum.to_le_bytes());
+    Ok((file, boot))
+}
+
+/// Installs SYSLINUX into a built ESP that contains the placeholder `/ldlinux.sys`.
+///
+/// # Errors
+/// [`BootloaderError`] when ldlinux.sys is missing from the image or cannot be patched.
+pub fn install_syslinux(
+    esp: &mut FatImage,
+    images: &SyslinuxImages,
+) -> Result<(), BootloaderError> {
+    let extent =
+        esp.file_extent("/ldlinux.sys")
+            .ok_or(BootloaderError::Fat(FatError::Overwrite {
+                path: "/ldlinux.sys".into(),
+            }))?;
+    let (file, boot) = patch_ldlinux(images, extent.first_sector)?;
+    esp.overwrite_file("/ldlinux.sys", &file)
+        .map_err(BootloaderError::Fat)?;
+    let head: [u8; 11] = boot[..11].try_into().expect("11 bytes");
+    let code: [u8; 420] = boot[0x5A..0x1FE].try_into().expect("420 bytes");
+    esp.install_boot_code(&head, &code);
+    Ok(())
+}
+
+/// Everything needed to write a bootable disk.
+#[derive(Clone, Debug)]
+pub struct DiskPlan {
+    /// The kernel image (bzImage with EFI stub, e.g. `/boot/vmlinuz-*`).
+    pub kernel: Vec<u8>,
+    /// The initramfs (see [`crate::cpio::write_initramfs`]).
+    pub initramfs: Vec<u8>,
+    /// The kernel command line, verbatim (add `root=UUID=` from [`crate::ext4::root_fs_uuid`]).
+    pub cmdline: String,
+    /// Loader files from the Debian packages.
+    pub loaders: BootloaderFiles,
+    /// The root file system.
+    pub root: Ext4Config,
+    /// ESP size; `None` = contents + 25 % + 4 MiB, at least 16 MiB.
+    pub esp_size_bytes: Option<u64>,
+    /// Source of every identifier.
+    pub seed: Seed,
+    /// `SOURCE_DATE_EPOCH`.
+    pub timestamp: u64,
+}
+
+/// What [`write_disk`] produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskReport {
+    /// Total size in bytes.
+    pub size_bytes: u64,
+    /// The planned layout (LBAs and GUIDs of each partition).
+    pub layout: DiskLayout,
+    /// ESP size in bytes and FAT type.
+    pub esp_size_bytes: u64,
+    /// FAT16 or FAT32.
+    pub esp_fat_type: FatType,
+    /// Root fs size in bytes.
+    pub root_size_bytes: u64,
+    /// Root file-system UUID (`root=UUID=`).
+    pub root_fs_uuid: Guid,
+}
+
+/// The ESP tree: kernel, initramfs, systemd-boot with its config, SYSLINUX files.
+///
+/// # Errors
+/// [`BootloaderError::BadCmdline`], FAT path errors.
+pub fn esp_tree(plan: &DiskPlan, images: &SyslinuxImages) -> Result<FatDir, BootloaderError> {
+    if plan.cmdline.contains(['\n', '\r']) {
+        return Err(BootloaderError::BadCmdline);
+    }
+    let mut tree = FatDir::default();
+    let mut add =
+        |path: &str, data: Vec<u8>| tree.insert_file(path, data).map_err(BootloaderError::Fat);
+    add("/vmlinuz", plan.kernel.clone())?;
+    add("/initrd.img", plan.initramfs.clone())?;
+    add("/EFI/BOOT/BOOTX64.EFI", plan.loaders.systemd_boot.clone())?;
+    // `timeout 0`: boot the default entry at once, no menu.
+    add(
+        "/loader/loader.conf",
+        b"default jeos.conf\ntimeout 0\neditor no\n".to_vec(),
+    )?;
+    add(
+        "/loader/entries/jeos.conf",
+        format!(
+            "title jeos\nlinux /vmlinuz\ninitrd /initrd.img\noptions {}\n",
+            plan.cmdline
+        )
+        .into_bytes(),
+    )?;
+    add("/ldlinux.sys", ldlinux_sys_placeholder(images))?;
+    add("/ldlinux.c32", plan.loaders.ldlinux_c32.clone())?;
+    // SERIAL 0: SYSLINUX's own messages also go to ttyS0; PROMPT 0 + TIMEOUT 0: no wait.
+    add(
+        "/syslinux.cfg",
+        format!(
+            "SERIAL 0 115200\nDEFAULT jeos\nPROMPT 0\nTIMEOUT 0\nLABEL jeos\n  LINUX /vmlinuz\n  INITRD /initrd.img\n  APPEND {}\n",
+            plan.cmdline
+        )
+        .into_bytes(),
+    )?;
+    Ok(tree)
+}
+
+/// Writes a complete bootable disk to `out` atomically (a temporary file next to it is
+/// renamed into place once complete).
+///
+/// Steps: ESP (FAT, in memory) with SYSLINUX patched in, ext4 root (mkfs.ext4 + debugfs into
+/// a temporary file), layout, GPT with `gptmbr.bin`, then the two partitions copied in.
+///
+/// # Errors
+/// Any [`BootloaderError`].
+pub fn write_disk(plan: &DiskPlan, out: &Path) -> Result<DiskReport, BootloaderError> {
+    let images = SyslinuxImages::from_installer(&plan.loaders.syslinux_installer)?;
+    if plan.loaders.gptmbr.len() != 440 {
+        return Err(BootloaderError::BadGptMbr {
+            len: plan.loaders.gptmbr.len(),
+        });
+    }
+    let tree = esp_tree(plan, &images)?;
+    let content: u64 = [
+        plan.kernel.len(),
+        plan.initramfs.len(),
+        plan.loaders.systemd_boot.len(),
+        plan.loaders.ldlinux_c32.len(),
+        images.ldlinux_sys.len(),
+    ]
+    .iter()
+    .map(|l| *l as u64)
+    .sum();
+    let esp_size = match plan.esp_size_bytes {
+        Some(size) => size,
+        None => (content + content / 4 + 4 * ALIGNMENT_BYTES).max(16 * ALIGNMENT_BYTES),
+    };
+    let esp_size = round_up(esp_size, ALIGNMENT_BYTES)
+        .ok_or(BootloaderError::Layout(LayoutError::Overflow))?;
+
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BootloaderError::Io { path, source }
+    };
+    let tmp = out.with_extension("partial");
+    let root_tmp = out.with_extension("root.partial");
+    let root_report = write_ext4(&plan.root, &root_tmp).map_err(BootloaderError::Ext4)?;
+
+    let layout = DiskLayout::plan(&DiskSpec {
+        esp_size_bytes: esp_size,
+        root_size_bytes: root_report.size_bytes,
+        bios_boot: false,
+        esp_legacy_bootable: true,
+        seed: plan.seed,
+    })
+    .map_err(BootloaderError::Layout)?;
+    let esp_part = layout.partition(PartitionRole::Esp).expect("planned above");
+    let root_part = layout
+        .partition(PartitionRole::Root)
+        .expect("planned above");
+
+    let mut esp = build_fat(
+        &FatConfig {
+            size_bytes: esp_part.size_bytes(),
+            volume_label: "ESP".into(),
+            volume_id: u32::from_le_bytes(
+                plan.seed.derive("fat:serial")[..4]
+                    .try_into()
+                    .expect("4 bytes"),
+            ),
+            timestamp: plan.timestamp,
+            hidden_sectors: u32::try_from(esp_part.first_lba.0).unwrap_or(u32::MAX),
+        },
+        &tree,
+    )
+    .map_err(BootloaderError::Fat)?;
+    install_syslinux(&mut esp, &images)?;
+
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        file.set_len(layout.total_size_bytes).map_err(io(&tmp))?;
+        file.seek(SeekFrom::Start(esp_part.offset_bytes()))
+            .map_err(io(&tmp))?;
+        file.write_all(&esp.bytes).map_err(io(&tmp))?;
+        file.seek(SeekFrom::Start(root_part.offset_bytes()))
+            .map_err(io(&tmp))?;
+        let mut root = std::fs::File::open(&root_tmp).map_err(io(&root_tmp))?;
+        std::io::copy(&mut root, &mut file).map_err(io(&tmp))?;
+        drop(file);
+        write_gpt(&tmp, &layout, Some(&plan.loaders.gptmbr)).map_err(BootloaderError::Gpt)?;
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, out).map_err(io(out))
+    })();
+    let _ = std::fs::remove_file(&root_tmp);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    debug_assert_eq!(layout.total_size_bytes % SECTOR_SIZE, 0);
+    Ok(DiskReport {
+        size_bytes: layout.total_size_bytes,
+        esp_size_bytes: esp_part.size_bytes(),
+        esp_fat_type: esp.fat_type,
+        root_size_bytes: root_part.size_bytes(),
+        root_fs_uuid: root_report.uuid,
+        layout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake installer: some bytes, a boot sector, ldlinux.sys with a patch area and an
+    /// extended patch area, then an ELF header.
+    pub(crate) fn fake_installer() -> Vec<u8> {
+        let mut bin = vec![0u8; 1024];
+        let mut bss = [0u8; 512];
+        bss[0] = 0xEB;
+        bss[504..508].copy_from_slice(&LDLINUX_MAGIC.to_le_bytes());
+        bss[510] = 0x55;
+        bss[511] = 0xAA;
+        bin.extend_from_slice(&bss);
+        let mut sys = vec![0u8; 8192];
+        sys[..11].copy_from_slice(b"\r\nSYSLINUX ");
+        let pa = 32;
+        sys[pa..pa + 4].copy_from_slice(&LDLINUX_MAGIC.to_le_bytes());
+        let epa = 64u16;
+        sys[pa + 22..pa + 24].copy_from_slice(&epa.to_le_bytes());
+        let fields: [u16; 10] = [128, 160, 64, 0, 0, 256, 20, 0x1F8 - 8, 0x1F8 - 4, 0];
+        for (i, f) in fields.iter().enumerate() {
+            sys[64 + 2 * i..66 + 2 * i].copy_from_slice(&f.to_le_bytes());
+        }
+        bin.extend_from_slice(&sys);
+        bin.extend_from_slice(b"\x7fELF\x01\x01\x01 rest of ldlinux.c32");
+        bin
+    }
+
+    #[test]
+    fn finds_images_in_installer() {
+        let images = SyslinuxImages::from_installer(&fake_installer()).unwrap();
+        assert_eq!(images.ldlinux_sys.len(), 8192);
+        assert_eq!(images.boot_sector[0], 0xEB);
+        assert!(matches!(
+            SyslinuxImages::from_installer(b"nothing here"),
+            Err(BootloaderError::NoSyslinuxImages { .. })
+        ));
+    }
+
+    #[test]
+    fn patch_sets_sector_list_and_checksum() {
+        let images = SyslinuxImages::from_installer(&fake_installer()).unwrap();
+        let (file, boot) = patch_ldlinux(&images, 1000).unwrap();
+        assert_eq!(file.len(), 8192 + 1024);
+        assert_eq!(get_u32(&boot, 0x1F8 - 8), Some(1000));
+        // One extent: sectors 1001..=1015 (16 image sectors minus the first).
+        assert_eq!(u64::from_le_bytes(file[256..264].try_into().unwrap()), 1001);
+        assert_eq!(get_u16(&file, 264), Some(15));
+        assert_eq!(get_u16(&file, 274), Some(0), "second slot empty");
+        // ADV pointers follow the image.
+        assert_eq!(u64::from_le_bytes(file[128..136].try_into().unwrap()), 1016);
+        assert_eq!(u64::from_le_bytes(file[136..144].try_into().unwrap()), 1017);
+        // The dwords of the image sum to LDLINUX_MAGIC with the checksum included.
+        let sum = (0..8192 / 4).fold(0u32, |s, i| s.wrapping_add(get_u32(&file, 4 * i).unwrap()));
+        assert_eq!(sum, LDLINUX_MAGIC);
+        assert_eq!(&file[160..162], b"/\0");
+    }
+}
