@@ -18,3 +18,9 @@ pub mod ovf;
 pub mod qcow2;
 pub mod sign;
 pub mod vmdk;
+
+pub use bootloader::{BootloaderFiles, DiskPlan, DiskReport, write_disk};
+pub use ova::package::{
+    OvfInputs, PackageError, PackageReport, PackageSpec, SigningConfig, write_ovf_package,
+};
+pub use ova::reporter::{NoReporter, PublishReporter};
