@@ -1,1 +1,441 @@
-//! (builder-recipe: in progress)
+//! The `jeos` command line: clap types and one function per subcommand.
+//!
+//! Adding a subcommand is a variant of [`Command`] with its `*Args` struct and a
+//! `fn name(args, &mut Session) -> miette::Result<ExitStatus>` dispatched in [`run`].
+//! Commands never print directly: they go through [`Printer`] and [`Ui`] (progress/).
+
+use std::fs;
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use miette::Diagnostic;
+
+use crate::progress::{Printer, Ui, UiMode};
+use crate::recipe::{self, AppName, RecipeLoadError};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  what was checked failed: `jeos check` found problems in a recipe
+  2  usage error, unreadable recipe, environment error or internal error
+
+Environment:
+  NO_COLOR     disable colours (same as `--color never`)
+  COLUMNS      width used to wrap diagnostics";
+
+/// Turn a short TOML recipe into a small bootable Debian appliance.
+#[derive(Debug, Parser)]
+#[command(
+    name = "jeos",
+    version,
+    after_help = EXIT_CODES,
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Options shared by every subcommand.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Print more: step details, and the full cause chain of errors.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable output: JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// When to use colours.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+    /// Cache for package indices and .debs [default: $XDG_CACHE_HOME/jeos].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use only the cache; never touch the network.
+    #[arg(long, global = true)]
+    pub offline: bool,
+    /// Debian mirror URL, overriding the recipe and the host's apt sources.
+    #[arg(long, global = true, value_name = "URL")]
+    pub mirror: Option<String>,
+}
+
+/// `--color`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colours when writing to a terminal and `NO_COLOR` is unset.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// Resolves `auto` against the environment.
+    pub fn enabled(self, is_terminal: bool, no_color_env: bool) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Auto => is_terminal && !no_color_env,
+        }
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented starter recipe.
+    New(NewArgs),
+    /// Validate recipes and report every problem found.
+    Check(CheckArgs),
+}
+
+/// `jeos new`
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Appliance name: lowercase letters, digits and `-`; the recipe is `NAME.toml`.
+    pub name: String,
+    /// Directory to write the recipe in (created if missing).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// `jeos check`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Recipe files to validate.
+    #[arg(required = true, value_name = "RECIPE")]
+    pub recipes: Vec<PathBuf>,
+}
+
+/// How a command ended, mapped to the documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0
+    Success,
+    /// 1: the command ran, and what it checked failed.
+    Failure,
+    /// 2: usage, recipe or environment error.
+    Error,
+}
+
+impl ExitStatus {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Failure => 1,
+            Self::Error => 2,
+        }
+    }
+}
+
+/// What every command gets: the parsed global options and the output channels.
+#[derive(Debug)]
+pub struct Session {
+    /// Global options.
+    pub global: GlobalArgs,
+    /// Results and diagnostics.
+    pub printer: Printer,
+    /// Progress (steps, downloads, warnings).
+    pub ui: std::sync::Arc<Ui>,
+}
+
+impl Session {
+    /// Chooses colours and the progress renderer from the options and the environment.
+    pub fn from_env(global: GlobalArgs) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let stderr_tty = io::stderr().is_terminal();
+        let color = global.color.enabled(stderr_tty, no_color);
+        let mode = UiMode::detect(global.json, global.verbose, stderr_tty);
+        Self {
+            printer: Printer::stdio(color),
+            ui: std::sync::Arc::new(Ui::new(mode, global.quiet, color)),
+            global,
+        }
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus> {
+    let status = match command {
+        Command::New(args) => new(&args, session),
+        Command::Check(args) => check(&args, session),
+    };
+    session.ui.finish();
+    status
+}
+
+/// Why `jeos new` failed.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum NewError {
+    /// The name is not a valid appliance name.
+    #[error("invalid appliance name `{name}`: {reason}")]
+    #[diagnostic(help(
+        "use lowercase letters, digits and `-`, starting with a letter or digit (at most 63 characters), e.g. `web-server`"
+    ))]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The recipe file exists already.
+    #[error("`{}` already exists", .path.display())]
+    #[diagnostic(help("choose another name or `--dir`, or remove the file first"))]
+    AlreadyExists {
+        /// The recipe path.
+        path: PathBuf,
+    },
+    /// The directory could not be created.
+    #[error("cannot create directory `{}`", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The recipe could not be written.
+    #[error("cannot write `{}`", .path.display())]
+    Write {
+        /// The recipe path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn new(args: &NewArgs, session: &mut Session) -> miette::Result<ExitStatus> {
+    let name = AppName::new(&args.name).map_err(|reason| NewError::InvalidName {
+        name: args.name.clone(),
+        reason,
+    })?;
+    fs::create_dir_all(&args.dir).map_err(|source| NewError::CreateDir {
+        path: args.dir.clone(),
+        source,
+    })?;
+    let file_name = format!("{name}.toml");
+    let path = if args.dir == Path::new(".") {
+        PathBuf::from(file_name)
+    } else {
+        args.dir.join(file_name)
+    };
+    let text = recipe::starter_recipe(&name);
+    write_new_file(&path, &text).map_err(|source| {
+        if source.kind() == io::ErrorKind::AlreadyExists {
+            NewError::AlreadyExists { path: path.clone() }
+        } else {
+            NewError::Write {
+                path: path.clone(),
+                source,
+            }
+        }
+    })?;
+    if session.global.json {
+        let value =
+            serde_json::json!({ "created": path.display().to_string(), "name": name.as_str() });
+        session.printer.stdout_line(&value.to_string());
+    } else if !session.global.quiet {
+        session
+            .printer
+            .stderr_line(&format!("Created `{}`", path.display()));
+        session.printer.hint(&format!(
+            "edit it, then run `jeos check {}`",
+            path.display()
+        ));
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn write_new_file(path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+fn check(args: &CheckArgs, session: &mut Session) -> miette::Result<ExitStatus> {
+    let mut reports = Vec::new();
+    let mut unreadable = 0usize;
+    let mut invalid = 0usize;
+    let mut problems = 0usize;
+    for path in &args.recipes {
+        let result = recipe::load(path);
+        match &result {
+            Ok(_) => {}
+            Err(RecipeLoadError::Io { .. }) => unreadable += 1,
+            Err(RecipeLoadError::Invalid(errors)) => {
+                invalid += 1;
+                problems += errors.errors.len();
+            }
+        }
+        reports.push((path, result));
+    }
+    let total = args.recipes.len();
+    if session.global.json {
+        let files: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|(path, result)| check_json(path, result))
+            .collect();
+        let value = serde_json::json!({
+            "recipes": files,
+            "summary": { "checked": total, "invalid": invalid, "unreadable": unreadable, "problems": problems },
+        });
+        session.printer.stdout_line(&value.to_string());
+    } else {
+        for (path, result) in &reports {
+            match result {
+                Ok(_) => {
+                    if !session.global.quiet {
+                        let ok = session.printer.paint("32", "ok");
+                        session
+                            .printer
+                            .stderr_line(&format!("{ok}: {}", path.display()));
+                    }
+                }
+                Err(RecipeLoadError::Invalid(errors)) => {
+                    for error in &errors.errors {
+                        session.printer.diagnostic(error);
+                        session.printer.stderr_line("");
+                    }
+                }
+                Err(err @ RecipeLoadError::Io { .. }) => {
+                    let text = session.printer.render_diagnostic(err);
+                    session.printer.stderr_line(text.trim_end());
+                    session.printer.stderr_line("");
+                }
+            }
+        }
+        let summary = check_summary(total, invalid, unreadable, problems);
+        if !(session.global.quiet && invalid + unreadable == 0) {
+            session.printer.stderr_line(&summary);
+        }
+    }
+    Ok(if unreadable > 0 {
+        ExitStatus::Error
+    } else if invalid > 0 {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn check_summary(total: usize, invalid: usize, unreadable: usize, problems: usize) -> String {
+    if invalid + unreadable == 0 {
+        return format!("Checked {}: no problems found", plural(total, "recipe"));
+    }
+    let mut parts = Vec::new();
+    if invalid > 0 {
+        parts.push(format!(
+            "{} in {}",
+            plural(problems, "problem"),
+            plural(invalid, "recipe")
+        ));
+    }
+    if unreadable > 0 {
+        parts.push(format!("{} unreadable", plural(unreadable, "recipe")));
+    }
+    format!("Checked {}: {}", plural(total, "recipe"), parts.join(", "))
+}
+
+fn check_json(path: &Path, result: &Result<recipe::Recipe, RecipeLoadError>) -> serde_json::Value {
+    let file = path.display().to_string();
+    match result {
+        Ok(_) => serde_json::json!({ "file": file, "valid": true, "diagnostics": [] }),
+        Err(RecipeLoadError::Io { source, .. }) => serde_json::json!({
+            "file": file,
+            "valid": false,
+            "diagnostics": [{
+                "file": file,
+                "severity": "error",
+                "message": format!("cannot read recipe: {source}"),
+            }],
+        }),
+        Err(RecipeLoadError::Invalid(errors)) => {
+            let diagnostics: Vec<serde_json::Value> = errors
+                .errors
+                .iter()
+                .map(|e| {
+                    let (line, column) = e.line_column();
+                    serde_json::json!({
+                        "file": file,
+                        "severity": "error",
+                        "line": line,
+                        "column": column,
+                        "offset": e.span.start,
+                        "length": e.span.len(),
+                        "message": e.kind.to_string(),
+                        "label": e.kind.label(),
+                        "help": e.kind.help(),
+                    })
+                })
+                .collect();
+            serde_json::json!({ "file": file, "valid": false, "diagnostics": diagnostics })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn colour_choice() {
+        assert!(ColorChoice::Auto.enabled(true, false));
+        assert!(!ColorChoice::Auto.enabled(true, true));
+        assert!(!ColorChoice::Auto.enabled(false, false));
+        assert!(ColorChoice::Always.enabled(false, true));
+        assert!(!ColorChoice::Never.enabled(true, false));
+    }
+
+    #[test]
+    fn summaries() {
+        assert_eq!(
+            check_summary(3, 0, 0, 0),
+            "Checked 3 recipes: no problems found"
+        );
+        assert_eq!(
+            check_summary(2, 1, 0, 4),
+            "Checked 2 recipes: 4 problems in 1 recipe"
+        );
+        assert_eq!(
+            check_summary(2, 1, 1, 1),
+            "Checked 2 recipes: 1 problem in 1 recipe, 1 recipe unreadable"
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(ExitStatus::Success.code(), 0);
+        assert_eq!(ExitStatus::Failure.code(), 1);
+        assert_eq!(ExitStatus::Error.code(), 2);
+    }
+}

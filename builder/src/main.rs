@@ -1,5 +1,28 @@
-//! The `jeos` command.
+//! The `jeos` command: parses the command line, runs it, renders errors, exits.
 
-fn main() {
-    let _ = builder::GUEST_INIT.len();
+use std::process::ExitCode;
+
+use builder::cli::{self, Cli, ExitStatus, Session};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    let verbose = args.global.verbose;
+    let mut session = Session::from_env(args.global);
+    let status = match cli::run(args.command, &mut session) {
+        Ok(status) => status,
+        Err(report) => {
+            let text = session.printer.render_diagnostic(report.as_ref());
+            session.printer.stderr_line(text.trim_end());
+            if verbose {
+                // The graphical handler already lists causes; --verbose adds the Debug
+                // chain, which includes the error types.
+                session
+                    .printer
+                    .stderr_line(&format!("debug: {:?}", report.root_cause()));
+            }
+            ExitStatus::Error
+        }
+    };
+    ExitCode::from(status.code())
 }

@@ -1,4 +1,14 @@
 //! Integration tests of the `jeos` binary.
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "an integration-test crate is test code throughout; its modules need no #[cfg(test)]"
+)]
+
+#[macro_use]
+mod common;
+mod check;
+mod help;
+mod new;
 
 #[test]
 fn guest_init_is_embedded_and_static() {
