@@ -1,1 +1,0 @@
-//! (rootfs: in progress)

@@ -1,0 +1,659 @@
+//! `tmpfiles.d(5)` entries shipped by packages, applied at build time.
+//!
+//! What is done with each line type (modifiers `!` and `-` are accepted; `!` lines are
+//! applied because the build is the image's "boot of record"):
+//!
+//! | type | build time |
+//! |---|---|
+//! | `d` `D` `v` `q` `Q` | create the directory (subvolume types fall back to `d`, as systemd does off btrfs); an existing one gets the mode/owner unless the mode starts with `:` |
+//! | `f` `f+` | create the file with the argument as content (`+` truncates an existing one); an existing one gets mode/owner adjusted |
+//! | `L` `L+` | create the symlink (`+` replaces what is there) |
+//! | `p` `p+`, `c` `b` | record a FIFO/device node in the metadata |
+//! | `C` `C+` | copy a file or directory tree if the target is missing |
+//! | `z` `Z` | adjust mode/owner of an existing path (`Z` recursively) |
+//! | `w` `x` `X` `r` `R` `e` `a` `A` `h` `H` `t` `T` | skipped: they act on live state (cleaning, writing to `/proc`, ACLs, attributes) |
+//!
+//! Paths under `/run`, `/tmp`, `/dev`, `/proc` and `/sys` are mounted over at boot (guest-init
+//! mounts tmpfs on `/run` and `/tmp`), so their directories are returned as
+//! [`RuntimeDir`]s for the init to create instead. Lines using specifiers other than
+//! `%t %S %C %L %T %V %E %%`, globs, credentials (`^`) or base64 arguments (`~`) are skipped,
+//! as are lines whose owner is unknown; every skip is noted for the build report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::accounts::Accounts;
+use super::staging::FsOp;
+use super::tree::{EntryKind, Ownership, Tree, normalize};
+use super::words::split_fields;
+
+/// Directories searched, lowest priority first.
+pub const TMPFILES_DIRS: &[&str] = &["usr/lib/tmpfiles.d", "etc/tmpfiles.d"];
+
+/// Mount points whose content only exists at run time.
+pub const RUNTIME_PREFIXES: &[&str] = &["run", "tmp", "dev", "proc", "sys"];
+
+/// Errors from tmpfiles.d files.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TmpfilesError {
+    /// A line could not be parsed.
+    #[error("{file}:{line}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A parsed line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpfilesEntry {
+    /// File it came from.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// Type letter.
+    pub kind: char,
+    /// `+` modifier.
+    pub plus: bool,
+    /// `-` modifier (failures are ignored).
+    pub ignore_errors: bool,
+    /// Path with specifiers expanded, or `None` when it uses an unsupported one.
+    pub path: Option<String>,
+    /// Mode (`None` for `-`).
+    pub mode: Option<u32>,
+    /// Mode only applies on creation (`:` prefix).
+    pub mode_on_create_only: bool,
+    /// User column (`None` for `-`).
+    pub user: Option<String>,
+    /// Group column (`None` for `-`).
+    pub group: Option<String>,
+    /// Argument column.
+    pub argument: Option<String>,
+    /// Why the line cannot be applied at all, if so.
+    pub unsupported: Option<String>,
+}
+
+/// A directory guest-init should create at boot, on a runtime mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeDir {
+    /// Absolute path.
+    pub path: String,
+    /// Mode.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// What applying the tmpfiles.d entries means.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TmpfilesPlan {
+    /// Changes to the image.
+    pub ops: Vec<FsOp>,
+    /// Directories to create at boot.
+    pub runtime_dirs: Vec<RuntimeDir>,
+    /// Skipped lines, for the build report.
+    pub notes: Vec<String>,
+}
+
+fn expand_specifiers(path: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        out.push_str(match chars.next()? {
+            '%' => "%",
+            't' => "/run",
+            'S' => "/var/lib",
+            'C' => "/var/cache",
+            'L' => "/var/log",
+            'T' => "/tmp",
+            'V' => "/var/tmp",
+            'E' => "/etc",
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+/// Parses one tmpfiles.d file.
+pub fn parse_tmpfiles(file: &Path, text: &str) -> Result<Vec<TmpfilesEntry>, TmpfilesError> {
+    let mut entries = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let err = |message: String| TmpfilesError::Parse {
+            file: file.to_path_buf(),
+            line,
+            message,
+        };
+        let (fields, argument) =
+            split_fields(trimmed, 6).map_err(|_| err("unterminated quote".to_owned()))?;
+        if fields.len() < 2 {
+            return Err(err("missing path".to_owned()));
+        }
+        let type_field = &fields[0];
+        let mut chars = type_field.chars();
+        let kind = chars.next().ok_or_else(|| err("empty type".to_owned()))?;
+        if !"fFwdDevqQpLcbCxXrRzZtThHaA".contains(kind) {
+            return Err(err(format!("unknown line type `{type_field}`")));
+        }
+        let mut entry = TmpfilesEntry {
+            file: file.to_path_buf(),
+            line,
+            kind,
+            plus: false,
+            ignore_errors: false,
+            path: None,
+            mode: None,
+            mode_on_create_only: false,
+            user: None,
+            group: None,
+            argument: None,
+            unsupported: None,
+        };
+        for modifier in chars {
+            match modifier {
+                '+' => entry.plus = true,
+                '-' => entry.ignore_errors = true,
+                '!' | '=' => {}
+                '^' => {
+                    entry.unsupported =
+                        Some("credentials (`^`) are not available at build time".to_owned())
+                }
+                '~' => {
+                    entry.unsupported = Some("base64 arguments (`~`) are not supported".to_owned())
+                }
+                other => return Err(err(format!("unknown modifier `{other}` in `{type_field}`"))),
+            }
+        }
+        entry.path = expand_specifiers(&fields[1]);
+        if entry.path.is_none() {
+            entry
+                .unsupported
+                .get_or_insert_with(|| format!("unsupported specifier in `{}`", fields[1]));
+        }
+        let column = |i: usize| fields.get(i).map(String::as_str).filter(|v| *v != "-");
+        if let Some(mode) = column(2) {
+            let (on_create, digits) = match mode.strip_prefix(':') {
+                Some(rest) => (true, rest),
+                None => (false, mode),
+            };
+            let digits = digits.strip_prefix('~').unwrap_or(digits);
+            entry.mode = Some(
+                u32::from_str_radix(digits, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| err(format!("invalid mode `{mode}`")))?,
+            );
+            entry.mode_on_create_only = on_create;
+        }
+        entry.user = column(3).map(str::to_owned);
+        entry.group = column(4).map(str::to_owned);
+        entry.argument = argument.map(str::to_owned);
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+fn is_runtime(path: &Path) -> bool {
+    path.components()
+        .next()
+        .and_then(|c| c.as_os_str().to_str())
+        .is_some_and(|first| RUNTIME_PREFIXES.contains(&first))
+}
+
+/// Unescapes the C-style escapes tmpfiles allows in `f`/`w` arguments.
+fn unescape(argument: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chars = argument.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push(b'\n'),
+            Some('t') => out.push(b'\t'),
+            Some('\\') => out.push(b'\\'),
+            Some('"') => out.push(b'"'),
+            Some('\'') => out.push(b'\''),
+            Some(other) => {
+                out.push(b'\\');
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(other.encode_utf8(&mut buf).as_bytes());
+            }
+            None => out.push(b'\\'),
+        }
+    }
+    out
+}
+
+/// Plans the entries against the tree, resolving owners with `accounts`. Entries are
+/// taken in order; a later creating line for a path already handled is skipped, as
+/// systemd-tmpfiles does for duplicates.
+pub fn plan_tmpfiles(entries: &[TmpfilesEntry], tree: &Tree, accounts: &Accounts) -> TmpfilesPlan {
+    let mut plan = TmpfilesPlan::default();
+    let mut seen: BTreeSet<(bool, PathBuf)> = BTreeSet::new();
+    let mut created: BTreeMap<PathBuf, bool> = BTreeMap::new();
+    for entry in entries {
+        let where_ = format!("{}:{}", entry.file.display(), entry.line);
+        let mut skip = |reason: &str| {
+            plan.notes
+                .push(format!("{where_}: skipped `{}`: {reason}", entry.kind))
+        };
+        if let Some(reason) = &entry.unsupported {
+            skip(reason);
+            continue;
+        }
+        if "wxXrReaAhHtT".contains(entry.kind) {
+            skip("acts on live state only");
+            continue;
+        }
+        let Some(raw_path) = entry.path.as_deref() else {
+            continue;
+        };
+        if raw_path.contains(['*', '?', '[']) {
+            skip("globs are not expanded at build time");
+            continue;
+        }
+        let Ok(path) = normalize(Path::new(raw_path)) else {
+            skip("path is not plain");
+            continue;
+        };
+        if path.as_os_str().is_empty() {
+            skip("refusing to touch the root directory");
+            continue;
+        }
+        let uid = match &entry.user {
+            None => Some(0),
+            Some(user) => accounts.resolve_uid(user),
+        };
+        let gid = match &entry.group {
+            None => Some(0),
+            Some(group) => accounts.resolve_gid(group),
+        };
+        let (Some(uid), Some(gid)) = (uid, gid) else {
+            skip(&format!(
+                "unknown owner `{}:{}`",
+                entry.user.as_deref().unwrap_or("root"),
+                entry.group.as_deref().unwrap_or("root")
+            ));
+            continue;
+        };
+        let adjusts = "zZ".contains(entry.kind);
+        if !seen.insert((adjusts, path.clone())) {
+            skip("an earlier line handles this path");
+            continue;
+        }
+        let default_mode = match entry.kind {
+            'd' | 'D' | 'v' | 'q' | 'Q' => 0o755,
+            'L' => 0o777,
+            _ => 0o644,
+        };
+        let mode = entry.mode.unwrap_or(default_mode);
+        let own = Ownership { mode, uid, gid };
+        if is_runtime(&path) {
+            if "dDvqQ".contains(entry.kind) {
+                plan.runtime_dirs.push(RuntimeDir {
+                    path: format!("/{}", path.display()),
+                    mode,
+                    uid,
+                    gid,
+                });
+            } else {
+                skip("on a runtime mount; nothing to do in the image");
+            }
+            continue;
+        }
+        // Existence as seen by the tree or by earlier lines of this plan.
+        let existing = tree
+            .resolve(&path, false)
+            .ok()
+            .filter(|r| r.exists)
+            .and_then(|r| tree.get(&r.path));
+        let exists = existing.is_some() || created.contains_key(&path);
+        let parent_op = || FsOp::CreateDir {
+            path: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            own: Ownership::root(0o755),
+            update: false,
+        };
+        let adjust_op = |recursive: bool| FsOp::SetMetadata {
+            path: path.clone(),
+            mode: (!entry.mode_on_create_only).then_some(entry.mode).flatten(),
+            uid: entry.user.as_ref().map(|_| uid),
+            gid: entry.group.as_ref().map(|_| gid),
+            recursive,
+        };
+        match entry.kind {
+            'd' | 'D' | 'v' | 'q' | 'Q' => {
+                if existing.is_some_and(|e| !e.is_dir() && !e.is_symlink()) {
+                    skip("exists and is not a directory");
+                    continue;
+                }
+                plan.ops.push(FsOp::CreateDir {
+                    path: path.clone(),
+                    own,
+                    update: !entry.mode_on_create_only,
+                });
+                created.insert(path.clone(), true);
+            }
+            'f' | 'F' => {
+                if exists && !entry.plus && entry.kind == 'f' {
+                    plan.ops.push(adjust_op(false));
+                    continue;
+                }
+                let contents = entry.argument.as_deref().map(unescape).unwrap_or_default();
+                plan.ops.push(parent_op());
+                plan.ops.push(FsOp::WriteFile {
+                    path: path.clone(),
+                    contents,
+                    own,
+                });
+                created.insert(path.clone(), false);
+            }
+            'L' => {
+                if exists && !entry.plus {
+                    continue;
+                }
+                let target = entry
+                    .argument
+                    .clone()
+                    .unwrap_or_else(|| format!("/usr/share/factory/{}", path.display()));
+                plan.ops.push(parent_op());
+                plan.ops.push(FsOp::Symlink {
+                    path: path.clone(),
+                    target: PathBuf::from(target),
+                });
+                created.insert(path.clone(), false);
+            }
+            'p' | 'c' | 'b' => {
+                if exists && !entry.plus {
+                    continue;
+                }
+                let kind = if entry.kind == 'p' {
+                    EntryKind::Fifo
+                } else {
+                    let numbers = entry
+                        .argument
+                        .as_deref()
+                        .and_then(|a| a.split_once(':'))
+                        .and_then(|(a, b)| {
+                            Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
+                        });
+                    let Some((major, minor)) = numbers else {
+                        skip("device node without `major:minor`");
+                        continue;
+                    };
+                    if entry.kind == 'c' {
+                        EntryKind::CharDevice { major, minor }
+                    } else {
+                        EntryKind::BlockDevice { major, minor }
+                    }
+                };
+                plan.ops.push(parent_op());
+                plan.ops.push(FsOp::Node {
+                    path: path.clone(),
+                    kind,
+                    own,
+                });
+                created.insert(path.clone(), false);
+            }
+            'C' => {
+                if exists && !entry.plus {
+                    continue;
+                }
+                let source = entry
+                    .argument
+                    .clone()
+                    .unwrap_or_else(|| format!("/usr/share/factory/{}", path.display()));
+                match plan_copy(tree, Path::new(&source), &path) {
+                    Some(ops) => {
+                        plan.ops.push(parent_op());
+                        plan.ops.extend(ops);
+                        created.insert(path.clone(), true);
+                    }
+                    None => skip(&format!("copy source `{source}` is missing")),
+                }
+            }
+            'z' | 'Z' => {
+                if exists {
+                    plan.ops.push(adjust_op(entry.kind == 'Z'));
+                } else {
+                    skip("path does not exist");
+                }
+            }
+            _ => skip("unsupported type"),
+        }
+    }
+    plan
+}
+
+/// Plans copying `source` (a file or a directory tree of the image) to `target`.
+fn plan_copy(tree: &Tree, source: &Path, target: &Path) -> Option<Vec<FsOp>> {
+    let (physical, entry) = tree.lookup(source).ok()?;
+    let own_of = |e: &super::tree::Entry| Ownership {
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+    };
+    if !entry.is_dir() {
+        return entry.is_file().then(|| {
+            vec![FsOp::CopyFile {
+                from: physical.clone(),
+                to: target.to_path_buf(),
+                own: own_of(entry),
+            }]
+        });
+    }
+    let mut ops = Vec::new();
+    for (path, e) in tree.subtree(&physical) {
+        let relative = path.strip_prefix(&physical).ok()?;
+        let to = target.join(relative);
+        match &e.kind {
+            EntryKind::Dir => ops.push(FsOp::CreateDir {
+                path: to,
+                own: own_of(e),
+                update: true,
+            }),
+            EntryKind::File { .. } | EntryKind::Hardlink { .. } => {
+                ops.push(FsOp::CopyFile {
+                    from: path.to_path_buf(),
+                    to,
+                    own: own_of(e),
+                });
+            }
+            EntryKind::Symlink { target } => ops.push(FsOp::Symlink {
+                path: to,
+                target: target.clone(),
+            }),
+            kind => ops.push(FsOp::Node {
+                path: to,
+                kind: kind.clone(),
+                own: own_of(e),
+            }),
+        }
+    }
+    Some(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Vec<TmpfilesEntry> {
+        parse_tmpfiles(Path::new("usr/lib/tmpfiles.d/t.conf"), text).unwrap()
+    }
+
+    fn tree() -> Tree {
+        let mut t = Tree::new(0);
+        for d in [
+            "usr",
+            "usr/share",
+            "usr/share/factory",
+            "usr/share/factory/etc",
+            "var",
+            "var/log",
+            "etc",
+        ] {
+            t.add_dir(Path::new(d), Ownership::root(0o755), 0).unwrap();
+        }
+        t.add_file(
+            Path::new("usr/share/factory/etc/issue"),
+            3,
+            Ownership::root(0o644),
+            0,
+        )
+        .unwrap();
+        t.add_file(Path::new("etc/existing"), 3, Ownership::root(0o600), 0)
+            .unwrap();
+        t
+    }
+
+    #[test]
+    fn parses_columns_modifiers_and_specifiers() {
+        let e = parse("d- %L/app 0750 www-data adm 10d\nf+! /etc/motd - - - - hello\\nworld\n");
+        assert_eq!(e[0].kind, 'd');
+        assert!(e[0].ignore_errors);
+        assert_eq!(e[0].path.as_deref(), Some("/var/log/app"));
+        assert_eq!(
+            (e[0].mode, e[0].user.as_deref(), e[0].group.as_deref()),
+            (Some(0o750), Some("www-data"), Some("adm"))
+        );
+        assert!(e[1].plus);
+        assert_eq!(e[1].argument.as_deref(), Some("hello\\nworld"));
+        let e = parse("d %h/x\nf /x :0600\n");
+        assert!(e[0].unsupported.is_some());
+        assert!(e[1].mode_on_create_only);
+    }
+
+    #[test]
+    fn parse_errors() {
+        let p = |t: &str| parse_tmpfiles(Path::new("a.conf"), t);
+        assert_eq!(
+            p("y /x").unwrap_err().to_string(),
+            "a.conf:1: unknown line type `y`"
+        );
+        assert!(p("d /x 99999").is_err());
+        assert!(p("d").is_err());
+        assert!(p("d? /x").is_err());
+    }
+
+    #[test]
+    fn plans_creation_with_resolved_owners() {
+        let accounts = Accounts::debian_base("/bin/sh");
+        let entries = parse(concat!(
+            "d /var/log/app 0750 www-data adm -\n",
+            "f /etc/motd 0644 - - - hi\\n\n",
+            "f /etc/existing 0640 - shadow\n",
+            "L /etc/issue\n",
+            "C /etc/issue2 - - - - /usr/share/factory/etc/issue\n",
+            "Z /var/log 0755 root root\n",
+            "d /run/app 0755 www-data www-data\n",
+            "r /var/tmp/x\n",
+            "d /var/log/nope 0755 nosuchuser -\n",
+            "d /var/log/app 0700\n",
+        ));
+        let plan = plan_tmpfiles(&entries, &tree(), &accounts);
+        let own = Ownership {
+            mode: 0o750,
+            uid: 33,
+            gid: 4,
+        };
+        assert!(plan.ops.contains(&FsOp::CreateDir {
+            path: "var/log/app".into(),
+            own,
+            update: true
+        }));
+        assert!(plan.ops.contains(&FsOp::WriteFile {
+            path: "etc/motd".into(),
+            contents: b"hi\n".to_vec(),
+            own: Ownership::root(0o644)
+        }));
+        assert!(plan.ops.contains(&FsOp::SetMetadata {
+            path: "etc/existing".into(),
+            mode: Some(0o640),
+            uid: None,
+            gid: Some(42),
+            recursive: false
+        }));
+        assert!(plan.ops.contains(&FsOp::Symlink {
+            path: "etc/issue".into(),
+            target: "/usr/share/factory/etc/issue".into()
+        }));
+        assert!(
+            plan.ops
+                .iter()
+                .any(|o| matches!(o, FsOp::CopyFile { to, .. } if to == Path::new("etc/issue2")))
+        );
+        assert!(plan.ops.iter().any(|o| matches!(
+            o,
+            FsOp::SetMetadata {
+                recursive: true,
+                ..
+            }
+        )));
+        assert_eq!(
+            plan.runtime_dirs,
+            vec![RuntimeDir {
+                path: "/run/app".into(),
+                mode: 0o755,
+                uid: 33,
+                gid: 33
+            }]
+        );
+        // r, the unknown owner and the duplicate are noted.
+        assert_eq!(plan.notes.len(), 3, "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn copy_of_a_directory_tree() {
+        let accounts = Accounts::debian_base("/bin/sh");
+        let entries = parse("C /etc/fac - - - - /usr/share/factory\nC /etc/none - - - - /nope\n");
+        let plan = plan_tmpfiles(&entries, &tree(), &accounts);
+        assert!(plan.ops.iter().any(
+            |o| matches!(o, FsOp::CreateDir { path, .. } if path == Path::new("etc/fac/etc"))
+        ));
+        assert!(plan.ops.iter().any(
+            |o| matches!(o, FsOp::CopyFile { to, .. } if to == Path::new("etc/fac/etc/issue"))
+        ));
+        assert_eq!(plan.notes.len(), 1);
+    }
+
+    #[test]
+    fn devices_and_fifos_are_metadata_only() {
+        let accounts = Accounts::debian_base("/bin/sh");
+        let entries =
+            parse("c /var/lib/null 0666 - - - 1:3\np /var/lib/fifo\nb /var/lib/bad - - - - x\n");
+        let plan = plan_tmpfiles(&entries, &tree(), &accounts);
+        assert!(plan.ops.iter().any(|o| matches!(
+            o,
+            FsOp::Node {
+                kind: EntryKind::CharDevice { major: 1, minor: 3 },
+                ..
+            }
+        )));
+        assert!(plan.ops.iter().any(|o| matches!(
+            o,
+            FsOp::Node {
+                kind: EntryKind::Fifo,
+                ..
+            }
+        )));
+        assert_eq!(plan.notes.len(), 1);
+    }
+}
