@@ -12,7 +12,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use miette::Diagnostic;
 
 use crate::progress::{Printer, Ui, UiMode};
-use crate::recipe::{self, AppName, RecipeLoadError};
+use crate::recipe::{self, AppName, Recipe, RecipeLoadError};
+use crate::resolve::{LockMode, ResolveOptions};
+
+mod resolve;
+
+pub use resolve::why_from_lock;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -97,6 +102,8 @@ pub enum Command {
     New(NewArgs),
     /// Validate recipes and report every problem found.
     Check(CheckArgs),
+    /// Resolve the minimal package closure and write the lock file.
+    Resolve(resolve::ResolveArgs),
 }
 
 /// `jeos new`
@@ -170,6 +177,7 @@ pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus
     let status = match command {
         Command::New(args) => new(&args, session),
         Command::Check(args) => check(&args, session),
+        Command::Resolve(args) => resolve::resolve(&args, session),
     };
     session.ui.finish();
     status
@@ -438,4 +446,57 @@ mod tests {
         assert_eq!(ExitStatus::Failure.code(), 1);
         assert_eq!(ExitStatus::Error.code(), 2);
     }
+}
+
+/// Loads a recipe; on failure renders every diagnostic and returns `None` (exit 2).
+fn load_recipe_or_report(path: &Path, session: &mut Session) -> Option<Recipe> {
+    match recipe::load(path) {
+        Ok(recipe) => Some(recipe),
+        Err(RecipeLoadError::Invalid(errors)) => {
+            for error in &errors.errors {
+                session.printer.diagnostic(error);
+                session.printer.stderr_line("");
+            }
+            session.printer.stderr_line(&format!(
+                "error: `{}` has {}; `jeos check` lists them too",
+                path.display(),
+                plural(errors.errors.len(), "problem")
+            ));
+            None
+        }
+        Err(err @ RecipeLoadError::Io { .. }) => {
+            let text = session.printer.render_diagnostic(&err);
+            session.printer.stderr_line(text.trim_end());
+            None
+        }
+    }
+}
+
+/// Why the environment is unusable.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum EnvironmentError {
+    /// No cache directory could be determined.
+    #[error("cannot determine the cache directory")]
+    #[diagnostic(help("set `XDG_CACHE_HOME` or `HOME`, or pass `--cache-dir DIR`"))]
+    NoCacheDir {
+        /// Cause.
+        #[source]
+        source: package_resolver::cache::CacheError,
+    },
+}
+
+/// Resolver options from the global flags.
+fn resolve_options(session: &Session, lock_mode: LockMode) -> miette::Result<ResolveOptions> {
+    let cache_dir = match &session.global.cache_dir {
+        Some(dir) => dir.clone(),
+        None => package_resolver::cache::Cache::default_dir()
+            .map_err(|source| EnvironmentError::NoCacheDir { source })?,
+    };
+    Ok(ResolveOptions {
+        mirror_override: session.global.mirror.clone(),
+        cache_dir,
+        offline: session.global.offline,
+        lock_mode,
+        apt_root: PathBuf::from("/"),
+    })
 }

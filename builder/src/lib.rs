@@ -7,6 +7,8 @@ pub mod cli;
 pub mod kernel;
 pub mod progress;
 pub mod recipe;
+pub mod reporters;
+pub mod resolve;
 pub mod rootfs;
 
 /// The static guest-init binary (the appliance's PID 1), built by `build.rs`.

@@ -9,6 +9,7 @@ mod common;
 mod check;
 mod help;
 mod new;
+mod resolve;
 
 #[test]
 fn guest_init_is_embedded_and_static() {

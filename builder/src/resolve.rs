@@ -1,0 +1,646 @@
+//! Step `resolve_packages`: the recipe's packages → an OpenPGP-verified index → the minimal
+//! closure → the lock file next to the recipe.
+//!
+//! ```text
+//! recipe [source] ──▶ mirror (recipe > --mirror > host apt sources)
+//!                     InRelease (verified against the keyring) ──▶ Packages per component
+//! recipe [packages] + kernel ──▶ solver ──▶ Resolution ──▶ <recipe>.lock
+//! ```
+//!
+//! With a lock file that matches the recipe, nothing is solved and the network is not used:
+//! the lock is the closure. `--locked` turns a mismatch into an error, `--update` always
+//! solves again from the current index.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use miette::Diagnostic;
+use package_resolver::cache::{Cache, CacheError};
+use package_resolver::client::{ClientError, Repository};
+use package_resolver::lock::{
+    DropSnapshot, LockError, LockFile, LockMismatch, LockSource, LockedPackage, RequestSnapshot,
+};
+use package_resolver::packages::{PackageIndex, PackagesError};
+use package_resolver::release::{Keyring, ReleaseError};
+use package_resolver::reporter::ResolverReporter;
+use package_resolver::solver::{self, Resolution, SolveError, SolveRequest};
+use package_resolver::sources::{AptSources, SourcesError};
+
+use crate::recipe::Recipe;
+
+/// The Debian archive keyring that `debian-archive-keyring` installs.
+pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// The one architecture jeos builds for.
+pub const ARCH: &str = "amd64";
+
+/// Relations of the kernel package that jeos replaces with its own work, with the reason
+/// shown to the user. A clause naming any of these is not followed.
+pub const KERNEL_DROPS: [(&str, &str); 4] = [
+    ("initramfs-tools", "jeos builds its own initramfs"),
+    ("linux-initramfs-tool", "jeos builds its own initramfs"),
+    ("kmod", "jeos loads the initramfs modules itself"),
+    ("linux-base", "jeos installs the kernel itself"),
+];
+
+/// How an existing lock file is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Use the lock when it matches the recipe, solve again (and rewrite it) when not.
+    Use,
+    /// Use the lock; a missing or mismatching lock is an error (`--locked`).
+    Locked,
+    /// Always solve again from the current index and rewrite the lock (`--update`).
+    Update,
+}
+
+/// Inputs of [`resolve_packages`] that come from the command line and the host.
+#[derive(Debug, Clone)]
+pub struct ResolveOptions {
+    /// `--mirror`: overrides the recipe and the host's apt sources.
+    pub mirror_override: Option<String>,
+    /// Cache directory (`--cache-dir`, else `$XDG_CACHE_HOME/jeos`).
+    pub cache_dir: PathBuf,
+    /// `--offline`: only the cache.
+    pub offline: bool,
+    /// Lock handling.
+    pub lock_mode: LockMode,
+    /// Root of the host whose apt configuration names the mirror (`/`).
+    pub apt_root: PathBuf,
+}
+
+/// Where the mirror came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorOrigin {
+    /// Base URL of the archive.
+    pub url: String,
+    /// `recipe`, `--mirror`, or `file:line` of the host's apt sources.
+    pub origin: String,
+}
+
+/// What happened to the lock file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockStatus {
+    /// The existing lock matched the recipe and was used as is.
+    Used,
+    /// There was no lock; it was written.
+    Created,
+    /// The lock was rewritten (recipe changed, or `--update`).
+    Updated,
+}
+
+/// Facts about the index a fresh resolution used.
+#[derive(Debug, Clone)]
+pub struct IndexFacts {
+    /// Mirror used.
+    pub mirror: MirrorOrigin,
+    /// Fingerprint of the key that made the first good signature.
+    pub signed_by: String,
+    /// Packages in the index.
+    pub packages: usize,
+    /// Time to fetch, verify and parse the index.
+    pub elapsed: Duration,
+}
+
+/// Result of [`resolve_packages`].
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The closure, as locked.
+    pub lock: LockFile,
+    /// Where the lock lives.
+    pub lock_path: PathBuf,
+    /// What happened to it.
+    pub lock_status: LockStatus,
+    /// The fresh resolution (absent when the lock was used as is).
+    pub resolution: Option<Resolution>,
+    /// Facts about the index (absent when the lock was used as is).
+    pub index: Option<IndexFacts>,
+}
+
+/// Why resolving failed.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum ResolveError {
+    /// The host's apt configuration could not be read or names no Debian mirror.
+    #[error("cannot find a Debian mirror for `{suite}`")]
+    #[diagnostic(help(
+        "set `mirror = \"http://…/debian\"` in the recipe's `[source]` table, or pass `--mirror URL`"
+    ))]
+    NoMirror {
+        /// Suite.
+        suite: String,
+        /// Cause.
+        #[source]
+        source: SourcesError,
+    },
+    /// The keyring could not be loaded.
+    #[error("cannot load the keyring `{}`", .path.display())]
+    #[diagnostic(help(
+        "install Debian's `debian-archive-keyring` package, or set `keyring` in the recipe's `[source]` table"
+    ))]
+    Keyring {
+        /// Keyring path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: ReleaseError,
+    },
+    /// The cache could not be opened.
+    #[error("cannot open the cache `{}`", .path.display())]
+    Cache {
+        /// Cache directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: CacheError,
+    },
+    /// The release or an index could not be fetched or verified.
+    #[error("cannot fetch the `{suite}` index from `{mirror}`")]
+    Fetch {
+        /// Suite.
+        suite: String,
+        /// Mirror URL.
+        mirror: String,
+        /// Cause.
+        #[source]
+        source: Box<ClientError>,
+    },
+    /// The release does not carry a requested component.
+    #[error("the `{suite}` release has no component `{component}`")]
+    #[diagnostic(help("components of this release: {available}"))]
+    NoComponent {
+        /// Suite.
+        suite: String,
+        /// Component asked for.
+        component: String,
+        /// What the release lists.
+        available: String,
+    },
+    /// The index does not parse.
+    #[error("the `{suite}` index does not parse")]
+    Index {
+        /// Suite.
+        suite: String,
+        /// Cause.
+        #[source]
+        source: PackagesError,
+    },
+    /// A requested package does not exist.
+    #[error("unknown package `{name}` in `{suite}`")]
+    #[diagnostic(help("{}", suggestion_text(suggestions)))]
+    UnknownPackage {
+        /// Name.
+        name: String,
+        /// Suite.
+        suite: String,
+        /// Close names.
+        suggestions: Vec<String>,
+    },
+    /// The solver found no closure.
+    #[error("cannot resolve the packages of `{recipe}`")]
+    #[diagnostic(help(
+        "`prefer` an alternative, `exclude` a dependency you know is unneeded, or check the package names"
+    ))]
+    Solve {
+        /// Recipe name.
+        recipe: String,
+        /// Cause.
+        #[source]
+        source: SolveError,
+    },
+    /// `--locked` without a lock file.
+    #[error("`--locked` needs a lock file, but `{}` does not exist", .path.display())]
+    #[diagnostic(help("run `jeos resolve` first to create it"))]
+    LockMissing {
+        /// Expected lock path.
+        path: PathBuf,
+    },
+    /// `--locked` and the lock disagrees with the recipe.
+    #[error("`{}` is out of date", .path.display())]
+    #[diagnostic(help("run `jeos resolve --update` to refresh it, or build without `--locked`"))]
+    LockOutOfDate {
+        /// Lock path.
+        path: PathBuf,
+        /// What differs.
+        #[source]
+        source: LockMismatch,
+    },
+    /// The lock file does not parse.
+    #[error("cannot use the lock file `{}`", .path.display())]
+    #[diagnostic(help("delete it and run `jeos resolve` to write a fresh one"))]
+    LockInvalid {
+        /// Lock path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: LockError,
+    },
+    /// Reading or writing the lock file failed.
+    #[error("cannot {action} `{}`", .path.display())]
+    LockIo {
+        /// `read` or `write`.
+        action: &'static str,
+        /// Lock path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn suggestion_text(suggestions: &[String]) -> String {
+    if suggestions.is_empty() {
+        "check the name with `apt-cache search` or on the Debian package site".to_owned()
+    } else {
+        let names: Vec<String> = suggestions.iter().map(|s| format!("`{s}`")).collect();
+        format!("did you mean {}?", names.join(", "))
+    }
+}
+
+/// The lock file of a recipe: `nginx.toml` → `nginx.lock`, in the same directory.
+pub fn lock_path_for(recipe_path: &Path) -> PathBuf {
+    recipe_path.with_extension("lock")
+}
+
+/// Everything in the recipe that decides the closure, as recorded in the lock.
+pub fn request_snapshot(recipe: &Recipe) -> RequestSnapshot {
+    RequestSnapshot {
+        install: install_requests(recipe),
+        prefer: recipe.packages.prefer.clone(),
+        exclude: recipe.packages.exclude.clone(),
+        kernel: Some(recipe.kernel.package.clone()),
+        drop: KERNEL_DROPS
+            .iter()
+            .map(|(name, reason)| DropSnapshot {
+                name: (*name).to_owned(),
+                reason: (*reason).to_owned(),
+            })
+            .collect(),
+    }
+}
+
+/// `[packages].install` as solver requests (`nginx`, `nginx (>= 1.26)`).
+fn install_requests(recipe: &Recipe) -> Vec<String> {
+    recipe
+        .packages
+        .install
+        .iter()
+        .map(|spec| match &spec.constraint {
+            Some((op, version)) => format!("{} ({} {version})", spec.name, op.as_str()),
+            None => spec.name.clone(),
+        })
+        .collect()
+}
+
+/// The solver request: the recipe's packages plus the kernel, minus the kernel's
+/// initramfs tooling.
+pub fn solve_request(recipe: &Recipe) -> SolveRequest {
+    let mut install = install_requests(recipe);
+    install.push(recipe.kernel.package.clone());
+    SolveRequest {
+        install,
+        prefer: recipe.packages.prefer.clone(),
+        exclude: recipe.packages.exclude.clone(),
+        drop_with_reason: KERNEL_DROPS
+            .iter()
+            .map(|(n, r)| ((*n).to_owned(), (*r).to_owned()))
+            .collect(),
+        arch: ARCH.to_owned(),
+    }
+}
+
+/// Chooses the mirror: `--mirror`, else the recipe's `mirror`, else the host's apt sources.
+pub fn choose_mirror(
+    recipe: &Recipe,
+    mirror_override: Option<&str>,
+    apt_root: &Path,
+) -> Result<MirrorOrigin, ResolveError> {
+    if let Some(url) = mirror_override {
+        return Ok(MirrorOrigin {
+            url: url.trim_end_matches('/').to_owned(),
+            origin: "--mirror".to_owned(),
+        });
+    }
+    if let Some(url) = &recipe.source.mirror {
+        return Ok(MirrorOrigin {
+            url: url.trim_end_matches('/').to_owned(),
+            origin: "recipe".to_owned(),
+        });
+    }
+    let suite = &recipe.source.suite;
+    let no_mirror = |source| ResolveError::NoMirror {
+        suite: suite.clone(),
+        source,
+    };
+    let sources = AptSources::load(apt_root).map_err(no_mirror)?;
+    let choice = sources.mirror_for_suite(suite).map_err(no_mirror)?;
+    Ok(MirrorOrigin {
+        url: choice.uri,
+        origin: format!("{}:{}", choice.file.display(), choice.line),
+    })
+}
+
+/// Opens the cache at `dir`.
+pub fn open_cache(dir: &Path) -> Result<Cache, ResolveError> {
+    Cache::open(dir).map_err(|source| ResolveError::Cache {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Opens the verified repository the recipe names.
+pub fn open_repository(
+    recipe: &Recipe,
+    options: &ResolveOptions,
+    reporter: Arc<dyn ResolverReporter>,
+) -> Result<(Repository, MirrorOrigin), ResolveError> {
+    let mirror = choose_mirror(recipe, options.mirror_override.as_deref(), &options.apt_root)?;
+    let keyring_path = recipe
+        .source
+        .keyring
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING));
+    let keyring = Keyring::from_file(&keyring_path).map_err(|source| ResolveError::Keyring {
+        path: keyring_path.clone(),
+        source,
+    })?;
+    let cache = open_cache(&options.cache_dir)?;
+    let repo = Repository::new(&mirror.url, keyring, reporter)
+        .with_cache(cache)
+        .offline(options.offline);
+    Ok((repo, mirror))
+}
+
+/// Step `resolve_packages`.
+pub fn resolve_packages(
+    recipe: &Recipe,
+    recipe_path: &Path,
+    options: &ResolveOptions,
+    reporter: Arc<dyn ResolverReporter>,
+) -> Result<Resolved, ResolveError> {
+    let lock_path = lock_path_for(recipe_path);
+    let snapshot = request_snapshot(recipe);
+    let existing = read_lock(&lock_path)?;
+    if let Some(lock) = &existing {
+        let matches = lock.check_request(&snapshot).and_then(|()| {
+            lock.check_source(&recipe.source.suite, &recipe.source.components, ARCH)
+        });
+        match (matches, options.lock_mode) {
+            (Ok(()), LockMode::Use | LockMode::Locked) => {
+                return Ok(Resolved {
+                    lock: lock.clone(),
+                    lock_path,
+                    lock_status: LockStatus::Used,
+                    resolution: None,
+                    index: None,
+                });
+            }
+            (Err(source), LockMode::Locked) => {
+                return Err(ResolveError::LockOutOfDate {
+                    path: lock_path,
+                    source,
+                });
+            }
+            _ => {}
+        }
+    } else if options.lock_mode == LockMode::Locked {
+        return Err(ResolveError::LockMissing { path: lock_path });
+    }
+
+    let (resolution, lock, facts) = solve_fresh(recipe, options, reporter, snapshot)?;
+    write_lock(&lock_path, &lock)?;
+    Ok(Resolved {
+        lock,
+        lock_path,
+        lock_status: if existing.is_some() {
+            LockStatus::Updated
+        } else {
+            LockStatus::Created
+        },
+        resolution: Some(resolution),
+        index: Some(facts),
+    })
+}
+
+/// Fetches, verifies and parses the index of the recipe's suite and components.
+pub fn load_index(
+    recipe: &Recipe,
+    repo: &Repository,
+    now: SystemTime,
+) -> Result<(PackageIndex, package_resolver::release::VerifiedRelease), ResolveError> {
+    let suite = &recipe.source.suite;
+    let fetch_err = |source| ResolveError::Fetch {
+        suite: suite.clone(),
+        mirror: repo.mirror().to_owned(),
+        source: Box::new(source),
+    };
+    let release = repo.fetch_release(suite, now).map_err(fetch_err)?;
+    let mut texts = Vec::new();
+    for component in &recipe.source.components {
+        if !release.release.components.is_empty()
+            && !release.release.components.iter().any(|c| c == component)
+        {
+            return Err(ResolveError::NoComponent {
+                suite: suite.clone(),
+                component: component.clone(),
+                available: release.release.components.join(", "),
+            });
+        }
+        let index = repo
+            .fetch_packages(&release, component, ARCH)
+            .map_err(fetch_err)?;
+        texts.push(index.text);
+    }
+    let index = PackageIndex::parse(&texts, ARCH).map_err(|source| ResolveError::Index {
+        suite: suite.clone(),
+        source,
+    })?;
+    Ok((index, release))
+}
+
+fn solve_fresh(
+    recipe: &Recipe,
+    options: &ResolveOptions,
+    reporter: Arc<dyn ResolverReporter>,
+    snapshot: RequestSnapshot,
+) -> Result<(Resolution, LockFile, IndexFacts), ResolveError> {
+    let start = Instant::now();
+    let (repo, mirror) = open_repository(recipe, options, reporter)?;
+    let (index, release) = load_index(recipe, &repo, SystemTime::now())?;
+    let elapsed = start.elapsed();
+    let resolution = solver::solve(&index, &solve_request(recipe)).map_err(|source| match source
+    {
+        SolveError::UnknownPackage { name, suggestions } => ResolveError::UnknownPackage {
+            name,
+            suite: recipe.source.suite.clone(),
+            suggestions,
+        },
+        source => ResolveError::Solve {
+            recipe: recipe.appliance.name.to_string(),
+            source,
+        },
+    })?;
+    let source = LockSource {
+        suite: recipe.source.suite.clone(),
+        codename: release
+            .release
+            .codename
+            .clone()
+            .unwrap_or_else(|| recipe.source.suite.clone()),
+        components: recipe.source.components.clone(),
+        arch: ARCH.to_owned(),
+        date: release.release.date.text.clone(),
+        sha256: release.inrelease_sha256.clone(),
+    };
+    let lock = LockFile::from_resolution(&resolution, source, snapshot);
+    let facts = IndexFacts {
+        mirror,
+        signed_by: release.signed_by.clone(),
+        packages: index.len(),
+        elapsed,
+    };
+    Ok((resolution, lock, facts))
+}
+
+fn read_lock(path: &Path) -> Result<Option<LockFile>, ResolveError> {
+    match fs::read_to_string(path) {
+        Ok(text) => LockFile::parse(&text, path)
+            .map(Some)
+            .map_err(|source| ResolveError::LockInvalid {
+                path: path.to_owned(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ResolveError::LockIo {
+            action: "read",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Writes the lock atomically: a temporary file beside it, then a rename.
+fn write_lock(path: &Path, lock: &LockFile) -> Result<(), ResolveError> {
+    let io_err = |source| ResolveError::LockIo {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err)?;
+    tmp.write_all(lock.to_toml_string().as_bytes()).map_err(io_err)?;
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
+    Ok(())
+}
+
+/// The kernel packages of a lock: the recipe's kernel package and what it pulled in whose
+/// name starts with `linux-image-` (the versioned image). They go to the boot partition and
+/// the initramfs, not into the root filesystem.
+pub fn is_kernel_package(lock: &LockFile, package: &LockedPackage) -> bool {
+    let kernel = lock.request.kernel.as_deref().unwrap_or("");
+    package.name == kernel || package.name.starts_with("linux-image-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_path_is_beside_the_recipe() {
+        assert_eq!(
+            lock_path_for(Path::new("recipes/nginx.toml")),
+            PathBuf::from("recipes/nginx.lock")
+        );
+        assert_eq!(lock_path_for(Path::new("app")), PathBuf::from("app.lock"));
+    }
+
+    #[test]
+    fn suggestions_are_listed_or_a_hint_is_given() {
+        assert_eq!(
+            suggestion_text(&["nginx".into(), "nginx-core".into()]),
+            "did you mean `nginx`, `nginx-core`?"
+        );
+        assert!(suggestion_text(&[]).contains("apt-cache search"));
+    }
+
+    fn recipe(extra: &str) -> Recipe {
+        let text = format!(
+            "[appliance]\nname = \"web\"\nversion = \"1.0.0\"\n\n[source]\nsuite = \"trixie\"\n{extra}\n[packages]\ninstall = [\"nginx\"]\n"
+        );
+        crate::recipe::parse_str("web.toml", &text, None).expect("valid recipe")
+    }
+
+    #[test]
+    fn mirror_precedence_is_flag_then_recipe_then_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let apt = dir.path().join("etc/apt/sources.list.d");
+        fs::create_dir_all(&apt).expect("mkdir");
+        fs::write(
+            apt.join("debian.sources"),
+            "Types: deb\nURIs: http://host.invalid/debian\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+        )
+        .expect("write");
+        let plain = recipe("");
+        let with_mirror = recipe("mirror = \"http://recipe.invalid/debian/\"\n");
+
+        let host = choose_mirror(&plain, None, dir.path()).expect("host mirror");
+        assert_eq!(host.url, "http://host.invalid/debian");
+        assert!(host.origin.ends_with("debian.sources:1"), "{}", host.origin);
+
+        let from_recipe = choose_mirror(&with_mirror, None, dir.path()).expect("recipe");
+        assert_eq!(from_recipe.url, "http://recipe.invalid/debian");
+        assert_eq!(from_recipe.origin, "recipe");
+
+        let flag = choose_mirror(&with_mirror, Some("http://flag.invalid/debian"), dir.path())
+            .expect("flag");
+        assert_eq!(flag.url, "http://flag.invalid/debian");
+        assert_eq!(flag.origin, "--mirror");
+    }
+
+    #[test]
+    fn no_mirror_anywhere_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = choose_mirror(&recipe(""), None, dir.path()).expect_err("no sources");
+        assert!(matches!(err, ResolveError::NoMirror { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_kernel_is_a_root_and_its_initramfs_tooling_is_dropped() {
+        let request = solve_request(&recipe(""));
+        assert_eq!(request.install.first().map(String::as_str), Some("nginx"));
+        assert!(request.install.len() == 2, "{:?}", request.install);
+        assert!(
+            request
+                .drop_with_reason
+                .iter()
+                .any(|(name, _)| name == "linux-initramfs-tool")
+        );
+        let snapshot = request_snapshot(&recipe(""));
+        assert_eq!(snapshot.kernel.as_deref(), Some(request.install[1].as_str()));
+    }
+
+    #[test]
+    fn locked_mode_without_a_lock_fails_before_any_network_access() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recipe_path = dir.path().join("web.toml");
+        let options = ResolveOptions {
+            mirror_override: Some("http://unreachable.invalid/debian".into()),
+            cache_dir: dir.path().join("cache"),
+            offline: false,
+            lock_mode: LockMode::Locked,
+            apt_root: dir.path().to_owned(),
+        };
+        let err = resolve_packages(
+            &recipe(""),
+            &recipe_path,
+            &options,
+            Arc::new(package_resolver::reporter::NoReporter),
+        )
+        .expect_err("no lock");
+        assert!(matches!(err, ResolveError::LockMissing { .. }), "{err:?}");
+    }
+}
