@@ -1,1 +1,790 @@
-//! (resolver-io: in progress)
+//! HTTP access to a Debian mirror.
+//!
+//! [`HttpClient`] is a blocking `ureq` agent with timeouts, size caps and retries: connect
+//! errors, resets, timeouts, truncated bodies and 5xx answers are retried with exponential
+//! backoff; 404 is final ([`ClientError::NotFound`]). Plain `http://` is normal for Debian
+//! mirrors: integrity comes from the InRelease signature and the SHA-256 chain, never from the
+//! transport. Proxies come from `http_proxy`/`HTTP_PROXY`/`https_proxy`/`ALL_PROXY` and
+//! `no_proxy`/`NO_PROXY`, as ureq reads them.
+//!
+//! [`Repository`] is one mirror plus a keyring:
+//! `fetch_release` (InRelease, verified) → `fetch_packages` (Packages.xz via `by-hash`, size
+//! and SHA-256 checked against the Release *before* decompression, decompressed with a cap
+//! at the listed uncompressed size, SHA-256 of the result checked, cached by that hash).
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::cache::{Cache, CacheError, EntryKind, TempEntry};
+use crate::release::{self, Keyring, ReleaseError, VerifiedRelease};
+use crate::reporter::{DownloadId, NoReporter, ResolverReporter, ResolverWarning};
+
+/// Upper bound for a decompressed index when the Release lists no uncompressed size.
+pub const MAX_INDEX_BYTES: u64 = 1 << 30;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered 404.
+    #[error("`{url}` not found (HTTP 404)")]
+    NotFound {
+        /// URL.
+        url: String,
+    },
+    /// A non-transient HTTP status (other 4xx, unexpected 3xx).
+    #[error("`{url}`: HTTP status {status}")]
+    Status {
+        /// URL.
+        url: String,
+        /// Status code.
+        status: u16,
+    },
+    /// Still failing after all retries.
+    #[error("`{url}`: giving up after {attempts} attempts: {last_error}")]
+    Transient {
+        /// URL.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Last error, as text.
+        last_error: String,
+    },
+    /// The body is larger than allowed.
+    #[error("`{url}` is larger than the allowed {limit} bytes")]
+    TooLarge {
+        /// URL.
+        url: String,
+        /// Cap in bytes.
+        limit: u64,
+    },
+    /// The downloaded size is not the one the signed index lists.
+    #[error("`{url}`: size {actual} does not match the expected {expected} bytes")]
+    SizeMismatch {
+        /// URL.
+        url: String,
+        /// Expected size.
+        expected: u64,
+        /// Actual size.
+        actual: u64,
+    },
+    /// The downloaded SHA-256 is not the one the signed index lists.
+    #[error("`{url}`: SHA-256 {actual} does not match the expected {expected}")]
+    HashMismatch {
+        /// URL.
+        url: String,
+        /// Expected digest.
+        expected: String,
+        /// Actual digest.
+        actual: String,
+    },
+    /// The InRelease file did not verify.
+    #[error("InRelease of `{suite}` from `{url}` rejected")]
+    Release {
+        /// Suite.
+        suite: String,
+        /// URL (or cache path in offline mode).
+        url: String,
+        /// Cause.
+        #[source]
+        source: Box<ReleaseError>,
+    },
+    /// The Release file does not list the index.
+    #[error("the `{suite}` Release does not list `{path}`")]
+    IndexNotListed {
+        /// Suite.
+        suite: String,
+        /// Path relative to `dists/<suite>/`.
+        path: String,
+    },
+    /// Decompression failed.
+    #[error("cannot decompress `{url}`")]
+    Decompress {
+        /// URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Decompressed index is not UTF-8.
+    #[error("index `{url}` is not valid UTF-8")]
+    NotUtf8 {
+        /// URL.
+        url: String,
+    },
+    /// Offline mode and the item is not cached.
+    #[error("offline: `{what}` is not in the cache")]
+    NotCached {
+        /// What was needed.
+        what: String,
+    },
+    /// Local file error while downloading.
+    #[error("IO error writing `{path}`")]
+    Io {
+        /// Path.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Storing downloaded bytes failed (disk full, ...).
+    #[error("cannot store the download of `{url}`")]
+    Write {
+        /// URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Cache error.
+    #[error("cache error")]
+    Cache(#[source] CacheError),
+}
+
+impl From<CacheError> for ClientError {
+    fn from(e: CacheError) -> Self {
+        Self::Cache(e)
+    }
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout for the response head and for each read of the body (a stalled transfer
+    /// fails after this and is retried; a large but moving download is never cut).
+    pub read_timeout: Duration,
+    /// Attempts per request (1 = no retry).
+    pub attempts: u32,
+    /// Backoff before the second attempt; doubles each time.
+    pub initial_backoff: Duration,
+    /// Use proxies from the environment.
+    pub proxy_from_env: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(60),
+            attempts: 4,
+            initial_backoff: Duration::from_millis(500),
+            proxy_from_env: true,
+        }
+    }
+}
+
+/// Result of a streamed download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    /// Bytes received.
+    pub size: u64,
+}
+
+enum AttemptError {
+    /// Do not retry.
+    Final(ClientError),
+    /// Retry (text of the cause).
+    Transient(String),
+}
+
+/// Blocking HTTP client with retries.
+pub struct HttpClient {
+    agent: ureq::Agent,
+    config: ClientConfig,
+    reporter: Arc<dyn ResolverReporter>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// A client with `config`, reporting retries to `reporter`.
+    #[must_use]
+    pub fn new(config: ClientConfig, reporter: Arc<dyn ResolverReporter>) -> Self {
+        let mut builder = ureq::Agent::config_builder()
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_recv_response(Some(config.read_timeout))
+            .timeout_recv_body(None)
+            .timeout_per_read(Some(config.read_timeout))
+            .timeout_per_call(None)
+            .http_status_as_error(false)
+            .user_agent(concat!("jeos-package-resolver/", env!("CARGO_PKG_VERSION")));
+        builder = if config.proxy_from_env {
+            builder.proxy(ureq::Proxy::try_from_env())
+        } else {
+            builder.proxy(None)
+        };
+        let agent = builder.build().new_agent();
+        Self {
+            agent,
+            config,
+            reporter,
+        }
+    }
+
+    /// GET `url` into memory, at most `max_bytes`.
+    pub fn get_bytes(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>, ClientError> {
+        let mut out = Vec::new();
+        self.with_retries(url, &mut |client| {
+            out.clear();
+            client.attempt(url, max_bytes, None, &mut |chunk| {
+                out.extend_from_slice(chunk);
+                Ok(())
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// GET `url` into `temp` (hashed while written), at most `max_bytes`; progress goes to
+    /// download `id`.
+    pub fn download_to(
+        &self,
+        url: &str,
+        temp: &mut TempEntry,
+        max_bytes: u64,
+        id: Option<DownloadId>,
+    ) -> Result<Downloaded, ClientError> {
+        self.with_retries(url, &mut |client| {
+            temp.reset().map_err(|source| {
+                AttemptError::Final(ClientError::Io {
+                    path: temp.path().to_owned(),
+                    source,
+                })
+            })?;
+            client.attempt(url, max_bytes, id, &mut |chunk| temp.write_all(chunk))
+        })?;
+        Ok(Downloaded { size: temp.size() })
+    }
+
+    fn with_retries(
+        &self,
+        url: &str,
+        attempt: &mut dyn FnMut(&Self) -> Result<(), AttemptError>,
+    ) -> Result<(), ClientError> {
+        let attempts = self.config.attempts.max(1);
+        let mut backoff = self.config.initial_backoff;
+        let mut n = 1;
+        loop {
+            match attempt(self) {
+                Ok(()) => return Ok(()),
+                Err(AttemptError::Final(e)) => return Err(e),
+                Err(AttemptError::Transient(text)) => {
+                    if n >= attempts {
+                        return Err(ClientError::Transient {
+                            url: url.to_owned(),
+                            attempts: n,
+                            last_error: text,
+                        });
+                    }
+                    n += 1;
+                    self.reporter.on_retry(url, n, &text);
+                    std::thread::sleep(backoff);
+                    backoff = backoff.saturating_mul(2);
+                }
+            }
+        }
+    }
+
+    fn attempt(
+        &self,
+        url: &str,
+        max_bytes: u64,
+        id: Option<DownloadId>,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), AttemptError> {
+        let response = match self.agent.get(url).call() {
+            Ok(r) => r,
+            Err(e) => return Err(classify(url, &e)),
+        };
+        let status = response.status().as_u16();
+        match status {
+            200 => {}
+            404 | 410 => {
+                return Err(AttemptError::Final(ClientError::NotFound {
+                    url: url.to_owned(),
+                }));
+            }
+            408 | 429 | 500..=599 => return Err(AttemptError::Transient(format!("HTTP {status}"))),
+            _ => {
+                return Err(AttemptError::Final(ClientError::Status {
+                    url: url.to_owned(),
+                    status,
+                }));
+            }
+        }
+        let too_large = || {
+            AttemptError::Final(ClientError::TooLarge {
+                url: url.to_owned(),
+                limit: max_bytes,
+            })
+        };
+        if response
+            .body()
+            .content_length()
+            .is_some_and(|len| len > max_bytes)
+        {
+            return Err(too_large());
+        }
+        let mut reader = response
+            .into_body()
+            .into_with_config()
+            .limit(u64::MAX)
+            .reader();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(AttemptError::Transient(format!("reading body: {e}"))),
+            };
+            let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+            total = total.saturating_add(n64);
+            if total > max_bytes {
+                return Err(too_large());
+            }
+            sink(&buf[..n]).map_err(|source| {
+                AttemptError::Final(ClientError::Write {
+                    url: url.to_owned(),
+                    source,
+                })
+            })?;
+            if let Some(id) = id {
+                self.reporter.on_download_progress(id, n64);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn classify(url: &str, e: &ureq::Error) -> AttemptError {
+    use ureq::Error as E;
+    match e {
+        E::Io(_)
+        | E::Timeout(_)
+        | E::ConnectionFailed
+        | E::HostNotFound
+        | E::Protocol(_)
+        | E::ConnectProxyFailed(_) => AttemptError::Transient(e.to_string()),
+        E::StatusCode(404) => AttemptError::Final(ClientError::NotFound {
+            url: url.to_owned(),
+        }),
+        _ => AttemptError::Final(ClientError::Transient {
+            url: url.to_owned(),
+            attempts: 1,
+            last_error: e.to_string(),
+        }),
+    }
+}
+
+/// Timings of the last [`Repository::fetch_packages`] (for the build report).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexTimings {
+    /// Download time.
+    pub download: Duration,
+    /// Decompression + hash of the result.
+    pub decompress: Duration,
+    /// Served from the cache.
+    pub cache_hit: bool,
+}
+
+/// A fetched, verified `Packages` index.
+#[derive(Debug, Clone)]
+pub struct PackagesIndex {
+    /// Path relative to `dists/<suite>/` (e.g. `main/binary-amd64/Packages`).
+    pub path: String,
+    /// SHA-256 of the decompressed text.
+    pub sha256: String,
+    /// The decompressed text.
+    pub text: String,
+    /// Timings.
+    pub timings: IndexTimings,
+}
+
+/// One Debian mirror with its keyring.
+pub struct Repository {
+    mirror: String,
+    keyring: Keyring,
+    http: HttpClient,
+    reporter: Arc<dyn ResolverReporter>,
+    cache: Option<Cache>,
+    offline: bool,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("mirror", &self.mirror)
+            .field("cache", &self.cache)
+            .field("offline", &self.offline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Repository {
+    /// A repository at `mirror_url` (e.g. `http://mirror.invalid/debian`), verified with
+    /// `keyring`.
+    #[must_use]
+    pub fn new(mirror_url: &str, keyring: Keyring, reporter: Arc<dyn ResolverReporter>) -> Self {
+        Self {
+            mirror: mirror_url.trim_end_matches('/').to_owned(),
+            keyring,
+            http: HttpClient::new(ClientConfig::default(), reporter.clone()),
+            reporter,
+            cache: None,
+            offline: false,
+        }
+    }
+
+    /// Same, with no reporter.
+    #[must_use]
+    pub fn without_reporter(mirror_url: &str, keyring: Keyring) -> Self {
+        Self::new(mirror_url, keyring, Arc::new(NoReporter))
+    }
+
+    /// Use `config` for HTTP.
+    #[must_use]
+    pub fn with_client_config(mut self, config: ClientConfig) -> Self {
+        self.http = HttpClient::new(config, self.reporter.clone());
+        self
+    }
+
+    /// Cache verified indices (and the last InRelease) in `cache`.
+    #[must_use]
+    pub fn with_cache(mut self, cache: Cache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Never touch the network: InRelease and indices come from the cache.
+    #[must_use]
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// Mirror base URL (without trailing `/`).
+    #[must_use]
+    pub fn mirror(&self) -> &str {
+        &self.mirror
+    }
+
+    /// Whether offline mode is on.
+    #[must_use]
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    /// The HTTP client (shared with [`crate::fetch`]).
+    #[must_use]
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    /// The reporter.
+    #[must_use]
+    pub fn reporter(&self) -> &Arc<dyn ResolverReporter> {
+        &self.reporter
+    }
+
+    /// URL of a file below the mirror root (e.g. a pool path).
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.mirror, path.trim_start_matches('/'))
+    }
+
+    /// Fetch and verify `dists/<suite>/InRelease`, checking `Valid-Until` against `now`. In
+    /// offline mode the cached copy is verified instead. A verified copy is kept in the cache.
+    pub fn fetch_release(
+        &self,
+        suite: &str,
+        now: SystemTime,
+    ) -> Result<VerifiedRelease, ClientError> {
+        let url = self.url(&format!("dists/{suite}/InRelease"));
+        let (bytes, from) = if self.offline {
+            let cache = self
+                .cache
+                .as_ref()
+                .ok_or_else(|| ClientError::NotCached { what: url.clone() })?;
+            let bytes = cache
+                .load_release(&self.mirror, suite)?
+                .ok_or_else(|| ClientError::NotCached { what: url.clone() })?;
+            self.reporter
+                .on_warning(ResolverWarning::UsingCachedRelease {
+                    suite: suite.to_owned(),
+                });
+            (
+                bytes,
+                cache
+                    .release_path(&self.mirror, suite)
+                    .display()
+                    .to_string(),
+            )
+        } else {
+            (
+                self.http.get_bytes(&url, release::MAX_INRELEASE_BYTES)?,
+                url.clone(),
+            )
+        };
+        let verified =
+            release::verify_inrelease(&bytes, &self.keyring, suite, now).map_err(|source| {
+                ClientError::Release {
+                    suite: suite.to_owned(),
+                    url: from,
+                    source: Box::new(source),
+                }
+            })?;
+        for status in &verified.signatures {
+            if let Some(w) = signature_warning(suite, status) {
+                self.reporter.on_warning(w);
+            }
+        }
+        if let (Some(cache), false) = (&self.cache, self.offline) {
+            cache.store_release(&self.mirror, suite, &bytes)?;
+        }
+        Ok(verified)
+    }
+
+    /// Fetch `<component>/binary-<arch>/Packages` of a verified release (see module docs).
+    pub fn fetch_packages(
+        &self,
+        release: &VerifiedRelease,
+        component: &str,
+        arch: &str,
+    ) -> Result<PackagesIndex, ClientError> {
+        let suite = &release.suite;
+        let dir = format!("{component}/binary-{arch}");
+        let plain_path = format!("{dir}/Packages");
+        let xz_path = format!("{dir}/Packages.xz");
+        let plain = release.release.sha256.get(&plain_path);
+        let mut timings = IndexTimings::default();
+        if let (Some(cache), Some(plain)) = (&self.cache, plain) {
+            let start = Instant::now();
+            if let Some(path) = cache.get(EntryKind::Index, &plain.sha256, Some(plain.size))? {
+                let text = std::fs::read_to_string(&path).map_err(|source| ClientError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                self.reporter.on_cache_hit(&plain_path);
+                self.reporter.on_index_fetched(suite, component, plain.size);
+                timings.cache_hit = true;
+                timings.decompress = start.elapsed();
+                return Ok(PackagesIndex {
+                    path: plain_path,
+                    sha256: plain.sha256.clone(),
+                    text,
+                    timings,
+                });
+            }
+        }
+        if self.offline {
+            return Err(ClientError::NotCached {
+                what: format!("dists/{suite}/{plain_path}"),
+            });
+        }
+        let xz =
+            release
+                .release
+                .sha256
+                .get(&xz_path)
+                .ok_or_else(|| ClientError::IndexNotListed {
+                    suite: suite.clone(),
+                    path: xz_path.clone(),
+                })?;
+        let plain_url = self.url(&format!("dists/{suite}/{xz_path}"));
+        let start = Instant::now();
+        let id = self.reporter.on_download_start(&xz_path, Some(xz.size));
+        let fetched = if release.release.acquire_by_hash {
+            let by_hash = self.url(&format!("dists/{suite}/{dir}/by-hash/SHA256/{}", xz.sha256));
+            match self.http.get_bytes(&by_hash, xz.size) {
+                Err(ClientError::NotFound { url }) => {
+                    self.reporter
+                        .on_warning(ResolverWarning::ByHashFallback { url });
+                    self.http
+                        .get_bytes(&plain_url, xz.size)
+                        .map(|b| (b, plain_url.clone()))
+                }
+                other => other.map(|b| (b, by_hash)),
+            }
+        } else {
+            self.http
+                .get_bytes(&plain_url, xz.size)
+                .map(|b| (b, plain_url.clone()))
+        };
+        if let Ok((bytes, _)) = &fetched {
+            self.reporter
+                .on_download_progress(id, u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+        }
+        self.reporter.on_download_complete(id);
+        let (compressed, url) = fetched?;
+        timings.download = start.elapsed();
+        // Verify the compressed bytes before the decompressor sees them.
+        check_size_and_hash(&url, &compressed, xz.size, &xz.sha256)?;
+        let start = Instant::now();
+        let limit = plain.map_or(MAX_INDEX_BYTES, |p| p.size);
+        let decompressed =
+            decompress_xz(&compressed, limit).map_err(|source| ClientError::Decompress {
+                url: url.clone(),
+                source,
+            })?;
+        let sha256 = release::sha256_hex(&decompressed);
+        if let Some(plain) = plain {
+            check_size_and_hash(
+                &format!("{url} (decompressed)"),
+                &decompressed,
+                plain.size,
+                &plain.sha256,
+            )?;
+        }
+        let text = String::from_utf8(decompressed)
+            .map_err(|_| ClientError::NotUtf8 { url: url.clone() })?;
+        timings.decompress = start.elapsed();
+        if let (Some(cache), Some(_)) = (&self.cache, plain) {
+            cache.insert_bytes(EntryKind::Index, &plain_path, &sha256, text.as_bytes())?;
+        }
+        self.reporter.on_index_fetched(
+            suite,
+            component,
+            u64::try_from(text.len()).unwrap_or(u64::MAX),
+        );
+        Ok(PackagesIndex {
+            path: plain_path,
+            sha256,
+            text,
+            timings,
+        })
+    }
+}
+
+fn signature_warning(suite: &str, status: &release::SignatureStatus) -> Option<ResolverWarning> {
+    use release::SignatureStatus as S;
+    let (key, reason) = match status {
+        S::Good { .. } => return None,
+        S::Bad { key, reason } => (key.clone(), reason.clone()),
+        S::UnknownKey { issuers } => (issuers.join(","), "key not in the keyring".to_owned()),
+        S::Rejected { issuers, reason } => (issuers.join(","), reason.clone()),
+    };
+    Some(ResolverWarning::SignatureNotVerified {
+        suite: suite.to_owned(),
+        key: if key.is_empty() {
+            "unknown".to_owned()
+        } else {
+            key
+        },
+        reason,
+    })
+}
+
+fn check_size_and_hash(
+    url: &str,
+    bytes: &[u8],
+    size: u64,
+    sha256: &str,
+) -> Result<(), ClientError> {
+    let actual_size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if actual_size != size {
+        return Err(ClientError::SizeMismatch {
+            url: url.to_owned(),
+            expected: size,
+            actual: actual_size,
+        });
+    }
+    let actual = release::sha256_hex(bytes);
+    if actual != sha256 {
+        return Err(ClientError::HashMismatch {
+            url: url.to_owned(),
+            expected: sha256.to_owned(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Decompress an `.xz` stream (multi-stream allowed), failing beyond `limit` bytes of output.
+pub fn decompress_xz(compressed: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
+    let decoder = liblzma::read::XzDecoder::new_multi_decoder(compressed);
+    read_capped(decoder, limit)
+}
+
+/// Read everything from `reader`, failing with `InvalidData` beyond `limit` bytes.
+pub fn read_capped(reader: impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let n = reader.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    if u64::try_from(n).unwrap_or(u64::MAX) > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("decompressed data exceeds {limit} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xz(data: &[u8]) -> Vec<u8> {
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn xz_round_trip_and_cap() {
+        let data = b"Package: a\n\n".repeat(100);
+        let c = xz(&data);
+        assert_eq!(decompress_xz(&c, 1200).unwrap(), data);
+        let err = decompress_xz(&c, 1199).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(decompress_xz(b"not xz", 100).is_err());
+    }
+
+    #[test]
+    fn size_and_hash_checks() {
+        let h = release::sha256_hex(b"abc");
+        check_size_and_hash("u", b"abc", 3, &h).unwrap();
+        assert!(matches!(
+            check_size_and_hash("u", b"abc", 4, &h),
+            Err(ClientError::SizeMismatch { .. })
+        ));
+        assert!(matches!(
+            check_size_and_hash("u", b"abd", 3, &h),
+            Err(ClientError::HashMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn connection_refused_is_retried_then_reported() {
+        // Bind then drop a listener to get a port nobody listens on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let rec = Arc::new(crate::reporter::RecordingReporter::new());
+        let client = HttpClient::new(
+            ClientConfig {
+                attempts: 2,
+                initial_backoff: Duration::from_millis(1),
+                proxy_from_env: false,
+                ..ClientConfig::default()
+            },
+            rec.clone(),
+        );
+        let err = client
+            .get_bytes(&format!("http://127.0.0.1:{port}/x"), 10)
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::Transient { attempts: 2, .. }),
+            "{err:?}"
+        );
+        assert_eq!(rec.events().len(), 1, "one retry event");
+    }
+}

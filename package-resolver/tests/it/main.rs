@@ -1,0 +1,15 @@
+//! Integration tests for package-resolver (one binary; fixtures generated in code).
+#![allow(
+    clippy::print_stderr,
+    reason = "tests report SKIPPED and measurements on stderr"
+)]
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "this whole binary is tests; modules mirror the crate's areas"
+)]
+
+mod core_resolve;
+mod malicious_deb;
+mod network;
+mod repo;
+mod support;
