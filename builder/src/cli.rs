@@ -15,6 +15,7 @@ use crate::progress::{Printer, Ui, UiMode};
 use crate::recipe::{self, AppName, Recipe, RecipeLoadError};
 use crate::resolve::{LockMode, ResolveOptions};
 
+mod build;
 mod resolve;
 
 pub use resolve::why_from_lock;
@@ -104,6 +105,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Resolve the minimal package closure and write the lock file.
     Resolve(resolve::ResolveArgs),
+    /// Build the appliance's disk image (and the formats the recipe lists).
+    Build(build::BuildArgs),
 }
 
 /// `jeos new`
@@ -178,6 +181,7 @@ pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus
         Command::New(args) => new(&args, session),
         Command::Check(args) => check(&args, session),
         Command::Resolve(args) => resolve::resolve(&args, session),
+        Command::Build(args) => build::build(&args, session),
     };
     session.ui.finish();
     status

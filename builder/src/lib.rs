@@ -5,7 +5,9 @@
 
 pub mod cli;
 pub mod kernel;
+pub mod pipeline;
 pub mod progress;
+pub mod publish;
 pub mod recipe;
 pub mod reporters;
 pub mod resolve;

@@ -21,7 +21,7 @@ use miette::Diagnostic;
 use package_resolver::cache::{Cache, CacheError};
 use package_resolver::client::{ClientError, Repository};
 use package_resolver::lock::{
-    DropSnapshot, LockError, LockFile, LockMismatch, LockSource, LockedPackage, RequestSnapshot,
+    Difference, DropSnapshot, LockError, LockFile, LockMismatch, LockSource, LockedPackage, RequestSnapshot,
 };
 use package_resolver::packages::{PackageIndex, PackagesError};
 use package_resolver::release::{Keyring, ReleaseError};
@@ -45,6 +45,11 @@ pub const KERNEL_DROPS: [(&str, &str); 4] = [
     ("kmod", "jeos loads the initramfs modules itself"),
     ("linux-base", "jeos installs the kernel itself"),
 ];
+
+/// Packages jeos takes boot loaders from: SYSLINUX for BIOS, systemd-boot for UEFI. They
+/// are build tools, locked beside the closure but not installed, and their dependencies
+/// are not followed (only files are read from them).
+pub const BOOT_TOOLS: [&str; 3] = ["syslinux", "syslinux-common", "systemd-boot-efi"];
 
 /// How an existing lock file is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,9 +390,12 @@ pub fn resolve_packages(
     let snapshot = request_snapshot(recipe);
     let existing = read_lock(&lock_path)?;
     if let Some(lock) = &existing {
-        let matches = lock.check_request(&snapshot).and_then(|()| {
-            lock.check_source(&recipe.source.suite, &recipe.source.components, ARCH)
-        });
+        let matches = lock
+            .check_request(&snapshot)
+            .and_then(|()| {
+                lock.check_source(&recipe.source.suite, &recipe.source.components, ARCH)
+            })
+            .and_then(|()| check_tools(lock));
         match (matches, options.lock_mode) {
             (Ok(()), LockMode::Use | LockMode::Locked) => {
                 return Ok(Resolved {
@@ -495,7 +503,25 @@ fn solve_fresh(
         date: release.release.date.text.clone(),
         sha256: release.inrelease_sha256.clone(),
     };
-    let lock = LockFile::from_resolution(&resolution, source, snapshot);
+    let mut lock = LockFile::from_resolution(&resolution, source, snapshot);
+    for name in BOOT_TOOLS {
+        let package = index.candidate(name).ok_or_else(|| ResolveError::UnknownPackage {
+            name: name.to_owned(),
+            suite: recipe.source.suite.clone(),
+            suggestions: Vec::new(),
+        })?;
+        lock.tools.push(LockedPackage {
+            name: package.name().to_owned(),
+            version: package.version().clone(),
+            arch: package.architecture().to_owned(),
+            filename: package.filename().to_owned(),
+            size: package.size_bytes(),
+            sha256: package.sha256().to_owned(),
+            installed_size: package.installed_size_kib(),
+            parent: None,
+            relation: Some("boot loader (build tool, not installed)".to_owned()),
+        });
+    }
     let facts = IndexFacts {
         mirror,
         signed_by: release.signed_by.clone(),
@@ -503,6 +529,24 @@ fn solve_fresh(
         elapsed,
     };
     Ok((resolution, lock, facts))
+}
+
+/// A lock made without the boot-loader tools (or with other ones) must be refreshed.
+fn check_tools(lock: &LockFile) -> Result<(), LockMismatch> {
+    let locked: Vec<&str> = lock.tools.iter().map(|t| t.name.as_str()).collect();
+    let differences: Vec<Difference> = BOOT_TOOLS
+        .iter()
+        .filter(|name| !locked.contains(name))
+        .map(|name| Difference::Added {
+            field: "tool",
+            value: (*name).to_owned(),
+        })
+        .collect();
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(LockMismatch { differences })
+    }
 }
 
 fn read_lock(path: &Path) -> Result<Option<LockFile>, ResolveError> {

@@ -178,8 +178,9 @@ impl SyslinuxImages {
                 .and_then(|s| s.windows(banner.len()).position(|w| w == banner))
                 .ok_or_else(|| missing("no ldlinux.sys banner"))?
                 + search;
+            // The images sit wherever the linker put them (no sector alignment inside the
+            // ELF file); the boot sector's signature and the magic identify them.
             let ok = pos >= 512
-                && pos % 512 == 0
                 && installer[pos - 2..pos] == [0x55, 0xAA]
                 && installer[pos - 8..pos - 4] == magic;
             if ok {

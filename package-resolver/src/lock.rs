@@ -182,6 +182,10 @@ pub struct LockFile {
     /// Packages, sorted by name.
     #[serde(default, rename = "package")]
     pub packages: Vec<LockedPackage>,
+    /// Build tools taken from the same index but not installed (boot loaders), sorted by
+    /// name; their own dependencies are not followed.
+    #[serde(default, rename = "tool", skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<LockedPackage>,
 }
 
 /// One difference between a lock file and the current recipe.
@@ -317,6 +321,7 @@ impl LockFile {
             source,
             request,
             packages,
+            tools: Vec::new(),
         }
     }
 
@@ -328,6 +333,7 @@ impl LockFile {
     pub fn to_toml_string(&self) -> String {
         let mut sorted = self.clone();
         sorted.packages.sort_by(|a, b| a.name.cmp(&b.name));
+        sorted.tools.sort_by(|a, b| a.name.cmp(&b.name));
         let body =
             toml::to_string(&sorted).expect("lock file model is always representable in TOML");
         format!("{HEADER}{body}")

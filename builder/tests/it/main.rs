@@ -9,6 +9,7 @@ mod common;
 mod check;
 mod help;
 mod new;
+mod publish;
 mod resolve;
 
 #[test]

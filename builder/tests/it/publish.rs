@@ -1,0 +1,1 @@
+//! Publishing tests (in progress).
