@@ -739,7 +739,12 @@ fn rootfs_config(ctx: &BuildContext<'_>, postinsts: Vec<(String, String)>) -> Ro
             .map(|u| UserConfig {
                 name: u.name.clone(),
                 uid: u.uid,
-                group: Some(u.group.clone()).filter(|g| !g.is_empty()),
+                // A user's own-name group that the recipe does not declare is created
+                // with the user (same id when free).
+                group: Some(u.group.clone()).filter(|g| {
+                    !g.is_empty()
+                        && !(*g == u.name && !r.system.groups.iter().any(|d| d.name == *g))
+                }),
                 groups: u.groups.clone(),
                 home: Some(u.home.clone()).filter(|h| !h.is_empty()),
                 shell: Some(u.shell.clone()).filter(|s| !s.is_empty()),

@@ -25,9 +25,13 @@ fuzz_target!(|data: &[u8]| {
     mem.write_slice(&memory_bytes[..len], GuestAddress(0))
         .expect("within memory");
     // The available index comes from the input so the ring can claim 0..=65535 entries.
-    mem.write_obj(u16::from_le_bytes([avail_lo, avail_hi]), GuestAddress(AVAIL + 2))
+    mem.write_obj(
+        u16::from_le_bytes([avail_lo, avail_hi]),
+        GuestAddress(AVAIL + 2),
+    )
+    .expect("within memory");
+    mem.write_obj(0u16, GuestAddress(USED + 2))
         .expect("within memory");
-    mem.write_obj(0u16, GuestAddress(USED + 2)).expect("within memory");
 
     let size = 1u16 << (size_log2 % 9); // 1..=256
     let mut queue = Queue::new(256).expect("valid maximum");

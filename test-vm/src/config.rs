@@ -1,0 +1,263 @@
+//! The common run API of both backends: [`RunConfig`] in, [`RunOutcome`] out, a
+//! [`RunReporter`] for live events.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use guest_init::protocol::{CheckStatus, Event};
+
+/// Kernel command-line flag that makes guest-init run the smoke test.
+pub const SMOKE_TEST_FLAG: &str = "jeos.test=1";
+
+/// Firmware for a QEMU whole-disk boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF (UEFI).
+    Efi,
+}
+
+/// A host TCP port forwarded to a guest port (QEMU user networking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForward {
+    /// Host port on 127.0.0.1.
+    pub host: u16,
+    /// Guest port.
+    pub guest: u16,
+}
+
+/// One VM run (user input; validated when the backend starts).
+pub struct RunConfig {
+    /// bzImage; required for direct kernel boot (always for the embedded runner).
+    pub kernel: Option<PathBuf>,
+    /// initramfs (cpio) for direct kernel boot.
+    pub initramfs: Option<PathBuf>,
+    /// Kernel command line for direct kernel boot.
+    pub cmdline: String,
+    /// Append [`SMOKE_TEST_FLAG`] to the command line.
+    pub smoke_test: bool,
+    /// Disk image; attached copy-on-write, never modified.
+    pub disk: Option<PathBuf>,
+    /// Present the disk read-only to the guest (writes fail with an IO error).
+    pub read_only_disk: bool,
+    /// Guest RAM.
+    pub memory_mib: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Hard wall-clock limit.
+    pub timeout: Duration,
+    /// Where the whole serial console is written.
+    pub console_log: PathBuf,
+    /// Also copy console bytes here (for `jeos run --console`).
+    pub echo_console: Option<Box<dyn Write + Send>>,
+    /// QEMU only: host → guest TCP forwards (user networking).
+    pub port_forwards: Vec<PortForward>,
+    /// QEMU only: boot the whole disk through firmware instead of direct kernel boot.
+    pub firmware: Option<Firmware>,
+}
+
+impl std::fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("kernel", &self.kernel)
+            .field("initramfs", &self.initramfs)
+            .field("cmdline", &self.cmdline)
+            .field("disk", &self.disk)
+            .field("memory_mib", &self.memory_mib)
+            .field("vcpus", &self.vcpus)
+            .field("timeout", &self.timeout)
+            .field("firmware", &self.firmware)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunConfig {
+    /// A direct-kernel-boot config with 256 MiB, one vCPU and a 60 s timeout.
+    #[must_use]
+    pub fn new(kernel: PathBuf, cmdline: &str, console_log: PathBuf) -> Self {
+        Self {
+            kernel: Some(kernel),
+            initramfs: None,
+            cmdline: cmdline.to_owned(),
+            smoke_test: false,
+            disk: None,
+            read_only_disk: false,
+            memory_mib: 256,
+            vcpus: 1,
+            timeout: Duration::from_secs(60),
+            console_log,
+            echo_console: None,
+            port_forwards: Vec::new(),
+            firmware: None,
+        }
+    }
+
+    /// The command line actually passed to the kernel.
+    #[must_use]
+    pub fn effective_cmdline(&self) -> String {
+        if self.smoke_test
+            && !self
+                .cmdline
+                .split_whitespace()
+                .any(|w| w == SMOKE_TEST_FLAG)
+        {
+            if self.cmdline.is_empty() {
+                SMOKE_TEST_FLAG.to_owned()
+            } else {
+                format!("{} {SMOKE_TEST_FLAG}", self.cmdline)
+            }
+        } else {
+            self.cmdline.clone()
+        }
+    }
+}
+
+/// Why the VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// ACPI S5 (or QEMU guest shutdown).
+    PowerOff,
+    /// The guest reset the machine (i8042, ACPI reset register).
+    Reset,
+    /// The wall-clock timeout expired.
+    Timeout,
+    /// "Kernel panic" appeared on the console.
+    Panic,
+    /// The CPU triple-faulted (KVM_EXIT_SHUTDOWN).
+    TripleFault,
+    /// The VMM itself failed or hit an exit it cannot handle; the text says which.
+    VmmError(String),
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitReason::PowerOff => f.write_str("power off"),
+            ExitReason::Reset => f.write_str("reset"),
+            ExitReason::Timeout => f.write_str("timeout"),
+            ExitReason::Panic => f.write_str("kernel panic"),
+            ExitReason::TripleFault => f.write_str("triple fault"),
+            ExitReason::VmmError(message) => write!(f, "vmm error: {message}"),
+        }
+    }
+}
+
+/// Which backend ran the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmmKind {
+    /// This crate's KVM runner.
+    Embedded,
+    /// qemu-system-x86_64.
+    Qemu,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Why it stopped.
+    pub exit: ExitReason,
+    /// Last console bytes (up to 16 KiB), lossily decoded.
+    pub console_tail: String,
+    /// Wall-clock time from start to exit.
+    pub duration: Duration,
+    /// Time from start to the first console byte.
+    pub first_byte_at: Option<Duration>,
+    /// Smoke-test protocol events, in order.
+    pub events: Vec<Event>,
+    /// Malformed protocol lines (the line and the parse error).
+    pub protocol_errors: Vec<String>,
+    /// Device problems the guest caused (driver rule violations), rendered.
+    pub device_warnings: Vec<String>,
+    /// Which backend ran.
+    pub vmm: VmmKind,
+}
+
+impl RunOutcome {
+    /// True if the guest reported `done` with no failed check, no `error` event, no malformed
+    /// protocol line, and shut down or reset cleanly.
+    #[must_use]
+    pub fn passed(&self) -> bool {
+        let clean_exit = matches!(self.exit, ExitReason::PowerOff | ExitReason::Reset);
+        let done_ok = self
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Done { failed: 0, .. }));
+        let failures = self.events.iter().any(|e| {
+            matches!(
+                e,
+                Event::Error { .. }
+                    | Event::Check {
+                        status: CheckStatus::Fail,
+                        ..
+                    }
+            )
+        });
+        clean_exit && done_ok && !failures && self.protocol_errors.is_empty()
+    }
+}
+
+/// Live events of a run. All methods have no-op defaults.
+pub trait RunReporter: Send + Sync {
+    /// The backend was chosen (by [`crate::Vmm::Auto`] or explicitly), and why.
+    fn on_vmm_selected(&self, _vmm: VmmKind, _reason: &str) {}
+    /// One complete console line (without the line end).
+    fn on_console_line(&self, _line: &str) {}
+    /// One smoke-test protocol event.
+    fn on_protocol_event(&self, _event: &Event) {}
+    /// A device problem caused by the guest (the run continues).
+    fn on_device_warning(&self, _warning: &str) {}
+}
+
+/// A reporter that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReporter;
+
+impl RunReporter for NoReporter {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(exit: ExitReason, events: Vec<Event>) -> RunOutcome {
+        RunOutcome {
+            exit,
+            console_tail: String::new(),
+            duration: Duration::ZERO,
+            first_byte_at: None,
+            events,
+            protocol_errors: Vec::new(),
+            device_warnings: Vec::new(),
+            vmm: VmmKind::Embedded,
+        }
+    }
+
+    #[test]
+    fn passed_needs_done_without_failures_and_clean_exit() {
+        let done = Event::Done {
+            passed: 1,
+            failed: 0,
+        };
+        assert!(outcome(ExitReason::PowerOff, vec![done.clone()]).passed());
+        assert!(!outcome(ExitReason::Timeout, vec![done.clone()]).passed());
+        assert!(!outcome(ExitReason::PowerOff, vec![]).passed());
+        let error = Event::Error { detail: "x".into() };
+        assert!(!outcome(ExitReason::PowerOff, vec![error, done]).passed());
+        let failed = Event::Done {
+            passed: 0,
+            failed: 1,
+        };
+        assert!(!outcome(ExitReason::Reset, vec![failed]).passed());
+    }
+
+    #[test]
+    fn smoke_test_flag_is_appended_once() {
+        let mut config = RunConfig::new("k".into(), "console=ttyS0", "log".into());
+        assert_eq!(config.effective_cmdline(), "console=ttyS0");
+        config.smoke_test = true;
+        assert_eq!(config.effective_cmdline(), "console=ttyS0 jeos.test=1");
+        config.cmdline = "jeos.test=1 quiet".into();
+        assert_eq!(config.effective_cmdline(), "jeos.test=1 quiet");
+    }
+}

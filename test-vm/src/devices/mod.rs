@@ -1,0 +1,261 @@
+//! Emulated devices and the bus that routes port and MMIO exits to them.
+//!
+//! ```text
+//! port 0x3f8..0x3ff  COM1 16550 (IRQ 4)        serial.rs
+//! port 0x60, 0x64    i8042 (reset)             i8042.rs
+//! port 0x3c0, 0x3c1  ACPI sleep ctl/status     acpi_pm.rs
+//! 0xd000_0000 + 4K*n virtio-mmio blk (IRQ 5+n) mmio.rs + virtio_blk.rs over overlay.rs
+//! ```
+//! Other ports read as all ones and ignore writes (an absent ISA device); other MMIO reads
+//! as zeros.
+
+pub mod acpi_pm;
+pub mod i8042;
+pub mod mmio;
+pub mod overlay;
+pub mod serial;
+pub mod virtio_blk;
+
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::layout::{
+    ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, I8042_COMMAND_PORT, I8042_DATA_PORT,
+    SERIAL_PORT_BASE, VIRTIO_MMIO_SIZE,
+};
+use crate::memory::GuestMemoryMmap;
+
+/// A device-level problem worth reporting; the machine keeps running.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The serial port failed to write its output.
+    #[error("serial port failed")]
+    Serial(#[source] serial::SerialError),
+    /// The guest driver broke a virtio-mmio rule.
+    #[error("virtio-mmio device at {base:#x}")]
+    Mmio {
+        /// Window base.
+        base: u64,
+        /// What was wrong.
+        #[source]
+        source: mmio::MmioError,
+    },
+    /// A virtio-blk request broke a rule or failed.
+    #[error("virtio-blk device at {base:#x}")]
+    VirtioBlk {
+        /// Window base.
+        base: u64,
+        /// What was wrong.
+        #[source]
+        source: virtio_blk::VirtioBlkError,
+    },
+    /// Raising an interrupt failed.
+    #[error("cannot raise the interrupt of the device at {base:#x}")]
+    Interrupt {
+        /// Window base.
+        base: u64,
+        /// eventfd error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A machine-level event caused by a device access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusEvent {
+    /// Nothing beyond the device.
+    None,
+    /// The guest reset the machine (i8042 0xFE or the ACPI reset register).
+    Reset,
+    /// The guest entered ACPI S5.
+    PowerOff,
+}
+
+/// One virtio-mmio device on the bus.
+#[derive(Debug)]
+pub struct VirtioSlot {
+    /// Window base.
+    pub base: u64,
+    /// The device.
+    pub transport: mmio::MmioTransport,
+    /// Its interrupt line.
+    pub interrupt: EventFd,
+}
+
+/// All devices of the machine.
+#[derive(Debug)]
+pub struct Devices {
+    /// COM1.
+    pub serial: serial::SerialDevice,
+    /// The keyboard controller.
+    pub i8042: i8042::I8042,
+    /// virtio-mmio devices.
+    pub virtio: Vec<VirtioSlot>,
+    memory: GuestMemoryMmap,
+    warnings: Vec<DeviceError>,
+}
+
+impl Devices {
+    /// A bus over `memory` (used by virtio to reach the rings).
+    #[must_use]
+    pub fn new(memory: GuestMemoryMmap, serial: serial::SerialDevice) -> Self {
+        Self {
+            serial,
+            i8042: i8042::I8042::default(),
+            virtio: Vec::new(),
+            memory,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Device problems since the last call.
+    pub fn take_warnings(&mut self) -> Vec<DeviceError> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    fn serial_offset(port: u16) -> Option<u8> {
+        port.checked_sub(SERIAL_PORT_BASE)
+            .filter(|&o| o < 8)
+            .map(|o| u8::try_from(o).expect("< 8"))
+    }
+
+    /// A port read.
+    pub fn pio_read(&mut self, port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+        let Some(first) = data.first_mut() else {
+            return;
+        };
+        if let Some(offset) = Self::serial_offset(port) {
+            *first = self.serial.read(offset);
+        } else if port == I8042_COMMAND_PORT {
+            *first = self.i8042.read_status();
+        } else if port == I8042_DATA_PORT {
+            *first = self.i8042.read_data();
+        } else if port == ACPI_SLEEP_CONTROL_PORT || port == ACPI_SLEEP_STATUS_PORT {
+            *first = 0;
+        }
+    }
+
+    /// A port write.
+    pub fn pio_write(&mut self, port: u16, data: &[u8]) -> BusEvent {
+        let Some(&value) = data.first() else {
+            return BusEvent::None;
+        };
+        if let Some(offset) = Self::serial_offset(port) {
+            if let Err(e) = self.serial.write(offset, value) {
+                self.warnings.push(DeviceError::Serial(e));
+            }
+        } else if port == I8042_COMMAND_PORT {
+            if self.i8042.write_command(value) == i8042::I8042Event::Reset {
+                return BusEvent::Reset;
+            }
+        } else if port == I8042_DATA_PORT {
+            self.i8042.write_data(value);
+        } else if port == ACPI_SLEEP_CONTROL_PORT
+            && acpi_pm::write_sleep_control(value) == acpi_pm::SleepEvent::PowerOff
+        {
+            return BusEvent::PowerOff;
+        }
+        BusEvent::None
+    }
+
+    fn slot(&mut self, address: u64) -> Option<(&mut VirtioSlot, u64)> {
+        self.virtio.iter_mut().find_map(|slot| {
+            let offset = address.checked_sub(slot.base)?;
+            (offset < VIRTIO_MMIO_SIZE).then_some((slot, offset))
+        })
+    }
+
+    /// An MMIO read.
+    pub fn mmio_read(&mut self, address: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let Some((slot, offset)) = self.slot(address) {
+            let base = slot.base;
+            if let Err(source) = slot.transport.read(offset, data) {
+                self.warnings.push(DeviceError::Mmio { base, source });
+            }
+        }
+    }
+
+    /// An MMIO write.
+    pub fn mmio_write(&mut self, address: u64, data: &[u8]) -> BusEvent {
+        let memory = self.memory.clone();
+        let Some((slot, offset)) = self.slot(address) else {
+            return BusEvent::None;
+        };
+        let base = slot.base;
+        match slot.transport.write(&memory, offset, data) {
+            Ok(outcome) => {
+                let interrupt = if outcome.interrupt {
+                    slot.interrupt.write(1).err()
+                } else {
+                    None
+                };
+                if let Some(report) = outcome.queue_report {
+                    self.warnings.extend(
+                        report
+                            .errors
+                            .into_iter()
+                            .map(|source| DeviceError::VirtioBlk { base, source }),
+                    );
+                }
+                if let Some(source) = interrupt {
+                    self.warnings.push(DeviceError::Interrupt { base, source });
+                }
+            }
+            Err(source) => self.warnings.push(DeviceError::Mmio { base, source }),
+        }
+        BusEvent::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devices() -> Devices {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let serial = serial::SerialDevice::new(irq, Box::new(std::io::sink()));
+        let memory = crate::devices::virtio_blk::tests::memory();
+        Devices::new(memory, serial)
+    }
+
+    #[test]
+    fn routes_reset_and_power_off() {
+        let mut bus = devices();
+        assert_eq!(bus.pio_write(0x64, &[0xfe]), BusEvent::Reset);
+        assert_eq!(bus.pio_write(0x3c0, &[(5 << 2) | 0x20]), BusEvent::PowerOff);
+        assert_eq!(bus.pio_write(0x80, &[0x12]), BusEvent::None);
+        let mut data = [0u8; 1];
+        bus.pio_read(0x3fd, &mut data);
+        assert_eq!(data[0] & 0x60, 0x60);
+        bus.pio_read(0x70, &mut data);
+        assert_eq!(data[0], 0xff);
+    }
+
+    #[test]
+    fn mmio_errors_become_warnings() {
+        let mut bus = devices();
+        let backend = virtio_blk::MemoryBackend {
+            bytes: vec![0; 512],
+        };
+        bus.virtio.push(VirtioSlot {
+            base: 0xd000_0000,
+            transport: mmio::MmioTransport::new_block(Box::new(backend), false),
+            interrupt: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        });
+        let mut data = [0u8; 4];
+        bus.mmio_read(0xd000_0000, &mut data);
+        assert_eq!(u32::from_le_bytes(data), mmio::MAGIC_VALUE);
+        bus.mmio_write(0xd000_0070, &2u32.to_le_bytes());
+        let warnings = bus.take_warnings();
+        assert!(matches!(
+            warnings[..],
+            [DeviceError::Mmio {
+                base: 0xd000_0000,
+                source: mmio::MmioError::StatusOutOfOrder { .. }
+            }]
+        ));
+        bus.mmio_read(0xc000_0000, &mut data);
+        assert_eq!(data, [0; 4]);
+    }
+}

@@ -1,0 +1,264 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use test_vm::boot::synthetic_bzimage;
+use test_vm::{ExitReason, KvmStatus, NoReporter, RunConfig, RunOutcome, check_host};
+
+use crate::guest::{LINUX_STAND_IN, assemble};
+
+fn kvm_or_skip() -> bool {
+    let status = check_host();
+    if status.can_open() {
+        true
+    } else {
+        eprintln!("SKIPPED: {}", status.reason());
+        false
+    }
+}
+
+fn write_kernel(dir: &Path, name: &str, body: &str) -> Option<PathBuf> {
+    let code = assemble(dir, name, body)?;
+    let path = dir.join(format!("{name}.bzImage"));
+    std::fs::write(&path, synthetic_bzimage(&code)).unwrap();
+    Some(path)
+}
+
+fn run(config: RunConfig) -> RunOutcome {
+    test_vm::runner::run_embedded(config, Arc::new(NoReporter)).expect("the VM starts")
+}
+
+fn line<'a>(outcome: &'a RunOutcome, prefix: &str) -> Vec<&'a str> {
+    outcome
+        .console_tail
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .collect()
+}
+
+fn hex(value: u64) -> String {
+    format!("{value:016x}")
+}
+
+#[test]
+fn linux_stand_in_reads_boot_info_acpi_and_disk_then_resets() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(kernel) = write_kernel(dir.path(), "standin", LINUX_STAND_IN) else {
+        return;
+    };
+    let initrd = dir.path().join("initrd");
+    std::fs::write(&initrd, b"INITRAMFS-payload-bytes").unwrap();
+    let disk = dir.path().join("disk.raw");
+    let image: Vec<u8> = (0..16 * 512u32)
+        .map(|i| ((i / 512) * 16 + i % 7) as u8)
+        .collect();
+    std::fs::write(&disk, &image).unwrap();
+
+    let mut config = RunConfig::new(
+        kernel,
+        "console=ttyS0 reboot=k",
+        dir.path().join("console.log"),
+    );
+    config.initramfs = Some(initrd);
+    config.disk = Some(disk.clone());
+    config.memory_mib = 64;
+    config.smoke_test = true;
+    config.timeout = Duration::from_secs(20);
+    let outcome = run(config);
+    let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap();
+    assert_eq!(outcome.exit, ExitReason::Reset, "console:\n{log}");
+    assert!(!log.contains("FAIL"), "{log}");
+
+    let mem_end: u64 = 64 << 20;
+    assert_eq!(line(&outcome, "E820 ")[0], hex(3));
+    assert_eq!(
+        line(&outcome, "E820 ")[1],
+        format!("{} {} {}", hex(0), hex(0x9fc00), hex(1))
+    );
+    assert_eq!(
+        line(&outcome, "E820 ")[2],
+        format!("{} {} {}", hex(0xe0000), hex(0x20000), hex(2))
+    );
+    assert_eq!(
+        line(&outcome, "E820 ")[3],
+        format!("{} {} {}", hex(0x10_0000), hex(mem_end - 0x10_0000), hex(1))
+    );
+    assert_eq!(
+        line(&outcome, "CMDLINE "),
+        ["console=ttyS0 reboot=k jeos.test=1"]
+    );
+    let first8 = u64::from_le_bytes(*b"INITRAMF");
+    assert_eq!(
+        line(&outcome, "INITRD "),
+        [format!(
+            "{} {} {}",
+            hex(mem_end - 0x1000),
+            hex(23),
+            hex(first8)
+        )]
+    );
+    assert_eq!(line(&outcome, "MMIO "), [hex(0xd000_0000)]);
+    assert_eq!(line(&outcome, "DEV "), [hex(2)]);
+    assert_eq!(line(&outcome, "USED "), [hex(1)]);
+    assert_eq!(line(&outcome, "STATUS "), [hex(0)]);
+    let sector3 = u64::from_le_bytes(image[3 * 512..3 * 512 + 8].try_into().unwrap());
+    assert_eq!(line(&outcome, "DATA "), [hex(sector3)]);
+    assert_eq!(line(&outcome, "WRITE "), [hex(0)]);
+    assert_eq!(line(&outcome, "READBACK "), [hex(0x5a5a_5a5a_5a5a_5a5a)]);
+    // The guest wrote sector 5: the image file is unchanged (copy-on-write overlay).
+    assert_eq!(std::fs::read(&disk).unwrap(), image);
+    assert!(outcome.first_byte_at.is_some());
+    assert!(
+        outcome.device_warnings.is_empty(),
+        "{:?}",
+        outcome.device_warnings
+    );
+}
+
+#[test]
+fn hanging_guest_ends_at_the_timeout() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(kernel) = write_kernel(
+        dir.path(),
+        "hang",
+        "    mov al, 0x48\n    call putc\n    cli\n9:  hlt\n    jmp 9b\n",
+    ) else {
+        return;
+    };
+    let mut config = RunConfig::new(kernel, "", dir.path().join("console.log"));
+    config.memory_mib = 32;
+    config.timeout = Duration::from_millis(500);
+    let outcome = run(config);
+    assert_eq!(outcome.exit, ExitReason::Timeout);
+    assert_eq!(outcome.console_tail, "H");
+    assert!(outcome.duration >= Duration::from_millis(500));
+    assert!(
+        outcome.duration < Duration::from_secs(5),
+        "{:?}",
+        outcome.duration
+    );
+}
+
+#[test]
+fn busy_looping_guest_ends_at_the_timeout() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(kernel) = write_kernel(dir.path(), "spin", "9:  jmp 9b\n") else {
+        return;
+    };
+    let mut config = RunConfig::new(kernel, "", dir.path().join("console.log"));
+    config.memory_mib = 32;
+    config.timeout = Duration::from_millis(300);
+    let outcome = run(config);
+    assert_eq!(outcome.exit, ExitReason::Timeout);
+    assert!(
+        outcome.duration < Duration::from_secs(5),
+        "{:?}",
+        outcome.duration
+    );
+}
+
+#[test]
+fn triple_fault_is_reported() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The boot IDT is empty: #UD -> #NP -> #DF -> triple fault.
+    let Some(kernel) = write_kernel(dir.path(), "tf", "    ud2\n") else {
+        return;
+    };
+    let mut config = RunConfig::new(kernel, "", dir.path().join("console.log"));
+    config.memory_mib = 32;
+    config.timeout = Duration::from_secs(10);
+    let outcome = run(config);
+    assert_eq!(outcome.exit, ExitReason::TripleFault, "{outcome:?}");
+}
+
+#[test]
+fn panic_and_protocol_lines_are_collected() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"
+    lea rdi, [rip + s_lines]
+    call puts
+9:  jmp 9b
+s_lines: .ascii "[ 0.5] noise JEOS1 ready boot_ms=42\n"
+    .ascii "JEOS1 check index=0 status=pass ms=3 name=serves%20page detail=ok\n"
+    .ascii "JEOS1 done passed=1 failed=0\n"
+    .asciz "Kernel panic - not syncing: test\n"
+"#;
+    let Some(kernel) = write_kernel(dir.path(), "panic", body) else {
+        return;
+    };
+    let mut config = RunConfig::new(kernel, "", dir.path().join("console.log"));
+    config.memory_mib = 32;
+    config.timeout = Duration::from_secs(20);
+    let outcome = run(config);
+    assert_eq!(outcome.exit, ExitReason::Panic);
+    assert_eq!(outcome.events.len(), 3, "{:?}", outcome.events);
+    assert!(outcome.duration < Duration::from_secs(10));
+    assert!(!outcome.passed());
+}
+
+#[test]
+fn power_off_through_acpi_sleep_register() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let body = "    mov al, 0x34\n    mov dx, 0x3c0\n    out dx, al\n9:  jmp 9b\n";
+    let Some(kernel) = write_kernel(dir.path(), "s5", body) else {
+        return;
+    };
+    let mut config = RunConfig::new(kernel, "", dir.path().join("console.log"));
+    config.memory_mib = 32;
+    config.vcpus = 2;
+    let outcome = run(config);
+    assert_eq!(outcome.exit, ExitReason::PowerOff);
+}
+
+#[test]
+fn linux_boots_with_hardware_kvm() {
+    let status = check_host();
+    if !matches!(status, KvmStatus::Usable { .. }) {
+        eprintln!("SKIPPED: {}", status.reason());
+        return;
+    }
+    let (Some(kernel), Some(initrd)) = (
+        std::env::var_os("JEOS_TEST_KERNEL"),
+        std::env::var_os("JEOS_TEST_INITRD"),
+    ) else {
+        eprintln!("SKIPPED: set JEOS_TEST_KERNEL and JEOS_TEST_INITRD to boot a real kernel");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RunConfig::new(
+        kernel.into(),
+        "console=ttyS0 reboot=k panic=-1 rdinit=/init",
+        dir.path().join("console.log"),
+    );
+    config.initramfs = Some(initrd.into());
+    config.timeout = Duration::from_secs(60);
+    let outcome = run(config);
+    assert!(
+        outcome.console_tail.contains("Linux version") || outcome.first_byte_at.is_some(),
+        "{outcome:?}"
+    );
+    assert!(
+        matches!(outcome.exit, ExitReason::PowerOff | ExitReason::Reset),
+        "{}\n{}",
+        outcome.exit,
+        outcome.console_tail
+    );
+}
