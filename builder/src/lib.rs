@@ -3,6 +3,7 @@
 //! The `jeos` binary (src/main.rs) is the only place that renders output or exits.
 #![forbid(unsafe_code)]
 
+pub mod boot;
 pub mod cli;
 pub mod kernel;
 pub mod pipeline;

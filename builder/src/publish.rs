@@ -355,16 +355,15 @@ pub fn publish_artifacts(
         None
     };
     let (inputs, warnings) = ovf_inputs(recipe, eula);
+    // Only the OVF package declares hardware; a bare VMDK or qcow2 has nothing to lint.
     let mut findings = Vec::new();
-    if vmdk || ova {
+    if ova {
         findings = lint(&inputs, &stem, capacity_bytes);
         if findings.iter().any(|f| f.severity == Severity::Error) {
             return Err(PublishError::Incompatible { findings });
         }
-        if ova {
-            for w in &warnings {
-                ui.warning(w);
-            }
+        for w in &warnings {
+            ui.warning(w);
         }
         for f in &findings {
             ui.warning(&format!("{}: {}", f.message, f.hint));
@@ -521,7 +520,10 @@ user-configurable = true
         let p = &inputs.product;
         assert_eq!(p.product, "web");
         assert_eq!(p.vendor, "Example Corp");
-        assert_eq!((p.version.as_str(), p.full_version.as_str()), ("2.1", "2.1"));
+        assert_eq!(
+            (p.version.as_str(), p.full_version.as_str()),
+            ("2.1", "2.1")
+        );
         assert_eq!(
             p.product_url.as_deref(),
             Some("https://example.org/product")
@@ -589,6 +591,74 @@ user-configurable = true
         let help = err.help().expect("help text").to_string();
         assert!(help.contains("error: memory of 66 MiB"), "{help}");
         assert_eq!(fs::read_dir(&out).expect("read out").count(), 0);
+    }
+
+    #[test]
+    fn vmdk_alone_is_not_linted_and_writes_only_the_vmdk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raw = dir.path().join("disk.raw");
+        let mut disk = vec![0u8; 2 << 20];
+        disk[1 << 20..(1 << 20) + 4096].fill(0xa5);
+        fs::write(&raw, disk).expect("write raw");
+        let out = dir.path().join("out");
+        fs::create_dir(&out).expect("mkdir");
+        let text = RECIPE
+            .replace("512MiB", "66MiB")
+            .replace("\"qcow2\", \"vmdk\", \"ova\"", "\"vmdk\"");
+        let ui = quiet_ui();
+        let report = publish_artifacts(
+            &recipe(&text),
+            dir.path(),
+            &raw,
+            &out,
+            0,
+            &PublishOptions::default(),
+            &ui,
+        )
+        .expect("a bare vmdk declares no hardware");
+        assert_eq!(ui.warning_count(), 0);
+        assert_eq!(report.files.len(), 1);
+        assert_eq!(report.files[0].path, out.join("web-2.1-disk1.vmdk"));
+        assert_eq!(report.capacity_bytes, 2 << 20);
+        assert_eq!(report.vmdk_populated_bytes, Some(64 << 10));
+        let names: Vec<_> = fs::read_dir(&out)
+            .expect("read out")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["web-2.1-disk1.vmdk"]);
+    }
+
+    #[test]
+    fn failure_while_writing_removes_earlier_outputs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raw = dir.path().join("disk.raw");
+        fs::write(&raw, vec![7u8; 1 << 20]).expect("write raw");
+        let out = dir.path().join("out");
+        fs::create_dir(&out).expect("mkdir");
+        let options = PublishOptions {
+            sign_key: Some(dir.path().join("missing.key")),
+            sign_cert: Some(dir.path().join("missing.crt")),
+            digest: DigestAlgorithm::Sha256,
+        };
+        let err = publish_artifacts(
+            &recipe(RECIPE),
+            dir.path(),
+            &raw,
+            &out,
+            0,
+            &options,
+            &quiet_ui(),
+        )
+        .expect_err("the key is missing");
+        assert!(
+            matches!(err, PublishError::Package(PackageError::Io { .. })),
+            "{err:?}"
+        );
+        assert_eq!(
+            fs::read_dir(&out).expect("read out").count(),
+            0,
+            "the qcow2 written before the package is removed"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod bootloader;
 pub mod cpio;
+pub mod esp;
 pub mod ext4;
 pub mod fat;
 pub mod gpt;

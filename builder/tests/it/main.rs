@@ -6,11 +6,14 @@
 
 #[macro_use]
 mod common;
+mod appliances;
+mod boot;
 mod check;
 mod help;
 mod new;
 mod publish;
 mod resolve;
+mod test_cmd;
 
 #[test]
 fn guest_init_is_embedded_and_static() {

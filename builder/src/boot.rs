@@ -1,0 +1,1 @@
+//! Booting built images for `jeos test` and `jeos run` (in progress).

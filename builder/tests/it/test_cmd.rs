@@ -1,0 +1,1 @@
+//! `jeos test` end to end (in progress).

@@ -1,0 +1,1 @@
+//! Reading the boot files back from a disk image (in progress).
