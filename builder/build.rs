@@ -14,17 +14,28 @@ const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let workspace = manifest_dir.parent().expect("builder lives inside the workspace");
+    let workspace = manifest_dir
+        .parent()
+        .expect("builder lives inside the workspace");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let guest_src = workspace.join("guest-init");
     println!("cargo:rerun-if-changed={}", guest_src.join("src").display());
-    println!("cargo:rerun-if-changed={}", guest_src.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        guest_src.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
 
     // Escape hatch for development: use a guest-init built elsewhere.
     println!("cargo:rerun-if-env-changed=JEOS_GUEST_INIT_PREBUILT");
     if let Some(prebuilt) = env::var_os("JEOS_GUEST_INIT_PREBUILT") {
-        println!("cargo:rustc-env=JEOS_GUEST_INIT={}", PathBuf::from(prebuilt).display());
+        println!(
+            "cargo:rustc-env=JEOS_GUEST_INIT={}",
+            PathBuf::from(prebuilt).display()
+        );
         return;
     }
 
@@ -32,7 +43,15 @@ fn main() {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace)
-        .args(["build", "--profile", "guest-init", "-p", "guest-init", "--bin", "guest-init"])
+        .args([
+            "build",
+            "--profile",
+            "guest-init",
+            "-p",
+            "guest-init",
+            "--bin",
+            "guest-init",
+        ])
         .args(["--target", GUEST_TARGET])
         .arg("--target-dir")
         .arg(&target_dir)
@@ -44,7 +63,14 @@ fn main() {
         .status()
         .expect("failed to run cargo for guest-init");
     assert!(status.success(), "building the static guest-init failed");
-    let binary = target_dir.join(GUEST_TARGET).join("guest-init").join("guest-init");
-    assert!(binary.is_file(), "guest-init binary missing at {}", binary.display());
+    let binary = target_dir
+        .join(GUEST_TARGET)
+        .join("guest-init")
+        .join("guest-init");
+    assert!(
+        binary.is_file(),
+        "guest-init binary missing at {}",
+        binary.display()
+    );
     println!("cargo:rustc-env=JEOS_GUEST_INIT={}", binary.display());
 }

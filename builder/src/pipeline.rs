@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use guest_init::config::{
-    CheckConfig, CommandCheckConfig, FileCheckConfig, HttpCheckConfig, HttpProbeConfig,
-    InitConfig, NetworkConfig, ReadyConfig, RestartPolicy, ServiceCheckConfig, ServiceConfig,
+    CheckConfig, CommandCheckConfig, FileCheckConfig, HttpCheckConfig, HttpProbeConfig, InitConfig,
+    NetworkConfig, ReadyConfig, RestartPolicy, ServiceCheckConfig, ServiceConfig,
     StaticNetworkConfig, TcpCheckConfig,
 };
 use image_writer::cpio::{self, CpioEntry};
@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use crate::kernel::{DEFAULT_MODULES, KernelPackage};
 use crate::progress::Ui;
 use crate::publish::{PublishOptions, PublishReport};
-use crate::recipe::{self, CheckKind, Recipe, ReadyProbe};
+use crate::recipe::{self, CheckKind, ReadyProbe, Recipe};
 use crate::reporters::UiResolverReporter;
 use crate::resolve::{self, ResolveError, ResolveOptions};
 use crate::rootfs::accounts::{GroupConfig, UserConfig};
@@ -360,9 +360,7 @@ pub fn build(
         ctx.step("customize_rootfs", |c| customize(c, &deb_staging))?;
     ctx.step("install_init", |c| install_init(c, &mut staging))?;
     let (kernel, initramfs) = ctx.step("build_initramfs", |c| build_initramfs(c, &kernel_dir))?;
-    let raw = ctx
-        .stage_dir()
-        .join(format!("{}.raw", ctx.artifact_name()));
+    let raw = ctx.stage_dir().join(format!("{}.raw", ctx.artifact_name()));
     let (disk, cmdline) = ctx.step("write_disk", |c| {
         write_disk(c, &staging, &kernel, &initramfs, &loaders_dir, &raw)
     })?;
@@ -488,11 +486,7 @@ fn fetch_packages(
         name: ctx.recipe.appliance.name.to_string(),
         source,
     })?;
-    Ok(all
-        .iter()
-        .map(|p| p.name.clone())
-        .zip(paths)
-        .collect())
+    Ok(all.iter().map(|p| p.name.clone()).zip(paths).collect())
 }
 
 fn deb_path<'a>(debs: &'a BTreeMap<String, PathBuf>, name: &str) -> &'a Path {
@@ -742,8 +736,7 @@ fn rootfs_config(ctx: &BuildContext<'_>, postinsts: Vec<(String, String)>) -> Ro
                 // A user's own-name group that the recipe does not declare is created
                 // with the user (same id when free).
                 group: Some(u.group.clone()).filter(|g| {
-                    !g.is_empty()
-                        && !(*g == u.name && !r.system.groups.iter().any(|d| d.name == *g))
+                    !g.is_empty() && (*g != u.name || r.system.groups.iter().any(|d| d.name == *g))
                 }),
                 groups: u.groups.clone(),
                 home: Some(u.home.clone()).filter(|h| !h.is_empty()),
@@ -790,7 +783,11 @@ fn customize(
     let postinsts = deb_staging
         .packages()
         .iter()
-        .filter_map(|p| p.scripts.get("postinst").map(|s| (p.name.clone(), s.clone())))
+        .filter_map(|p| {
+            p.scripts
+                .get("postinst")
+                .map(|s| (p.name.clone(), s.clone()))
+        })
         .collect();
     let config = rootfs_config(ctx, postinsts);
     let report =
@@ -898,7 +895,9 @@ pub fn init_config(recipe: &Recipe) -> InitConfig {
                         stdout_contains: stdout_contains.clone(),
                     });
                 }
-                CheckKind::File { path } => check.file = Some(FileCheckConfig { path: path.clone() }),
+                CheckKind::File { path } => {
+                    check.file = Some(FileCheckConfig { path: path.clone() })
+                }
                 CheckKind::Service { name } => {
                     check.service = Some(ServiceCheckConfig { name: name.clone() });
                 }
@@ -965,7 +964,10 @@ fn install_init(ctx: &mut BuildContext<'_>, staging: &mut Staging) -> Result<(),
         FsOp::WriteFile {
             path: PathBuf::from(INIT_CONFIG_PATH),
             contents: json,
-            own: Ownership { mode: 0o644, ..root },
+            own: Ownership {
+                mode: 0o644,
+                ..root
+            },
         },
     ])?;
     Ok(())
@@ -993,13 +995,17 @@ fn build_initramfs(
     let mut wanted: Vec<&str> = DEFAULT_MODULES.to_vec();
     wanted.extend(EXTRA_MODULES);
     wanted.extend(ctx.recipe.kernel.extra_modules.iter().map(String::as_str));
-    let required: Vec<&str> = ctx.recipe.kernel.extra_modules.iter().map(String::as_str).collect();
-    let plan = kernel.plan_modules(&wanted, &required).map_err(kernel_err)?;
-    if let Some(module) = plan
-        .missing
+    let required: Vec<&str> = ctx
+        .recipe
+        .kernel
+        .extra_modules
         .iter()
-        .find(|m| required.contains(&m.as_str()))
-    {
+        .map(String::as_str)
+        .collect();
+    let plan = kernel
+        .plan_modules(&wanted, &required)
+        .map_err(kernel_err)?;
+    if let Some(module) = plan.missing.iter().find(|m| required.contains(&m.as_str())) {
         return Err(BuildError::MissingModule {
             kernel: plan.kernel_version.clone(),
             module: module.clone(),
@@ -1048,7 +1054,11 @@ fn build_initramfs(
         names.push(module.name.clone());
     }
     entries.extend(dirs.iter().map(|d| CpioEntry::dir(d)));
-    entries.push(CpioEntry::file("lib/modules/jeos.list", 0o644, list.into_bytes()));
+    entries.push(CpioEntry::file(
+        "lib/modules/jeos.list",
+        0o644,
+        list.into_bytes(),
+    ));
     let epoch = u64::try_from(ctx.epoch).unwrap_or(0);
     let initramfs = cpio::write_initramfs(&entries, epoch).map_err(BuildError::Initramfs)?;
     let vmlinuz_path = kernel_dir.join(&plan.vmlinuz);
@@ -1162,12 +1172,12 @@ fn write_disk(
             staging_dir: ctx.rootfs_dir(),
             metadata: ext4_metadata(staging.tree()),
             size,
-            seed: ctx.seed.clone(),
+            seed: ctx.seed,
             label,
             timestamp,
         },
         esp_size_bytes: None,
-        seed: ctx.seed.clone(),
+        seed: ctx.seed,
         timestamp,
     };
     let report = image_writer::write_disk(&plan, raw).map_err(BuildError::Disk)?;
@@ -1273,8 +1283,16 @@ mod tests {
         tree.add_dir(Path::new("dev"), own, 5).expect("dir");
         tree.add_char_device(Path::new("dev/null"), 1, 3, own, 5)
             .expect("dev");
-        tree.add_file(Path::new("a"), 3, Ownership { mode: 0o4755, ..own }, 5)
-            .expect("file");
+        tree.add_file(
+            Path::new("a"),
+            3,
+            Ownership {
+                mode: 0o4755,
+                ..own
+            },
+            5,
+        )
+        .expect("file");
         tree.add_hardlink(Path::new("b"), Path::new("a"), own, 5)
             .expect("link");
         let meta = ext4_metadata(&tree);

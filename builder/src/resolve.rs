@@ -21,7 +21,8 @@ use miette::Diagnostic;
 use package_resolver::cache::{Cache, CacheError};
 use package_resolver::client::{ClientError, Repository};
 use package_resolver::lock::{
-    Difference, DropSnapshot, LockError, LockFile, LockMismatch, LockSource, LockedPackage, RequestSnapshot,
+    Difference, DropSnapshot, LockError, LockFile, LockMismatch, LockSource, LockedPackage,
+    RequestSnapshot,
 };
 use package_resolver::packages::{PackageIndex, PackagesError};
 use package_resolver::release::{Keyring, ReleaseError};
@@ -362,7 +363,11 @@ pub fn open_repository(
     options: &ResolveOptions,
     reporter: Arc<dyn ResolverReporter>,
 ) -> Result<(Repository, MirrorOrigin), ResolveError> {
-    let mirror = choose_mirror(recipe, options.mirror_override.as_deref(), &options.apt_root)?;
+    let mirror = choose_mirror(
+        recipe,
+        options.mirror_override.as_deref(),
+        &options.apt_root,
+    )?;
     let keyring_path = recipe
         .source
         .keyring
@@ -392,9 +397,7 @@ pub fn resolve_packages(
     if let Some(lock) = &existing {
         let matches = lock
             .check_request(&snapshot)
-            .and_then(|()| {
-                lock.check_source(&recipe.source.suite, &recipe.source.components, ARCH)
-            })
+            .and_then(|()| lock.check_source(&recipe.source.suite, &recipe.source.components, ARCH))
             .and_then(|()| check_tools(lock));
         match (matches, options.lock_mode) {
             (Ok(()), LockMode::Use | LockMode::Locked) => {
@@ -479,18 +482,18 @@ fn solve_fresh(
     let (repo, mirror) = open_repository(recipe, options, reporter)?;
     let (index, release) = load_index(recipe, &repo, SystemTime::now())?;
     let elapsed = start.elapsed();
-    let resolution = solver::solve(&index, &solve_request(recipe)).map_err(|source| match source
-    {
-        SolveError::UnknownPackage { name, suggestions } => ResolveError::UnknownPackage {
-            name,
-            suite: recipe.source.suite.clone(),
-            suggestions,
-        },
-        source => ResolveError::Solve {
-            recipe: recipe.appliance.name.to_string(),
-            source,
-        },
-    })?;
+    let resolution =
+        solver::solve(&index, &solve_request(recipe)).map_err(|source| match source {
+            SolveError::UnknownPackage { name, suggestions } => ResolveError::UnknownPackage {
+                name,
+                suite: recipe.source.suite.clone(),
+                suggestions,
+            },
+            source => ResolveError::Solve {
+                recipe: recipe.appliance.name.to_string(),
+                source,
+            },
+        })?;
     let source = LockSource {
         suite: recipe.source.suite.clone(),
         codename: release
@@ -505,11 +508,13 @@ fn solve_fresh(
     };
     let mut lock = LockFile::from_resolution(&resolution, source, snapshot);
     for name in BOOT_TOOLS {
-        let package = index.candidate(name).ok_or_else(|| ResolveError::UnknownPackage {
-            name: name.to_owned(),
-            suite: recipe.source.suite.clone(),
-            suggestions: Vec::new(),
-        })?;
+        let package = index
+            .candidate(name)
+            .ok_or_else(|| ResolveError::UnknownPackage {
+                name: name.to_owned(),
+                suite: recipe.source.suite.clone(),
+                suggestions: Vec::new(),
+            })?;
         lock.tools.push(LockedPackage {
             name: package.name().to_owned(),
             version: package.version().clone(),
@@ -551,12 +556,14 @@ fn check_tools(lock: &LockFile) -> Result<(), LockMismatch> {
 
 fn read_lock(path: &Path) -> Result<Option<LockFile>, ResolveError> {
     match fs::read_to_string(path) {
-        Ok(text) => LockFile::parse(&text, path)
-            .map(Some)
-            .map_err(|source| ResolveError::LockInvalid {
-                path: path.to_owned(),
-                source,
-            }),
+        Ok(text) => {
+            LockFile::parse(&text, path)
+                .map(Some)
+                .map_err(|source| ResolveError::LockInvalid {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(ResolveError::LockIo {
             action: "read",
@@ -573,9 +580,13 @@ fn write_lock(path: &Path, lock: &LockFile) -> Result<(), ResolveError> {
         path: path.to_owned(),
         source,
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err)?;
-    tmp.write_all(lock.to_toml_string().as_bytes()).map_err(io_err)?;
+    tmp.write_all(lock.to_toml_string().as_bytes())
+        .map_err(io_err)?;
     tmp.as_file().sync_all().map_err(io_err)?;
     tmp.persist(path).map_err(|e| io_err(e.error))?;
     Ok(())
@@ -664,7 +675,10 @@ mod tests {
                 .any(|(name, _)| name == "linux-initramfs-tool")
         );
         let snapshot = request_snapshot(&recipe(""));
-        assert_eq!(snapshot.kernel.as_deref(), Some(request.install[1].as_str()));
+        assert_eq!(
+            snapshot.kernel.as_deref(),
+            Some(request.install[1].as_str())
+        );
     }
 
     #[test]

@@ -465,10 +465,10 @@ impl InitConfig {
     /// Checks everything serde cannot: one kind per probe/check, unique names, known and
     /// acyclic dependencies, absolute programs.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let NetworkConfig::Static(net) = &self.network {
-            if net.prefix > 32 {
-                return Err(ConfigError::InvalidPrefix { prefix: net.prefix });
-            }
+        if let NetworkConfig::Static(net) = &self.network
+            && net.prefix > 32
+        {
+            return Err(ConfigError::InvalidPrefix { prefix: net.prefix });
         }
         let mut names = BTreeSet::new();
         for service in &self.services {
@@ -488,13 +488,13 @@ impl InitConfig {
         }
         self.start_order()?;
         for check in &self.checks {
-            if let CheckKind::Service(svc) = check.kind()? {
-                if !names.contains(svc.name.as_str()) {
-                    return Err(ConfigError::UnknownCheckService {
-                        check: check.name.clone(),
-                        service: svc.name,
-                    });
-                }
+            if let CheckKind::Service(svc) = check.kind()?
+                && !names.contains(svc.name.as_str())
+            {
+                return Err(ConfigError::UnknownCheckService {
+                    check: check.name.clone(),
+                    service: svc.name,
+                });
             }
         }
         Ok(())

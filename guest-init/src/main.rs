@@ -93,10 +93,10 @@ fn main() {
     initramfs::mount_api_filesystems();
     sys::ensure_stdio();
     let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    if let Some(path) = &cmdline.protocol_device {
-        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
-            let _ = PROTOCOL_DEVICE.set(Mutex::new(file));
-        }
+    if let Some(path) = &cmdline.protocol_device
+        && let Ok(file) = std::fs::OpenOptions::new().write(true).open(path)
+    {
+        let _ = PROTOCOL_DEVICE.set(Mutex::new(file));
     }
     if std::path::Path::new(initramfs::MARKER).exists() {
         info!("initramfs stage: {}", cmdline_summary(&cmdline));
@@ -212,10 +212,10 @@ fn run_system(cmdline: &Cmdline) -> ! {
         if cmdline.test { " (test mode)" } else { "" }
     );
     let config = load_config(cmdline);
-    if config.root_rw {
-        if let Err(err) = sys::mount("none", "/", None, libc::MS_REMOUNT, None) {
-            info!("cannot remount / read-write: {err}");
-        }
+    if config.root_rw
+        && let Err(err) = sys::mount("none", "/", None, libc::MS_REMOUNT, None)
+    {
+        info!("cannot remount / read-write: {err}");
     }
     let hostname = config.hostname.clone().unwrap_or_else(|| "jeos".to_owned());
     if let Err(err) = sys::sethostname(&hostname) {

@@ -257,10 +257,10 @@ fn exchange(
             let Ok((n, _)) = socket.recv_from(&mut buf) else {
                 break;
             };
-            if let Ok(reply) = dhcp::decode_reply(&buf[..n], xid, mac) {
-                if wanted.contains(&reply.message_type) {
-                    return Some(reply);
-                }
+            if let Ok(reply) = dhcp::decode_reply(&buf[..n], xid, mac)
+                && wanted.contains(&reply.message_type)
+            {
+                return Some(reply);
             }
         }
         wait = (wait * 2).min(Duration::from_secs(8));
@@ -363,10 +363,10 @@ fn apply(
             _ => {}
         }
     }
-    if !dns.is_empty() {
-        if let Err(err) = std::fs::write("/run/resolv.conf", dhcp::resolv_conf(dns)) {
-            info!("cannot write /run/resolv.conf: {err}");
-        }
+    if !dns.is_empty()
+        && let Err(err) = std::fs::write("/run/resolv.conf", dhcp::resolv_conf(dns))
+    {
+        info!("cannot write /run/resolv.conf: {err}");
     }
     let via = gateway.map(|g| format!(" via {g}")).unwrap_or_default();
     info!("{interface}: {address}/{prefix}{via}");

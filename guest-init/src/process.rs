@@ -90,10 +90,10 @@ impl ProcessTable {
                         let mut status = 0;
                         // SAFETY: as above, for one specific child.
                         let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-                        if rc == pid {
-                            if let Some(callback) = waiting.remove(&pid) {
-                                done.push((callback, status));
-                            }
+                        if rc == pid
+                            && let Some(callback) = waiting.remove(&pid)
+                        {
+                            done.push((callback, status));
                         }
                     }
                 }

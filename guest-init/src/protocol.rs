@@ -455,7 +455,7 @@ mod tests {
                 },
                 1 => Event::Check {
                     index: rng.next() as u32,
-                    status: if rng.next() % 2 == 0 {
+                    status: if rng.next().is_multiple_of(2) {
                         CheckStatus::Pass
                     } else {
                         CheckStatus::Fail

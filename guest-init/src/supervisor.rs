@@ -176,10 +176,8 @@ impl Supervisor {
                 State::Backoff(at) => at <= now,
                 _ => false,
             };
-            if startable {
-                if let Some(outcome) = self.start(index) {
-                    return Some(outcome);
-                }
+            if startable && let Some(outcome) = self.start(index) {
+                return Some(outcome);
             }
         }
         self.check_all_ready()
@@ -531,10 +529,10 @@ mod tests {
                 if let Some(at) = self.supervisor.next_deadline() {
                     wait = wait.min(at.saturating_duration_since(Instant::now()));
                 }
-                if let Ok(event) = self.rx.recv_timeout(wait) {
-                    if let Some(outcome) = self.supervisor.handle(&event) {
-                        return Some(outcome);
-                    }
+                if let Ok(event) = self.rx.recv_timeout(wait)
+                    && let Some(outcome) = self.supervisor.handle(&event)
+                {
+                    return Some(outcome);
                 }
             }
         }

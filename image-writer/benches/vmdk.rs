@@ -40,7 +40,7 @@ fn make_disk(path: &Path) -> u64 {
     let mut next_file = files.iter();
     while written < DATA_TARGET {
         // Two thirds binaries, one third text (logs, configs, docs).
-        let bytes = if written % 3 != 0 || files.is_empty() {
+        let bytes = if !written.is_multiple_of(3) || files.is_empty() {
             match next_file.next().and_then(|p| fs::read(p).ok()) {
                 Some(b) if !b.is_empty() && b.len() < 8 << 20 => b,
                 Some(_) => continue,

@@ -453,7 +453,7 @@ pub fn parse_header(sector: &[u8], lba: Lba) -> Result<GptHeader, GptError> {
             what: "my-LBA field does not point at the header",
         });
     }
-    if header.entry_size < 128 || header.entry_size % 8 != 0 || header.entry_size > 4096 {
+    if header.entry_size < 128 || !header.entry_size.is_multiple_of(8) || header.entry_size > 4096 {
         return Err(GptError::BadHeader {
             lba,
             what: "entry size is not a multiple of 8 in 128..=4096",

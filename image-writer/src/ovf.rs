@@ -408,7 +408,7 @@ pub fn lint_ovf(ctx: &OvfContext) -> Vec<Finding> {
             "raise the hardware version or use `lsilogic`",
         );
     }
-    if vm.memory_mib == 0 || vm.memory_mib % 4 != 0 {
+    if vm.memory_mib == 0 || !vm.memory_mib.is_multiple_of(4) {
         add(
             Severity::Error,
             format!(

@@ -493,10 +493,10 @@ impl PackageIndex {
                     stanza.error = Some((line_no, StanzaError::ContinuationWithoutField));
                     continue;
                 }
-                if let Some(kind) = last {
-                    if let Some(span) = &mut stanza.spans[kind as usize] {
-                        span.end = to_u32(content_end);
-                    }
+                if let Some(kind) = last
+                    && let Some(span) = &mut stanza.spans[kind as usize]
+                {
+                    span.end = to_u32(content_end);
                 }
                 continue;
             }

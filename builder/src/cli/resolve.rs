@@ -66,14 +66,18 @@ pub(super) fn resolve(args: &ResolveArgs, session: &mut Session) -> miette::Resu
     let start = Instant::now();
     session.ui.step_started("resolve_packages");
     let resolved = resolve::resolve_packages(&recipe, &args.recipe, &options, reporter)?;
-    session.ui.step_finished("resolve_packages", start.elapsed());
+    session
+        .ui
+        .step_finished("resolve_packages", start.elapsed());
     session.ui.finish();
 
     if let Some(name) = &args.why {
         return Ok(print_why(&resolved, name, session));
     }
     if session.global.json {
-        session.printer.stdout_line(&resolve_json(&resolved).to_string());
+        session
+            .printer
+            .stdout_line(&resolve_json(&resolved).to_string());
     } else {
         print_closure(&resolved, session);
     }
@@ -105,7 +109,10 @@ fn print_why(resolved: &Resolved, name: &str, session: &mut Session) -> ExitStat
         let line = if depth == 0 {
             format!("{package}  (requested as `{relation}`)")
         } else {
-            format!("{}└─ {package}  (via `{relation}`)", "   ".repeat(depth - 1))
+            format!(
+                "{}└─ {package}  (via `{relation}`)",
+                "   ".repeat(depth - 1)
+            )
         };
         session.printer.stdout_line(&line);
     }

@@ -221,7 +221,7 @@ pub(crate) fn build_elf(sections: &[(&str, &[u8])]) -> Vec<u8> {
     }
     placed.push((data.len() as u64, names.len() as u64));
     data.extend_from_slice(&names);
-    while data.len() % 8 != 0 {
+    while !data.len().is_multiple_of(8) {
         data.push(0);
     }
     let shoff = data.len() as u64;

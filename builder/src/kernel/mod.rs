@@ -255,6 +255,39 @@ pub struct KernelPackage {
     aliases: std::sync::OnceLock<BTreeMap<String, BTreeSet<String>>>,
 }
 
+/// Where [`KernelPackage`] keeps its alias index inside the unpacked package.
+const ALIAS_INDEX_FILE: &str = ".jeos-module-aliases";
+
+/// `alias<TAB>module` lines, sorted, with a header naming the format.
+fn render_alias_index(index: &BTreeMap<String, BTreeSet<String>>) -> String {
+    let mut out = String::from("jeos-module-aliases 1\n");
+    for (alias, modules) in index {
+        for module in modules {
+            out.push_str(alias);
+            out.push('\t');
+            out.push_str(module);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn parse_alias_index(text: &str) -> Option<BTreeMap<String, BTreeSet<String>>> {
+    let mut lines = text.lines();
+    if lines.next()? != "jeos-module-aliases 1" {
+        return None;
+    }
+    let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in lines {
+        let (alias, module) = line.split_once('\t')?;
+        index
+            .entry(alias.to_owned())
+            .or_default()
+            .insert(module.to_owned());
+    }
+    Some(index)
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KernelError + '_ {
     move |source| KernelError::Io {
         path: path.to_path_buf(),
@@ -284,12 +317,12 @@ impl KernelPackage {
             };
             for entry in entries {
                 let entry = entry.map_err(io_err(&dir))?;
-                if entry.file_type().map_err(io_err(&dir))?.is_dir() {
-                    if let Some(name) = entry.file_name().to_str() {
-                        versions
-                            .entry(name.to_owned())
-                            .or_insert_with(|| Path::new(base).join(name));
-                    }
+                if entry.file_type().map_err(io_err(&dir))?.is_dir()
+                    && let Some(name) = entry.file_name().to_str()
+                {
+                    versions
+                        .entry(name.to_owned())
+                        .or_insert_with(|| Path::new(base).join(name));
                 }
             }
         }
@@ -341,18 +374,18 @@ impl KernelPackage {
                 let meta = fs::symlink_metadata(root.join(&path)).map_err(io_err(&host))?;
                 if meta.is_dir() {
                     stack.push(path);
-                } else if meta.is_file() {
-                    if let Some(module) = name.to_str().and_then(module_name_of) {
-                        // Keep the lexically first path for duplicate names: deterministic.
-                        index
-                            .entry(module)
-                            .and_modify(|p: &mut PathBuf| {
-                                if path < *p {
-                                    *p = path.clone();
-                                }
-                            })
-                            .or_insert(path);
-                    }
+                } else if meta.is_file()
+                    && let Some(module) = name.to_str().and_then(module_name_of)
+                {
+                    // Keep the lexically first path for duplicate names: deterministic.
+                    index
+                        .entry(module)
+                        .and_modify(|p: &mut PathBuf| {
+                            if path < *p {
+                                *p = path.clone();
+                            }
+                        })
+                        .or_insert(path);
                 }
             }
         }
@@ -451,6 +484,15 @@ impl KernelPackage {
         if let Some(index) = self.aliases.get() {
             return Ok(index);
         }
+        // The scan decompresses every module (seconds for the generic kernel), so its result
+        // is kept beside the unpacked package: an unpacked kernel never changes.
+        let saved = self.root.join(ALIAS_INDEX_FILE);
+        if let Some(index) = fs::read_to_string(&saved)
+            .ok()
+            .and_then(|text| parse_alias_index(&text))
+        {
+            return Ok(self.aliases.get_or_init(|| index));
+        }
         let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for name in self.index.keys() {
             // A module that cannot be read only matters if the closure reaches it by name,
@@ -460,6 +502,13 @@ impl KernelPackage {
                     index.entry(alias).or_default().insert(info.name.clone());
                 }
             }
+        }
+        // Best effort: a read-only tree just means the scan runs again next time.
+        let tmp = self
+            .root
+            .join(format!("{ALIAS_INDEX_FILE}.{}", std::process::id()));
+        if fs::write(&tmp, render_alias_index(&index)).is_ok() {
+            let _ = fs::rename(&tmp, &saved);
         }
         Ok(self.aliases.get_or_init(|| index))
     }
@@ -682,6 +731,32 @@ pub fn compute_closure<E>(
         }
     }
     Ok(closure)
+}
+
+#[cfg(test)]
+mod alias_index_tests {
+    use super::*;
+
+    #[test]
+    fn alias_index_round_trips_and_rejects_other_formats() {
+        let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        index
+            .entry("crc32c".into())
+            .or_default()
+            .insert("crc32c_generic".into());
+        index
+            .entry("crc32c".into())
+            .or_default()
+            .insert("crc32c_intel".into());
+        index
+            .entry("pci:v*".into())
+            .or_default()
+            .insert("e1000".into());
+        let text = render_alias_index(&index);
+        assert_eq!(parse_alias_index(&text), Some(index));
+        assert_eq!(parse_alias_index("something else\n"), None);
+        assert_eq!(parse_alias_index("jeos-module-aliases 1\nno-tab\n"), None);
+    }
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ impl fmt::Display for ByteSize {
     /// The largest exact binary unit: `64MiB`, `1536KiB`, `1000` (bytes).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (name, multiplier) in UNITS.iter().rev() {
-            if self.0 != 0 && self.0 % multiplier == 0 {
+            if self.0 != 0 && self.0.is_multiple_of(*multiplier) {
                 return write!(f, "{}{name}", self.0 / multiplier);
             }
         }

@@ -487,14 +487,14 @@ impl Accounts {
             }
             return Ok(None);
         }
-        if let Some(uid) = config.uid {
-            if let Some(owner) = self.user_by_uid(uid) {
-                return Err(AccountsError::UidTaken {
-                    uid,
-                    name: name.to_owned(),
-                    owner: owner.name.clone(),
-                });
-            }
+        if let Some(uid) = config.uid
+            && let Some(owner) = self.user_by_uid(uid)
+        {
+            return Err(AccountsError::UidTaken {
+                uid,
+                name: name.to_owned(),
+                owner: owner.name.clone(),
+            });
         }
         for group in config.groups.iter().chain(config.group.as_ref()) {
             if self.group(group).is_none() {

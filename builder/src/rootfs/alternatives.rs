@@ -156,16 +156,16 @@ pub fn scan_postinst(package: &str, script: &str, scan: &mut AlternativesScan) {
         let mut slaves = Vec::new();
         let mut rest = rest;
         while let [flag, tail @ ..] = rest {
-            if flag.text == "--slave" || flag.text == "--follower" {
-                if let [l, n, p, tail @ ..] = tail {
-                    slaves.push(Slave {
-                        link: l.text.clone(),
-                        name: n.text.clone(),
-                        path: p.text.clone(),
-                    });
-                    rest = tail;
-                    continue;
-                }
+            if (flag.text == "--slave" || flag.text == "--follower")
+                && let [l, n, p, tail @ ..] = tail
+            {
+                slaves.push(Slave {
+                    link: l.text.clone(),
+                    name: n.text.clone(),
+                    path: p.text.clone(),
+                });
+                rest = tail;
+                continue;
             }
             // Anything else (redirections, `|| true` already split off) ends the arguments.
             break;
@@ -204,15 +204,14 @@ fn link_ops(
 ) {
     let alternative = format!("/etc/alternatives/{name}");
     // update-alternatives refuses to replace a real file at the generic link.
-    if let Ok(resolved) = tree.resolve(Path::new(link), false) {
-        if let Some(entry) = tree.get(&resolved.path) {
-            if !matches!(entry.kind, EntryKind::Symlink { .. }) {
-                notes.push(format!(
-                    "alternative `{name}`: `{link}` is not a symlink; left alone"
-                ));
-                return;
-            }
-        }
+    if let Ok(resolved) = tree.resolve(Path::new(link), false)
+        && let Some(entry) = tree.get(&resolved.path)
+        && !matches!(entry.kind, EntryKind::Symlink { .. })
+    {
+        notes.push(format!(
+            "alternative `{name}`: `{link}` is not a symlink; left alone"
+        ));
+        return;
     }
     ops.push(FsOp::Symlink {
         path: Path::new("etc/alternatives").join(name),

@@ -130,18 +130,17 @@ pub fn check_interpreters(
         if Path::new(interpreter)
             .file_name()
             .is_some_and(|n| n == "env")
+            && let Some(program) = words.find(|w| !w.starts_with('-') && !w.contains('='))
         {
-            if let Some(program) = words.find(|w| !w.starts_with('-') && !w.contains('=')) {
-                let found = if program.starts_with('/') {
-                    is_executable_file(staging.tree(), Path::new(program))
-                } else {
-                    ENV_PATH.iter().any(|dir| {
-                        is_executable_file(staging.tree(), &Path::new(dir).join(program))
-                    })
-                };
-                if !found {
-                    return Err(missing(program));
-                }
+            let found = if program.starts_with('/') {
+                is_executable_file(staging.tree(), Path::new(program))
+            } else {
+                ENV_PATH
+                    .iter()
+                    .any(|dir| is_executable_file(staging.tree(), &Path::new(dir).join(program)))
+            };
+            if !found {
+                return Err(missing(program));
             }
         }
     }

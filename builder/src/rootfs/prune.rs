@@ -379,18 +379,18 @@ pub fn plan_prune(tree: &Tree, config: &PruneConfig) -> PrunePlan {
         if entry.is_dir() {
             continue;
         }
-        if let Some(rule) = rules.iter().find(|r| matches(r, path)) {
-            if !keep.keeps(rule.category, path, tree) {
-                removed.insert(path.clone(), rule.category);
-            }
+        if let Some(rule) = rules.iter().find(|r| matches(r, path))
+            && !keep.keeps(rule.category, path, tree)
+        {
+            removed.insert(path.clone(), rule.category);
         }
     }
     // Files shared with a kept hard link stay.
     for (path, entry) in tree.iter() {
-        if let EntryKind::Hardlink { target } = &entry.kind {
-            if !removed.contains_key(path) {
-                removed.remove(target);
-            }
+        if let EntryKind::Hardlink { target } = &entry.kind
+            && !removed.contains_key(path)
+        {
+            removed.remove(target);
         }
     }
     // Directories below a rule root go when nothing below them is kept.

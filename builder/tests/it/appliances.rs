@@ -51,7 +51,9 @@ pub fn build_into(recipe: &Path, out: &Path, extra_env: &[(&str, &str)]) -> std:
 /// The example appliance `name` (`nginx`, `redis`, ...), built once.
 pub fn built(name: &str) -> Option<Built> {
     let map = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(done) = map.get(name) {
         return done.clone();
     }

@@ -78,16 +78,18 @@ fn boot(raw: &Path, firmware: Firmware, guest_port: u16, host_port: u16) -> Opti
         "tcg"
     };
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", accel, "-m", "512", "-smp", "1", "-display", "none"])
-        .args(["-no-reboot", "-monitor", "none"])
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .arg("-drive")
-        .arg(format!("file={},format=raw,snapshot=on", raw.display()))
-        .arg("-nic")
-        .arg(format!(
-            "user,model=e1000,hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"
-        ));
+    cmd.args([
+        "-accel", accel, "-m", "512", "-smp", "1", "-display", "none",
+    ])
+    .args(["-no-reboot", "-monitor", "none"])
+    .arg("-serial")
+    .arg(format!("file:{}", log.display()))
+    .arg("-drive")
+    .arg(format!("file={},format=raw,snapshot=on", raw.display()))
+    .arg("-nic")
+    .arg(format!(
+        "user,model=e1000,hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"
+    ));
     if let Firmware::Efi = firmware {
         let (Some(code), Some(vars)) = (
             OVMF_CODE.iter().find(|p| Path::new(p).is_file()),
@@ -137,7 +139,13 @@ fn exchange(port: u16, request: &[u8]) -> Option<String> {
 }
 
 /// Boots `raw` and polls the forwarded port until `expect` appears in the answer.
-fn boots_and_answers(raw: &Path, firmware: Firmware, guest_port: u16, request: &[u8], expect: &str) {
+fn boots_and_answers(
+    raw: &Path,
+    firmware: Firmware,
+    guest_port: u16,
+    request: &[u8],
+    expect: &str,
+) {
     let host_port = free_port();
     let Some(vm) = boot(raw, firmware, guest_port, host_port) else {
         return;
@@ -240,7 +248,11 @@ fn the_vmdk_from_the_ova_boots() {
         .status()
         .expect("qemu-img");
     assert!(status.success());
-    assert_eq!(sha256_file(&raw), sha256_file(&app.raw), "VMDK content differs");
+    assert_eq!(
+        sha256_file(&raw),
+        sha256_file(&app.raw),
+        "VMDK content differs"
+    );
     boots_and_answers(&raw, Firmware::Bios, 80, HTTP_GET, "hello from jeos");
 }
 
@@ -259,13 +271,23 @@ fn sha256_file(path: &Path) -> String {
 fn two_builds_give_identical_images() {
     let Some(first) = built("nginx") else { return };
     let dir = TestDir::new();
-    let recipe = dir.create("nginx.toml", &std::fs::read_to_string(&first.recipe).expect("recipe"));
+    let recipe = dir.create(
+        "nginx.toml",
+        &std::fs::read_to_string(&first.recipe).expect("recipe"),
+    );
     // Same recipe and same lock file.
-    std::fs::copy(first.recipe.with_extension("lock"), recipe.with_extension("lock"))
-        .expect("copy lock");
+    std::fs::copy(
+        first.recipe.with_extension("lock"),
+        recipe.with_extension("lock"),
+    )
+    .expect("copy lock");
     let out = dir.path().join("dist");
     let output = build_into(&recipe, &out, &[]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let second = out.join("nginx-1.0.0");
     for file in ["nginx-1.0.0.raw", "nginx-1.0.0.ova", "nginx-1.0.0.qcow2"] {
         assert_eq!(
@@ -294,7 +316,10 @@ fn build_fails(recipe_text: &str, expect: &[&str]) {
     let leftovers: Vec<PathBuf> = std::fs::read_dir(&out)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    assert!(leftovers.is_empty(), "left in the output dir: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "left in the output dir: {leftovers:?}"
+    );
 }
 
 fn nginx_recipe() -> String {

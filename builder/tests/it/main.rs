@@ -1,5 +1,9 @@
 //! Integration tests of the `jeos` binary.
 #![allow(
+    clippy::print_stderr,
+    reason = "tests report SKIPPED and measurements on stderr"
+)]
+#![allow(
     clippy::tests_outside_test_module,
     reason = "an integration-test crate is test code throughout; its modules need no #[cfg(test)]"
 )]

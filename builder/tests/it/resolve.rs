@@ -108,7 +108,11 @@ fn check_example(name: &str, app: &str, must_not_contain: &[&str]) {
     solver::verify_closure(&index, &resolution).expect("closed, conflict-free and minimal");
 
     let from_lock: Vec<&str> = lock.packages.iter().map(|p| p.name.as_str()).collect();
-    let from_library: Vec<&str> = resolution.packages.iter().map(|p| p.name.as_str()).collect();
+    let from_library: Vec<&str> = resolution
+        .packages
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     assert_eq!(from_lock, from_library);
     assert!(from_lock.contains(&app), "{from_lock:?}");
     assert!(from_lock.contains(&"linux-image-amd64"), "{from_lock:?}");
@@ -118,9 +122,10 @@ fn check_example(name: &str, app: &str, must_not_contain: &[&str]) {
     // The kernel's initramfs tooling is reported as dropped, not installed.
     let dropped = json["dropped"].as_array().expect("dropped list");
     assert!(
-        dropped
-            .iter()
-            .any(|d| d["relation"].as_str().unwrap_or("").contains("linux-initramfs-tool")),
+        dropped.iter().any(|d| d["relation"]
+            .as_str()
+            .unwrap_or("")
+            .contains("linux-initramfs-tool")),
         "{dropped:?}"
     );
     // Every package carries a pool path and a SHA-256 taken from the verified index.

@@ -113,7 +113,7 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
 
 /// Parses hexadecimal (either case); `None` on odd length or a non-hex digit.
 pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.as_bytes()
