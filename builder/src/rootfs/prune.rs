@@ -36,11 +36,15 @@ pub enum PruneCategory {
     DevelopmentFiles,
     /// Package manager caches.
     Caches,
+    /// glibc's loadable iconv converters (`gconv/`, 8 MB). UTF-8, UTF-16, UTF-32, UCS-2,
+    /// UCS-4, ASCII and ISO-8859-1 are built into libc and keep working; legacy charsets
+    /// (EBCDIC, KOI8, CJK encodings, ...) are gone unless this category is kept.
+    Charsets,
 }
 
 impl PruneCategory {
     /// Every category.
-    pub const ALL: [PruneCategory; 10] = [
+    pub const ALL: [PruneCategory; 11] = [
         Self::Docs,
         Self::Manuals,
         Self::Info,
@@ -51,6 +55,7 @@ impl PruneCategory {
         Self::PythonBytecode,
         Self::DevelopmentFiles,
         Self::Caches,
+        Self::Charsets,
     ];
 
     /// Short name for reports.
@@ -66,6 +71,7 @@ impl PruneCategory {
             Self::PythonBytecode => "pycache",
             Self::DevelopmentFiles => "devel",
             Self::Caches => "cache",
+            Self::Charsets => "gconv",
         }
     }
 }
@@ -180,6 +186,11 @@ pub const PRUNE_RULES: &[PruneRule] = &[
         PruneCategory::Caches,
         "var/cache/debconf",
         Matcher::Suffix("-old"),
+    ),
+    rule(
+        PruneCategory::Charsets,
+        "usr/lib/x86_64-linux-gnu/gconv",
+        Matcher::Everything,
     ),
 ];
 
