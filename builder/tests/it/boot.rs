@@ -342,7 +342,7 @@ fn a_service_binary_absent_from_the_image_is_an_error() {
 fn an_explicit_disk_size_too_small_is_an_error() {
     build_fails(
         &nginx_recipe().replace("size = \"auto\"", "size = \"16MiB\""),
-        &["cannot write the disk image", "too small"],
+        &["cannot write the disk image", "were requested"],
     );
 }
 
@@ -372,4 +372,28 @@ fn a_missing_source_file_is_an_error() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("files/missing.html"), "{stderr}");
     assert!(!out.exists() || std::fs::read_dir(&out).expect("dir").next().is_none());
+}
+
+/// The full Linux boot through jeos's own KVM runner needs hardware virtualisation;
+/// `kvm_pvm` and missing `/dev/kvm` cannot run a stock kernel, so it skips loudly there.
+#[test]
+fn nginx_boots_in_the_embedded_runner_where_hardware_kvm_exists() {
+    let host = test_vm::host::check_host();
+    if !host.can_boot_linux() {
+        eprintln!(
+            "SKIPPED: the embedded KVM runner's Linux boot needs hardware KVM: {}",
+            host.reason()
+        );
+        return;
+    }
+    let Some(app) = built("nginx") else { return };
+    let output = Command::new(env!("CARGO_BIN_EXE_jeos"))
+        .env("NO_COLOR", "1")
+        .args(["test", "--vmm", "embedded"])
+        .arg(&app.raw)
+        .output()
+        .expect("run jeos test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
 }
