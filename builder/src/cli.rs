@@ -17,13 +17,16 @@ use crate::resolve::{LockMode, ResolveOptions};
 
 mod build;
 mod resolve;
+mod run;
+mod test;
 
 pub use resolve::why_from_lock;
 
 const EXIT_CODES: &str = "\
 Exit status:
   0  success
-  1  what was checked failed: `jeos check` found problems in a recipe
+  1  what was checked failed: `jeos check` found problems in a recipe, or `jeos test`
+     found a failing appliance check (or the appliance never became ready)
   2  usage error, unreadable recipe, environment error or internal error
 
 Environment:
@@ -107,6 +110,10 @@ pub enum Command {
     Resolve(resolve::ResolveArgs),
     /// Build the appliance's disk image (and the formats the recipe lists).
     Build(build::BuildArgs),
+    /// Boot a built image, run the recipe's checks inside it and report the results.
+    Test(test::TestArgs),
+    /// Boot a built image interactively with QEMU (serial console on the terminal).
+    Run(run::RunArgs),
 }
 
 /// `jeos new`
@@ -182,6 +189,8 @@ pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus
         Command::Check(args) => check(&args, session),
         Command::Resolve(args) => resolve::resolve(&args, session),
         Command::Build(args) => build::build(&args, session),
+        Command::Test(args) => test::test(&args, session),
+        Command::Run(args) => run::run(&args, session),
     };
     session.ui.finish();
     status

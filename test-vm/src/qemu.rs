@@ -178,21 +178,19 @@ pub fn qemu_args(
         }
         args.extend(["-drive".into(), drive]);
     }
-    if config.port_forwards.is_empty() {
-        args.extend(["-nic".into(), "none".into()]);
-    } else {
-        let forwards: String = config
-            .port_forwards
-            .iter()
-            .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
-            .collect();
-        args.extend([
-            "-netdev".into(),
-            format!("user,id=net0{forwards}"),
-            "-device".into(),
-            "virtio-net-pci,netdev=net0".into(),
-        ]);
-    }
+    // Always a user-mode NIC: appliances configure their network at boot (DHCP waits for
+    // an interface), and the guest reaches nothing but QEMU's own DHCP/DNS without forwards.
+    let forwards: String = config
+        .port_forwards
+        .iter()
+        .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
+        .collect();
+    args.extend([
+        "-netdev".into(),
+        format!("user,id=net0{forwards}"),
+        "-device".into(),
+        "virtio-net-pci,netdev=net0".into(),
+    ]);
     Ok(args.into_iter().map(OsString::from).collect())
 }
 
@@ -426,7 +424,7 @@ mod tests {
         assert!(joined.contains("-no-reboot"));
         assert!(joined.contains("-serial stdio"));
         assert!(joined.contains("-qmp unix:/tmp/s/qmp.sock,server=on,wait=off"));
-        assert!(joined.contains("-nic none"));
+        assert!(joined.contains("-netdev user,id=net0 -device virtio-net-pci,netdev=net0"));
     }
 
     #[test]

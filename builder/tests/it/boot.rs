@@ -90,7 +90,10 @@ fn boot(disk: &Path, firmware: Firmware, guest_port: u16, host_port: u16) -> Opt
     .arg("-serial")
     .arg(format!("file:{}", log.display()))
     .arg("-drive")
-    .arg(format!("file={},format=raw,snapshot=on", raw.display()))
+    .arg(format!(
+        "file={},format={format},snapshot=on",
+        disk.display()
+    ))
     .arg("-nic")
     .arg(format!(
         "user,model=e1000,hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"
@@ -254,7 +257,11 @@ fn the_vmdk_from_the_ova_boots() {
         .status()
         .expect("qemu-img");
     assert!(status.success());
-    assert_eq!(sha256_file(&raw), sha256_file(&app.raw), "VMDK content differs");
+    assert_eq!(
+        sha256_file(&raw),
+        sha256_file(&app.raw),
+        "VMDK content differs"
+    );
     let before = sha256_file(&vmdk);
     boots_and_answers(&vmdk, Firmware::Bios, 80, HTTP_GET, "hello from jeos");
     assert_eq!(sha256_file(&vmdk), before, "booting modified the VMDK");

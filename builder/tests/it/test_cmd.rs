@@ -1,1 +1,274 @@
-//! `jeos test` end to end (in progress).
+//! `jeos test` and `jeos run` end to end on the example appliances: passing checks with a
+//! JUnit report, a failing check, a service that never gets ready, and an interactive run
+//! whose forwarded port serves the page while the image stays unmodified.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::appliances::{Built, build_into, built};
+use crate::common::{TestDir, jeos};
+
+fn qemu_available() -> bool {
+    let ok = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (Debian: qemu-system-x86)");
+    }
+    ok
+}
+
+fn sha256(path: &Path) -> Vec<u8> {
+    Sha256::digest(std::fs::read(path).expect("read image")).to_vec()
+}
+
+struct TestRun {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+fn jeos_test(raw: &Path, extra: &[&str]) -> TestRun {
+    let start = Instant::now();
+    let output = jeos()
+        .arg("test")
+        .arg(raw)
+        .args(extra)
+        .output()
+        .expect("run jeos test");
+    TestRun {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Counts `<testcase` and `<failure` in a JUnit file.
+fn junit_counts(path: &Path) -> (usize, usize, String) {
+    let xml = std::fs::read_to_string(path).expect("junit file");
+    (
+        xml.matches("<testcase ").count(),
+        xml.matches("<failure ").count(),
+        xml,
+    )
+}
+
+#[test]
+fn examples_pass_with_a_junit_report() {
+    if !qemu_available() {
+        return;
+    }
+    for (name, checks) in [("nginx", 2usize), ("redis", 2)] {
+        let Some(Built { raw, .. }) = built(name) else {
+            return;
+        };
+        let dir = TestDir::new();
+        let junit = dir.path().join("junit.xml");
+        let log = dir.path().join("console.log");
+        let before = sha256(&raw);
+        let run = jeos_test(
+            &raw,
+            &[
+                "--junit",
+                junit.to_str().expect("utf-8"),
+                "--keep-log",
+                log.to_str().expect("utf-8"),
+            ],
+        );
+        eprintln!(
+            "jeos test {name}: {:.1} s wall\n{}{}",
+            run.elapsed.as_secs_f64(),
+            run.stdout,
+            run.stderr
+        );
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains("vmm: "), "{}", run.stderr);
+        assert!(run.stderr.contains(" — "), "the vmm line says why");
+        assert!(run.stdout.contains("passed"), "{}", run.stdout);
+        let (cases, failures, xml) = junit_counts(&junit);
+        assert_eq!((cases, failures), (checks, 0), "{xml}");
+        assert!(xml.contains(&format!("<testsuite name=\"{name}-1.0.0\"")));
+        let console = std::fs::read_to_string(&log).expect("console log kept");
+        assert!(console.contains("JEOS1 ready"), "{console}");
+        assert_eq!(sha256(&raw), before, "jeos test modified the image");
+    }
+}
+
+/// Builds a variant of the nginx recipe (with nginx's lock, so nothing is re-resolved).
+fn build_variant(base: &Built, dir: &TestDir, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(&base.recipe).expect("recipe");
+    assert!(text.contains(from), "the nginx recipe has `{from}`");
+    let recipe = dir.create("variant/nginx.toml", &text.replace(from, to));
+    let lock = base.recipe.with_extension("lock");
+    if lock.is_file() {
+        std::fs::copy(&lock, recipe.with_extension("lock")).expect("copy lock");
+    }
+    let out = dir.path().join("dist");
+    let output = build_into(&recipe, &out, &[]);
+    assert!(
+        output.status.success(),
+        "jeos build variant failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out.join("nginx-1.0.0")
+}
+
+#[test]
+fn failing_check_and_never_ready_exit_1() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(base) = built("nginx") else {
+        return;
+    };
+
+    // A check that fails: the page lacks the text.
+    let dir = TestDir::new();
+    let out = build_variant(
+        &base,
+        &dir,
+        "body-contains = \"hello from jeos\"",
+        "body-contains = \"text-that-is-not-there\"",
+    );
+    let junit = dir.path().join("junit.xml");
+    // The output directory is accepted as IMAGE too.
+    let run = jeos_test(&out, &["--junit", junit.to_str().expect("utf-8")]);
+    eprintln!("failing check:\n{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("serves the page"), "{}", run.stdout);
+    assert!(run.stdout.contains("FAIL"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("check failed: `serves the page`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("text-that-is-not-there"),
+        "{}",
+        run.stderr
+    );
+    let (cases, failures, xml) = junit_counts(&junit);
+    assert_eq!((cases, failures), (2, 1), "{xml}");
+    assert!(
+        out.join("nginx-1.0.0.console.log").is_file(),
+        "default log beside the image"
+    );
+
+    // A service that never becomes ready.
+    let dir = TestDir::new();
+    let out = build_variant(
+        &base,
+        &dir,
+        "ready = { tcp = 80, timeout = \"30s\" }",
+        "ready = { tcp = 81, timeout = \"5s\" }",
+    );
+    let raw = out.join("nginx-1.0.0.raw");
+    let run = jeos_test(&raw, &["--timeout", "120s"]);
+    eprintln!(
+        "never ready ({:.1} s):\n{}{}",
+        run.elapsed.as_secs_f64(),
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("never became ready"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nginx"),
+        "names the service: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("last console lines:"), "{}", run.stderr);
+    assert!(run.stderr.contains("  | "), "shows the console tail");
+    assert!(run.elapsed < Duration::from_secs(120), "within the timeout");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn http_get(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// Kills a process group on drop.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let pgid = self.0.id();
+        let _ = Command::new("kill")
+            .arg("--")
+            .arg(format!("-{pgid}"))
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn run_forwards_a_port_and_keeps_the_image() {
+    use std::os::unix::process::CommandExt;
+    if !qemu_available() {
+        return;
+    }
+    let Some(Built { raw, .. }) = built("nginx") else {
+        return;
+    };
+    let before = sha256(&raw);
+    let port = free_port();
+    let child = jeos()
+        .arg("run")
+        .arg(&raw)
+        .arg("--forward")
+        .arg(format!("127.0.0.1:{port}:80"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start jeos run");
+    let mut group = Group(child);
+    let start = Instant::now();
+    let mut page = None;
+    while start.elapsed() < Duration::from_secs(90) {
+        if let Some(body) = http_get(port).filter(|b| b.contains("hello from jeos")) {
+            page = Some(body);
+            break;
+        }
+        if let Ok(Some(status)) = group.0.try_wait() {
+            panic!("jeos run exited early with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "jeos run: page after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    drop(group);
+    let page = page.expect("the forwarded port serves the page within 90 s");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert_eq!(sha256(&raw), before, "jeos run modified the image");
+}

@@ -1,0 +1,326 @@
+//! `jeos test`: boot a built image with the smoke test on and report every check.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use miette::Diagnostic;
+use test_vm::{RunError, RunReporter, Vmm, VmmKind};
+
+use super::{ExitStatus, Session};
+use crate::boot::{self, BootError, RunOptions};
+
+/// `--vmm`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VmmChoice {
+    /// The embedded KVM runner when /dev/kvm can boot Linux, else QEMU.
+    Auto,
+    /// The embedded KVM runner.
+    Embedded,
+    /// qemu-system-x86_64 (KVM when usable, else TCG).
+    Qemu,
+}
+
+impl From<VmmChoice> for Vmm {
+    fn from(choice: VmmChoice) -> Self {
+        match choice {
+            VmmChoice::Auto => Vmm::Auto,
+            VmmChoice::Embedded => Vmm::Embedded,
+            VmmChoice::Qemu => Vmm::Qemu,
+        }
+    }
+}
+
+/// `jeos test`
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The `.raw` image, or the `DIR/<name>-<version>/` directory `jeos build` wrote.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// Which virtual machine monitor boots the image.
+    #[arg(long, value_enum, default_value_t = VmmChoice::Auto)]
+    pub vmm: VmmChoice,
+    /// Give up after this long (`180s`, `3m`).
+    #[arg(long, value_name = "DURATION", default_value = "180s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Write the results as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Stream the serial console to stderr (also with `--verbose`).
+    #[arg(long)]
+    pub console: bool,
+    /// Guest memory (`512MiB`, `1GiB`).
+    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_memory_mib)]
+    pub memory: u64,
+    /// Virtual CPUs.
+    #[arg(long, value_name = "N", default_value_t = boot::DEFAULT_CPUS, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cpus: u32,
+    /// Keep the console log at FILE [default: `<image>.console.log` beside the image].
+    #[arg(long, value_name = "FILE")]
+    pub keep_log: Option<PathBuf>,
+}
+
+/// `180s`, `3m`, `500ms`, `90` (seconds).
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(end);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like `180s` or `3m`"))?;
+    let d = match unit.trim() {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
+        _ => None,
+    };
+    d.filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{text}` is not a positive duration like `180s` or `3m`"))
+}
+
+/// `512MiB`, `1GiB`, `512M`, `512` (MiB).
+pub(super) fn parse_memory_mib(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(end);
+    let bad = || format!("`{text}` is not a memory size like `512MiB` or `1GiB`");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let mib = match unit.trim() {
+        "" | "M" | "MiB" => Some(n),
+        "G" | "GiB" => n.checked_mul(1024),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    if !(64..=1024 * 1024).contains(&mib) {
+        return Err(format!("`{text}`: memory must be between 64MiB and 1TiB"));
+    }
+    Ok(mib)
+}
+
+/// Why `jeos test` could not run the test (exit 2).
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum TestError {
+    /// Finding or preparing the image failed.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Boot(#[from] BootError),
+    /// No work directory.
+    #[error("cannot create a temporary directory")]
+    TempDir(#[source] io::Error),
+    /// The VM could not be started.
+    #[error("cannot boot `{}`", .image.display())]
+    #[diagnostic(help(
+        "`--vmm qemu` needs qemu-system-x86_64 (Debian: qemu-system-x86); the embedded runner needs a usable /dev/kvm"
+    ))]
+    Run {
+        /// The image.
+        image: PathBuf,
+        /// The cause.
+        #[source]
+        source: RunError,
+    },
+    /// Writing the JUnit file failed.
+    #[error("cannot write `{}`", .path.display())]
+    WriteJunit {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Says which VMM runs, and why, on stderr as soon as it is chosen.
+struct TestReporter {
+    quiet: bool,
+}
+
+impl RunReporter for TestReporter {
+    fn on_vmm_selected(&self, vmm: VmmKind, reason: &str) {
+        if self.quiet {
+            return;
+        }
+        let line = vmm_line(vmm, reason, test_vm::check_host().can_boot_linux());
+        let _ = writeln!(io::stderr(), "{line}");
+    }
+}
+
+/// `vmm: qemu (TCG) — /dev/kvm is kvm_pvm, …` (pure).
+pub(super) fn vmm_line(vmm: VmmKind, reason: &str, kvm: bool) -> String {
+    let name = match vmm {
+        VmmKind::Embedded => "embedded (KVM)",
+        VmmKind::Qemu if kvm => "qemu (KVM)",
+        VmmKind::Qemu => "qemu (TCG)",
+    };
+    let reason = reason
+        .strip_prefix("qemu: ")
+        .or_else(|| reason.strip_prefix("embedded runner: "))
+        .unwrap_or(reason);
+    format!("vmm: {name} — {reason}")
+}
+
+/// `<image>.console.log` beside the image if it can be created there, else in a kept
+/// temporary directory.
+fn default_log(image: &Path) -> Result<PathBuf, TestError> {
+    let beside = image.with_extension("console.log");
+    if std::fs::File::create(&beside).is_ok() {
+        return Ok(beside);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("jeos-test-")
+        .tempdir()
+        .map_err(TestError::TempDir)?
+        .keep();
+    Ok(dir.join("console.log"))
+}
+
+pub(super) fn test(args: &TestArgs, session: &mut Session) -> miette::Result<ExitStatus> {
+    let image = boot::find_image(&args.image).map_err(TestError::from)?;
+    let name = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "appliance".into());
+    let console_log = match &args.keep_log {
+        Some(path) => path.clone(),
+        None => default_log(&image)?,
+    };
+    let work = tempfile::Builder::new()
+        .prefix("jeos-boot-")
+        .tempdir()
+        .map_err(TestError::TempDir)?;
+    let mut options = RunOptions::new(console_log.clone());
+    options.memory_mib = args.memory;
+    options.vcpus = args.cpus;
+    options.timeout = args.timeout;
+    let mut config = boot::prepare_run(&image, work.path(), &options).map_err(TestError::from)?;
+    if args.console || session.global.verbose {
+        config.echo_console = Some(Box::new(io::stderr()));
+    }
+    if !session.global.quiet {
+        session.printer.stderr_line(&format!(
+            "Testing {} ({} MiB, {} vCPU, timeout {} s)",
+            image.display(),
+            args.memory,
+            args.cpus,
+            args.timeout.as_secs()
+        ));
+    }
+    let reporter = Arc::new(TestReporter {
+        quiet: session.global.quiet,
+    });
+    let outcome =
+        test_vm::run(args.vmm.into(), config, reporter).map_err(|source| TestError::Run {
+            image: image.clone(),
+            source,
+        })?;
+    let summary = boot::summarize(&name, &outcome);
+    if let Some(path) = &args.junit {
+        std::fs::write(path, boot::render_junit(&summary)).map_err(|source| {
+            TestError::WriteJunit {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
+    let console = std::fs::read(&console_log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|_| outcome.console_tail.clone());
+    if session.global.json {
+        let mut value = serde_json::to_value(&summary).expect("the summary serialises");
+        value["image"] = serde_json::json!(image.display().to_string());
+        value["console_log"] = serde_json::json!(console_log.display().to_string());
+        value["vmm"] = serde_json::json!(match outcome.vmm {
+            VmmKind::Embedded => "embedded",
+            VmmKind::Qemu => "qemu",
+        });
+        session
+            .printer
+            .stdout_line(&serde_json::json!({ "test": value }).to_string());
+    } else {
+        if !summary.checks.is_empty() {
+            session
+                .printer
+                .stdout_line(boot::render_table(&summary).trim_end());
+        }
+        let passed = summary.checks.iter().filter(|c| c.passed).count();
+        let ready = summary
+            .ready_ms
+            .map(|ms| format!(", ready {:.1} s after boot", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        let verdict = if summary.passed {
+            session.printer.paint("32", "passed")
+        } else {
+            session.printer.paint("31", "FAILED")
+        };
+        session.printer.stdout_line(&format!(
+            "{name}: {verdict}: {passed}/{} checks passed{ready}, VM {} after {:.1} s",
+            summary.checks.len(),
+            summary.exit,
+            summary.duration_ms as f64 / 1000.0
+        ));
+    }
+    for warning in &outcome.device_warnings {
+        session.printer.stderr_line(&format!("warning: {warning}"));
+    }
+    if !summary.passed {
+        let reason = summary.failure.clone().unwrap_or_else(|| {
+            let failed: Vec<String> = summary
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| format!("`{}`: {}", c.name, c.detail))
+                .collect();
+            format!("check failed: {}", failed.join("; "))
+        });
+        session.printer.stderr_line(&format!("error: {reason}"));
+        if !(args.console || session.global.verbose) {
+            session.printer.stderr_line("last console lines:");
+            for line in boot::console_tail(&console, 20) {
+                session.printer.stderr_line(&format!("  | {line}"));
+            }
+        }
+    }
+    if !session.global.quiet {
+        session
+            .printer
+            .stderr_line(&format!("console log: {}", console_log.display()));
+    }
+    Ok(if summary.passed {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("180s"), Ok(Duration::from_secs(180)));
+        assert_eq!(parse_duration("3m"), Ok(Duration::from_secs(180)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_memory_mib("512MiB"), Ok(512));
+        assert_eq!(parse_memory_mib("1GiB"), Ok(1024));
+        assert!(parse_memory_mib("12").is_err());
+        assert!(parse_memory_mib("1TB").is_err());
+    }
+
+    #[test]
+    fn vmm_lines() {
+        assert_eq!(
+            vmm_line(VmmKind::Qemu, "qemu: /dev/kvm is kvm_pvm", false),
+            "vmm: qemu (TCG) — /dev/kvm is kvm_pvm"
+        );
+        assert!(vmm_line(VmmKind::Embedded, "embedded runner requested", true).contains("KVM"));
+    }
+}
