@@ -119,6 +119,10 @@ fn print_report(report: &BuildReport, session: &mut Session) {
             ));
         }
     }
+    if session.global.quiet {
+        return;
+    }
+    let p = &mut session.printer;
     if !report.maintainer_scripts.is_empty() {
         let names: Vec<&str> = report
             .maintainer_scripts
