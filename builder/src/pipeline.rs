@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use guest_init::config::{
     CheckConfig, CommandCheckConfig, FileCheckConfig, HttpCheckConfig, HttpProbeConfig, InitConfig,
-    NetworkConfig, ReadyConfig, RestartPolicy, ServiceCheckConfig, ServiceConfig,
+    NetworkConfig, ReadyConfig, RestartPolicy, RuntimeDirConfig, ServiceCheckConfig, ServiceConfig,
     StaticNetworkConfig, TcpCheckConfig,
 };
 use image_writer::cpio::{self, CpioEntry};
@@ -46,6 +46,7 @@ use crate::rootfs::executables::{self, ServiceExec};
 use crate::rootfs::files::{FileConfig, FileContent};
 use crate::rootfs::prune::PruneConfig;
 use crate::rootfs::staging::{FsOp, Staging};
+use crate::rootfs::tmpfiles::RuntimeDir;
 use crate::rootfs::tree::{Entry, EntryKind, Ownership, Tree};
 use crate::rootfs::{self, DEFAULT_INIT_PATH, RootfsConfig, RootfsReport};
 
@@ -358,7 +359,9 @@ pub fn build(
     let loaders_dir = ctx.step("unpack_boot_loaders", |c| unpack_tools(c, &lock, &debs))?;
     let (mut staging, rootfs_report) =
         ctx.step("customize_rootfs", |c| customize(c, &deb_staging))?;
-    ctx.step("install_init", |c| install_init(c, &mut staging))?;
+    ctx.step("install_init", |c| {
+        install_init(c, &mut staging, &rootfs_report.runtime_dirs)
+    })?;
     let (kernel, initramfs) = ctx.step("build_initramfs", |c| build_initramfs(c, &kernel_dir))?;
     let raw = ctx.stage_dir().join(format!("{}.raw", ctx.artifact_name()));
     let (disk, cmdline) = ctx.step("write_disk", |c| {
@@ -814,8 +817,9 @@ fn customize(
     Ok((staging, report))
 }
 
-/// guest-init's configuration from the recipe.
-pub fn init_config(recipe: &Recipe) -> InitConfig {
+/// guest-init's configuration from the recipe, plus the runtime directories packages'
+/// `tmpfiles.d` entries ask for under `/run` and `/tmp`.
+pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
     let services = recipe
         .services
         .iter()
@@ -929,6 +933,15 @@ pub fn init_config(recipe: &Recipe) -> InitConfig {
         checks,
         test_timeout_ms: millis(recipe.test.timeout),
         shutdown_timeout_ms: 10_000,
+        runtime_dirs: runtime_dirs
+            .iter()
+            .map(|d| RuntimeDirConfig {
+                path: d.path.clone(),
+                mode: d.mode,
+                uid: d.uid,
+                gid: d.gid,
+            })
+            .collect(),
     }
 }
 
@@ -937,8 +950,12 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Step `install_init`: guest-init as PID 1 and its configuration.
-fn install_init(ctx: &mut BuildContext<'_>, staging: &mut Staging) -> Result<(), BuildError> {
-    let json = serde_json::to_vec_pretty(&init_config(ctx.recipe))
+fn install_init(
+    ctx: &mut BuildContext<'_>,
+    staging: &mut Staging,
+    runtime_dirs: &[RuntimeDir],
+) -> Result<(), BuildError> {
+    let json = serde_json::to_vec_pretty(&init_config(ctx.recipe, runtime_dirs))
         .expect("the init configuration serialises");
     let root = Ownership {
         mode: 0o755,
@@ -1256,7 +1273,14 @@ mod tests {
         )
         .expect("example recipe");
         let recipe = crate::recipe::parse_str("nginx.toml", &text, None).expect("valid");
-        let config = init_config(&recipe);
+        let dirs = [RuntimeDir {
+            path: "/run/nginx".into(),
+            mode: 0o750,
+            uid: 33,
+            gid: 33,
+        }];
+        let config = init_config(&recipe, &dirs);
+        assert_eq!(config.runtime_dirs[0].path, "/run/nginx");
         config.validate().expect("guest-init accepts it");
         assert_eq!(config.hostname.as_deref(), Some("nginx"));
         assert_eq!(config.network, NetworkConfig::Dhcp);

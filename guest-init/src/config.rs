@@ -59,6 +59,33 @@ pub struct InitConfig {
     /// How long services get between SIGTERM and SIGKILL at shutdown.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// Directories created on the fresh `/run` and `/tmp` tmpfs at boot: what packages'
+    /// `tmpfiles.d` entries ask for there (the build applies the others to the image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime_dirs: Vec<RuntimeDirConfig>,
+}
+
+/// One directory to create at boot under `/run` or `/tmp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeDirConfig {
+    /// Absolute path below `/run/` or `/tmp/`.
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Group gid.
+    pub gid: u32,
+}
+
+impl RuntimeDirConfig {
+    /// Whether the path is absolute, below `/run/` or `/tmp/`, and free of `..`.
+    #[must_use]
+    pub fn is_allowed(&self) -> bool {
+        (self.path.starts_with("/run/") || self.path.starts_with("/tmp/"))
+            && !self.path.split('/').any(|c| c == ".." || c == ".")
+    }
 }
 
 fn default_test_timeout_ms() -> u64 {
@@ -79,6 +106,7 @@ impl Default for InitConfig {
             checks: Vec::new(),
             test_timeout_ms: default_test_timeout_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
+            runtime_dirs: Vec::new(),
         }
     }
 }
@@ -557,6 +585,29 @@ impl InitConfig {
         state[node] = 2;
         order.push(node);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod runtime_dir_tests {
+    use super::*;
+
+    #[test]
+    fn runtime_dirs_stay_below_run_and_tmp() {
+        let dir = |path: &str| RuntimeDirConfig {
+            path: path.into(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        };
+        assert!(dir("/run/nginx").is_allowed());
+        assert!(dir("/tmp/app/cache").is_allowed());
+        assert!(!dir("/etc/x").is_allowed());
+        assert!(!dir("/run/../etc").is_allowed());
+        assert!(!dir("run/x").is_allowed());
+        let json = r#"{"runtime_dirs":[{"path":"/run/a","mode":493,"uid":33,"gid":33}]}"#;
+        let config = InitConfig::from_json(json).expect("parses");
+        assert_eq!(config.runtime_dirs[0].uid, 33);
     }
 }
 

@@ -158,6 +158,28 @@ fn mount_system() {
     }
 }
 
+/// Creates the configured directories on the fresh `/run` and `/tmp`.
+fn create_runtime_dirs(config: &InitConfig) {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in &config.runtime_dirs {
+        if !dir.is_allowed() {
+            info!(
+                "ignoring runtime directory {} (not below /run or /tmp)",
+                dir.path
+            );
+            continue;
+        }
+        let created = std::fs::create_dir_all(&dir.path)
+            .and_then(|()| std::os::unix::fs::chown(&dir.path, Some(dir.uid), Some(dir.gid)))
+            .and_then(|()| {
+                std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(dir.mode))
+            });
+        if let Err(err) = created {
+            info!("cannot create runtime directory {}: {err}", dir.path);
+        }
+    }
+}
+
 fn load_config(cmdline: &Cmdline) -> InitConfig {
     match std::fs::read_to_string(CONFIG_PATH) {
         Ok(text) => match InitConfig::from_json(&text) {
@@ -217,6 +239,7 @@ fn run_system(cmdline: &Cmdline) -> ! {
     {
         info!("cannot remount / read-write: {err}");
     }
+    create_runtime_dirs(&config);
     let hostname = config.hostname.clone().unwrap_or_else(|| "jeos".to_owned());
     if let Err(err) = sys::sethostname(&hostname) {
         info!("cannot set the hostname: {err}");
