@@ -6,6 +6,16 @@ use builder::cli::{self, Cli, ExitStatus, Session};
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // An interrupted build removes its hidden work directory before the process ends, so
+    // nothing partial is left in the output directory.
+    let _ = ctrlc::set_handler(|| {
+        builder::pipeline::remove_active_work_dirs();
+        #[allow(
+            clippy::exit,
+            reason = "the conventional exit status of an interrupted command"
+        )]
+        std::process::exit(130);
+    });
     let args = Cli::parse();
     let verbose = args.global.verbose;
     let mut session = Session::from_env(args.global);

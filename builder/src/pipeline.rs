@@ -326,6 +326,7 @@ pub fn build(
         .prefix(".jeos-build-")
         .tempdir_in(&options.out_dir)
         .map_err(io_err("create a work directory in", &options.out_dir))?;
+    let _active = ActiveWorkDir::register(work.path());
     let cache = resolve::open_cache(&options.resolve.cache_dir)?;
     let epoch = options
         .source_date_epoch
@@ -432,6 +433,44 @@ pub fn build(
     report.steps = ctx.steps.clone();
     move_into_place(&ctx.stage_dir(), &final_dir)?;
     Ok(report)
+}
+
+/// Work directories of builds running in this process, removed by [`remove_active_work_dirs`]
+/// when the process is interrupted.
+static ACTIVE_WORK_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes the work directories of this process's running builds. The binary calls it
+/// from its SIGINT/SIGTERM handler, so an interrupted build leaves nothing in `-o DIR`.
+pub fn remove_active_work_dirs() {
+    let dirs = ACTIVE_WORK_DIRS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for dir in dirs {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+/// Registers a work directory for [`remove_active_work_dirs`] while it lives.
+struct ActiveWorkDir(PathBuf);
+
+impl ActiveWorkDir {
+    fn register(path: &Path) -> Self {
+        ACTIVE_WORK_DIRS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(path.to_owned());
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for ActiveWorkDir {
+    fn drop(&mut self) {
+        ACTIVE_WORK_DIRS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|p| p != &self.0);
+    }
 }
 
 /// Earlier builds killed before their cleanup leave hidden work directories; remove those

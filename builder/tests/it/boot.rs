@@ -404,3 +404,64 @@ fn nginx_boots_in_the_embedded_runner_where_hardware_kvm_exists() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
 }
+
+/// Ctrl-C in the middle of a build leaves nothing in the output directory.
+#[test]
+fn an_interrupted_build_leaves_nothing_behind() {
+    let Some(app) = built("nginx") else { return };
+    let dir = TestDir::new();
+    let recipe = dir.create(
+        "nginx.toml",
+        &std::fs::read_to_string(&app.recipe).expect("recipe"),
+    );
+    std::fs::copy(
+        app.recipe.with_extension("lock"),
+        recipe.with_extension("lock"),
+    )
+    .expect("copy lock");
+    let out = dir.path().join("dist");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jeos"))
+        .env("NO_COLOR", "1")
+        .arg("--cache-dir")
+        .arg(crate::resolve::shared_cache())
+        .arg("build")
+        .arg(&recipe)
+        .arg("-o")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start jeos build");
+    // Wait until the build has started writing, then interrupt it.
+    let start = Instant::now();
+    let started = loop {
+        let busy = std::fs::read_dir(&out)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".jeos-build-"))
+            })
+            .unwrap_or(false);
+        if busy || start.elapsed() > Duration::from_secs(60) {
+            break busy;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(started, "the build never created its work directory");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    if exit.success() {
+        eprintln!("note: the build finished before the interrupt arrived");
+        return;
+    }
+    assert_eq!(exit.code(), Some(130));
+    let left: Vec<PathBuf> = std::fs::read_dir(&out)
+        .expect("output dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
