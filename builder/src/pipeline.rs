@@ -537,6 +537,31 @@ fn deb_path<'a>(debs: &'a BTreeMap<String, PathBuf>, name: &str) -> &'a Path {
         .expect("every locked package was fetched")
 }
 
+/// Unpacks `packages` in order into `root` with Debian's merged-/usr layout.
+fn unpack_all(
+    root: &Path,
+    packages: &[&LockedPackage],
+    debs: &BTreeMap<String, PathBuf>,
+) -> Result<DebStaging, BuildError> {
+    let mut staging = DebStaging::new(root).map_err(|source| BuildError::Unpack {
+        package: "(staging)".to_owned(),
+        source,
+    })?;
+    let options = UnpackOptions {
+        merged_usr: true,
+        ..UnpackOptions::default()
+    };
+    for p in packages {
+        staging
+            .unpack_deb(deb_path(debs, &p.name), &options)
+            .map_err(|source| BuildError::Unpack {
+                package: p.name.clone(),
+                source,
+            })?;
+    }
+    Ok(staging)
+}
+
 /// Step `unpack_rootfs`: the non-kernel packages into the staging tree (merged-/usr).
 fn unpack_rootfs(
     ctx: &mut BuildContext<'_>,
@@ -545,33 +570,22 @@ fn unpack_rootfs(
 ) -> Result<(DebStaging, Vec<PackageBytes>), BuildError> {
     let root = ctx.rootfs_dir();
     fs::create_dir_all(&root).map_err(io_err("create", &root))?;
-    let mut staging = DebStaging::new(&root).map_err(|source| BuildError::Unpack {
-        package: "(staging)".to_owned(),
-        source,
-    })?;
-    let options = UnpackOptions {
-        merged_usr: true,
-        ..UnpackOptions::default()
-    };
-    let mut bytes = Vec::new();
-    for package in lock
+    let rootfs: Vec<&LockedPackage> = lock
         .packages
         .iter()
         .filter(|p| !resolve::is_kernel_package(lock, p))
-    {
-        let report = staging
-            .unpack_deb(deb_path(debs, &package.name), &options)
-            .map_err(|source| BuildError::Unpack {
-                package: package.name.clone(),
-                source,
-            })?;
-        bytes.push(PackageBytes {
+        .collect();
+    let staging = unpack_all(&root, &rootfs, debs)?;
+    let bytes = staging
+        .packages()
+        .iter()
+        .map(|report| PackageBytes {
             name: report.name.clone(),
             version: report.version.clone(),
             bytes: report.bytes,
             files: report.files,
-        });
-    }
+        })
+        .collect();
     for overlap in staging.overlaps() {
         ctx.ui.warning(&format!(
             "`/{}` is shipped by both `{}` and `{}`; keeping `{}`'s",
@@ -608,22 +622,7 @@ fn unpack_cached(
         .prefix(".unpack-")
         .tempdir_in(&base)
         .map_err(io_err("create a directory in", &base))?;
-    let mut staging = DebStaging::new(tmp.path()).map_err(|source| BuildError::Unpack {
-        package: "(cache)".to_owned(),
-        source,
-    })?;
-    let options = UnpackOptions {
-        merged_usr: true,
-        ..UnpackOptions::default()
-    };
-    for p in packages {
-        staging
-            .unpack_deb(deb_path(debs, &p.name), &options)
-            .map_err(|source| BuildError::Unpack {
-                package: p.name.clone(),
-                source,
-            })?;
-    }
+    unpack_all(tmp.path(), packages, debs)?;
     let marker = tmp.path().join(".complete");
     fs::write(&marker, key.as_bytes()).map_err(io_err("write", &marker))?;
     let tmp_path = tmp.keep();

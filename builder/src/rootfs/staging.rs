@@ -197,33 +197,14 @@ impl Staging {
         self.tree
     }
 
-    /// Reads a regular file (symlinks followed inside the root).
+    /// Reads a regular file (symlinks followed inside the root), at most `MAX_READ_BYTES`.
     pub fn read_file(&self, path: &Path) -> Result<Vec<u8>, StagingError> {
-        let (physical, entry) = self
-            .tree
-            .lookup(path)
-            .map_err(|source| StagingError::Tree {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let physical = match &entry.kind {
-            EntryKind::File { .. } => physical,
-            EntryKind::Hardlink { target } => target.clone(),
-            _ => return Err(StagingError::NotAFile { path: physical }),
-        };
-        let host = self.host_path(&physical)?;
-        let file = fs::File::open(&host).map_err(|source| StagingError::Io {
-            path: host.clone(),
-            source,
-        })?;
-        let mut bytes = Vec::new();
-        file.take(MAX_READ_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|source| StagingError::Io {
-                path: host.clone(),
-                source,
-            })?;
+        let bytes = self.read_head(path, MAX_READ_BYTES + 1)?;
         if bytes.len() as u64 > MAX_READ_BYTES {
+            let physical = self
+                .tree
+                .lookup(path)
+                .map_or_else(|_| path.to_path_buf(), |(p, _)| p);
             return Err(StagingError::TooLarge {
                 path: physical,
                 limit: MAX_READ_BYTES,
