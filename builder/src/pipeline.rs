@@ -508,29 +508,41 @@ fn fetch_items(packages: &[&LockedPackage]) -> Vec<FetchItem> {
         .collect()
 }
 
-/// Step `fetch_packages`: every package and build tool of the lock into the cache.
+/// Step `fetch_packages`: every package and build tool of the lock into the cache, each
+/// from the archive of its suite (the security archive for `-security` packages).
 fn fetch_packages(
     ctx: &mut BuildContext<'_>,
     lock: &LockFile,
     reporter: Arc<UiResolverReporter>,
 ) -> Result<BTreeMap<String, PathBuf>, BuildError> {
     let all: Vec<&LockedPackage> = lock.packages.iter().chain(lock.tools.iter()).collect();
-    let (repo, _) = resolve::open_repository(ctx.recipe, &ctx.options.resolve, reporter)?;
-    let items = fetch_items(&all);
-    let paths = fetch::fetch_all(
-        &repo,
-        &ctx.cache,
-        &items,
-        FetchOptions {
-            parallel: 4,
-            offline: ctx.options.resolve.offline,
-        },
-    )
-    .map_err(|source| BuildError::Fetch {
-        name: ctx.recipe.appliance.name.to_string(),
-        source,
-    })?;
-    Ok(all.iter().map(|p| p.name.clone()).zip(paths).collect())
+    let repos = resolve::open_repositories(ctx.recipe, &ctx.options.resolve, reporter)?;
+    let mut debs = BTreeMap::new();
+    for archive in [resolve::Archive::Main, resolve::Archive::Security] {
+        let group: Vec<&LockedPackage> = all
+            .iter()
+            .copied()
+            .filter(|p| resolve::archive_of(lock, p) == archive)
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
+        let paths = fetch::fetch_all(
+            repos.get(archive),
+            &ctx.cache,
+            &fetch_items(&group),
+            FetchOptions {
+                parallel: 4,
+                offline: ctx.options.resolve.offline,
+            },
+        )
+        .map_err(|source| BuildError::Fetch {
+            name: ctx.recipe.appliance.name.to_string(),
+            source,
+        })?;
+        debs.extend(group.iter().map(|p| p.name.clone()).zip(paths));
+    }
+    Ok(debs)
 }
 
 fn deb_path<'a>(debs: &'a BTreeMap<String, PathBuf>, name: &str) -> &'a Path {
