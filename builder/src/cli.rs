@@ -15,6 +15,7 @@ use crate::progress::{Printer, Ui, UiMode};
 use crate::recipe::{self, AppName, Recipe, RecipeLoadError};
 use crate::resolve::{LockMode, ResolveOptions};
 
+mod audit;
 mod build;
 mod resolve;
 mod run;
@@ -75,6 +76,10 @@ pub struct GlobalArgs {
     /// Debian mirror URL, overriding the recipe and the host's apt sources.
     #[arg(long, global = true, value_name = "URL")]
     pub mirror: Option<String>,
+    /// Accept a release older than the newest one already seen for the same suite
+    /// (normally refused as a rollback).
+    #[arg(long, global = true)]
+    pub allow_downgrade: bool,
 }
 
 /// `--color`
@@ -114,6 +119,8 @@ pub enum Command {
     Test(test::TestArgs),
     /// Boot a built image interactively with QEMU (serial console on the terminal).
     Run(run::RunArgs),
+    /// List an appliance's pending updates; exit 1 when a security update is pending.
+    Audit(audit::AuditArgs),
 }
 
 /// `jeos new`
@@ -191,6 +198,7 @@ pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus
         Command::Build(args) => build::build(&args, session),
         Command::Test(args) => test::test(&args, session),
         Command::Run(args) => run::run(&args, session),
+        Command::Audit(args) => audit::audit(&args, session),
     };
     session.ui.finish();
     status
@@ -509,6 +517,7 @@ fn resolve_options(session: &Session, lock_mode: LockMode) -> miette::Result<Res
         mirror_override: session.global.mirror.clone(),
         cache_dir,
         offline: session.global.offline,
+        allow_downgrade: session.global.allow_downgrade,
         lock_mode,
         apt_root: PathBuf::from("/"),
     })

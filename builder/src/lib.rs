@@ -7,6 +7,7 @@
     reason = "errors end a command once; their size costs nothing measurable, and boxing every library error would hide the variants from matching"
 )]
 
+pub mod audit;
 pub mod boot;
 pub mod cli;
 pub mod kernel;
@@ -17,6 +18,7 @@ pub mod recipe;
 pub mod reporters;
 pub mod resolve;
 pub mod rootfs;
+pub mod sbom;
 
 /// The static guest-init binary (the appliance's PID 1), built by `build.rs`.
 pub static GUEST_INIT: &[u8] = include_bytes!(env!("JEOS_GUEST_INIT"));

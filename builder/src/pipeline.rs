@@ -367,8 +367,19 @@ pub fn build(
     })?;
     let (kernel, initramfs) = ctx.step("build_initramfs", |c| build_initramfs(c, &kernel_dir))?;
     let raw = ctx.stage_dir().join(format!("{}.raw", ctx.artifact_name()));
+    let esp_extra = ctx.step("write_sbom", |c| {
+        write_sbom(c, &lock, &staging, &kernel.version)
+    })?;
     let (disk, cmdline) = ctx.step("write_disk", |c| {
-        write_disk(c, &staging, &kernel, &initramfs, &loaders_dir, &raw)
+        write_disk(
+            c,
+            &staging,
+            &kernel,
+            &initramfs,
+            &loaders_dir,
+            &raw,
+            esp_extra,
+        )
     })?;
     let published = if recipe
         .disk
@@ -516,7 +527,7 @@ fn fetch_packages(
     reporter: Arc<UiResolverReporter>,
 ) -> Result<BTreeMap<String, PathBuf>, BuildError> {
     let all: Vec<&LockedPackage> = lock.packages.iter().chain(lock.tools.iter()).collect();
-    let repos = resolve::open_repositories(ctx.recipe, &ctx.options.resolve, reporter)?;
+    let repos = resolve::open_repositories(&ctx.recipe.source, &ctx.options.resolve, reporter)?;
     let mut debs = BTreeMap::new();
     for archive in [resolve::Archive::Main, resolve::Archive::Security] {
         let group: Vec<&LockedPackage> = all
@@ -1248,6 +1259,7 @@ fn write_disk(
     initramfs: &[u8],
     loaders_dir: &Path,
     raw: &Path,
+    extra_esp_files: Vec<(String, Vec<u8>)>,
 ) -> Result<(DiskReport, String), BuildError> {
     let loaders = BootloaderFiles::from_extracted(loaders_dir).map_err(BuildError::Bootloader)?;
     let root_uuid = image_writer::ext4::root_fs_uuid(&ctx.seed);
@@ -1275,11 +1287,54 @@ fn write_disk(
             timestamp,
         },
         esp_size_bytes: None,
+        extra_esp_files,
         seed: ctx.seed,
         timestamp,
     };
     let report = image_writer::write_disk(&plan, raw).map_err(BuildError::Disk)?;
     Ok((report, cmdline))
+}
+
+/// Step `write_sbom`: the SPDX document beside the images; returns the files that go on
+/// the ESP so that `jeos audit IMAGE` works from the image alone: the SBOM and the lock.
+fn write_sbom(
+    ctx: &mut BuildContext<'_>,
+    lock: &LockFile,
+    staging: &Staging,
+    kernel_release: &str,
+) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+    let licenses: BTreeMap<String, String> = lock
+        .packages
+        .iter()
+        .filter_map(|p| {
+            let path = PathBuf::from(format!("usr/share/doc/{}/copyright", p.name));
+            let text = staging.read_file(&path).ok()?;
+            let expression = crate::sbom::licenses_from_copyright(&String::from_utf8_lossy(&text))?;
+            Some((p.name.clone(), expression))
+        })
+        .collect();
+    let document = crate::sbom::render_spdx(&crate::sbom::SbomInput {
+        name: ctx.recipe.appliance.name.as_str(),
+        version: &ctx.recipe.appliance.version,
+        lock,
+        licenses: &licenses,
+        kernel_release,
+        epoch: ctx.epoch,
+        guest_init_sha256: package_resolver::release::sha256_hex(crate::GUEST_INIT),
+    });
+    let mut bytes = serde_json::to_vec_pretty(&document).expect("JSON values serialise");
+    bytes.push(b'\n');
+    let path = ctx
+        .stage_dir()
+        .join(format!("{}.spdx.json", ctx.artifact_name()));
+    fs::write(&path, &bytes).map_err(io_err("write", &path))?;
+    Ok(vec![
+        (crate::audit::ESP_SBOM.to_owned(), bytes),
+        (
+            crate::audit::ESP_LOCK.to_owned(),
+            lock.to_toml_string().into_bytes(),
+        ),
+    ])
 }
 
 /// Step `write_report`: the lock and the report beside the images.

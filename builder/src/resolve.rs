@@ -36,7 +36,7 @@ use package_resolver::reporter::ResolverReporter;
 use package_resolver::solver::{self, Resolution, SolveError, SolveRequest};
 use package_resolver::sources::{AptSources, SourcesError};
 
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, Source};
 
 /// The Debian archive keyring that `debian-archive-keyring` installs.
 pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
@@ -78,6 +78,8 @@ pub struct ResolveOptions {
     pub cache_dir: PathBuf,
     /// `--offline`: only the cache.
     pub offline: bool,
+    /// `--allow-downgrade`: accept a release older than the newest one cached.
+    pub allow_downgrade: bool,
     /// Lock handling.
     pub lock_mode: LockMode,
     /// Root of the host whose apt configuration names the mirror (`/`).
@@ -128,13 +130,13 @@ impl Archive {
 /// The suites whose union is the index, in order: `<suite>`, then `-updates` and
 /// `-security` unless the recipe opts out.
 #[must_use]
-pub fn index_suites(recipe: &Recipe) -> Vec<(String, Archive)> {
-    let suite = &recipe.source.suite;
+pub fn index_suites(source: &Source) -> Vec<(String, Archive)> {
+    let suite = &source.suite;
     let mut out = vec![(suite.clone(), Archive::Main)];
-    if recipe.source.updates {
+    if source.updates {
         out.push((format!("{suite}-updates"), Archive::Main));
     }
-    if recipe.source.security {
+    if source.security {
         out.push((format!("{suite}-security"), Archive::Security));
     }
     out
@@ -142,8 +144,8 @@ pub fn index_suites(recipe: &Recipe) -> Vec<(String, Archive)> {
 
 /// The names of [`index_suites`].
 #[must_use]
-pub fn index_suite_names(recipe: &Recipe) -> Vec<String> {
-    index_suites(recipe).into_iter().map(|(s, _)| s).collect()
+pub fn index_suite_names(source: &Source) -> Vec<String> {
+    index_suites(source).into_iter().map(|(s, _)| s).collect()
 }
 
 /// The repositories of a recipe: the Debian archive and (unless opted out) the security
@@ -404,7 +406,7 @@ pub fn solve_request(recipe: &Recipe) -> SolveRequest {
 
 /// Chooses the mirror: `--mirror`, else the recipe's `mirror`, else the host's apt sources.
 pub fn choose_mirror(
-    recipe: &Recipe,
+    source: &Source,
     mirror_override: Option<&str>,
     apt_root: &Path,
 ) -> Result<MirrorOrigin, ResolveError> {
@@ -414,13 +416,13 @@ pub fn choose_mirror(
             origin: "--mirror".to_owned(),
         });
     }
-    if let Some(url) = &recipe.source.mirror {
+    if let Some(url) = &source.mirror {
         return Ok(MirrorOrigin {
             url: url.trim_end_matches('/').to_owned(),
             origin: "recipe".to_owned(),
         });
     }
-    let suite = &recipe.source.suite;
+    let suite = &source.suite;
     let no_mirror = |source| ResolveError::NoMirror {
         suite: suite.clone(),
         source,
@@ -436,23 +438,23 @@ pub fn choose_mirror(
 /// Chooses the security archive: the recipe's `security-mirror`, else the host's apt
 /// sources (an entry for the Debian security archive).
 pub fn choose_security_mirror(
-    recipe: &Recipe,
+    source: &Source,
     apt_root: &Path,
 ) -> Result<MirrorOrigin, ResolveError> {
-    if let Some(url) = &recipe.source.security_mirror {
+    if let Some(url) = &source.security_mirror {
         return Ok(MirrorOrigin {
             url: url.trim_end_matches('/').to_owned(),
             origin: "recipe".to_owned(),
         });
     }
-    let suite = format!("{}-security", recipe.source.suite);
+    let suite = format!("{}-security", source.suite);
     let no_mirror = |source| ResolveError::NoMirror {
         suite: suite.clone(),
         source,
     };
     let sources = AptSources::load(apt_root).map_err(no_mirror)?;
     let choice = sources
-        .security_mirror_for_suite(&recipe.source.suite)
+        .security_mirror_for_suite(&source.suite)
         .map_err(no_mirror)?;
     Ok(MirrorOrigin {
         url: choice.uri,
@@ -470,17 +472,16 @@ pub fn open_cache(dir: &Path) -> Result<Cache, ResolveError> {
 
 /// Opens the verified repository the recipe names.
 pub fn open_repository(
-    recipe: &Recipe,
+    source: &Source,
     options: &ResolveOptions,
     reporter: Arc<dyn ResolverReporter>,
 ) -> Result<(Repository, MirrorOrigin), ResolveError> {
     let mirror = choose_mirror(
-        recipe,
+        source,
         options.mirror_override.as_deref(),
         &options.apt_root,
     )?;
-    let keyring_path = recipe
-        .source
+    let keyring_path = source
         .keyring
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING));
@@ -491,21 +492,21 @@ pub fn open_repository(
     let cache = open_cache(&options.cache_dir)?;
     let repo = Repository::new(&mirror.url, keyring, reporter)
         .with_cache(cache)
-        .offline(options.offline);
+        .offline(options.offline)
+        .allow_downgrade(options.allow_downgrade);
     Ok((repo, mirror))
 }
 
 /// Opens the Debian archive and, unless the recipe opts out, the security archive.
 pub fn open_repositories(
-    recipe: &Recipe,
+    source: &Source,
     options: &ResolveOptions,
     reporter: Arc<dyn ResolverReporter>,
 ) -> Result<Repositories, ResolveError> {
-    let (main, mirror) = open_repository(recipe, options, Arc::clone(&reporter))?;
-    let security = if recipe.source.security {
-        let origin = choose_security_mirror(recipe, &options.apt_root)?;
-        let keyring_path = recipe
-            .source
+    let (main, mirror) = open_repository(source, options, Arc::clone(&reporter))?;
+    let security = if source.security {
+        let origin = choose_security_mirror(source, &options.apt_root)?;
+        let keyring_path = source
             .keyring
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING));
@@ -516,7 +517,8 @@ pub fn open_repositories(
             })?;
         let repo = Repository::new(&origin.url, keyring, reporter)
             .with_cache(open_cache(&options.cache_dir)?)
-            .offline(options.offline);
+            .offline(options.offline)
+            .allow_downgrade(options.allow_downgrade);
         Some((repo, origin))
     } else {
         None
@@ -546,7 +548,7 @@ pub fn resolve_packages(
                     &recipe.source.suite,
                     &recipe.source.components,
                     ARCH,
-                    &index_suite_names(recipe),
+                    &index_suite_names(&recipe.source),
                 )
             })
             .and_then(|()| check_tools(lock));
@@ -591,14 +593,14 @@ pub fn resolve_packages(
 /// component of the recipe. The `Packages` texts are in suite order, so
 /// [`package_resolver::packages::Package::source_index`] `/ components` is the suite.
 pub fn load_index(
-    recipe: &Recipe,
+    source: &Source,
     repos: &Repositories,
     now: SystemTime,
 ) -> Result<(PackageIndex, Vec<SuiteRelease>, Vec<String>), ResolveError> {
     let mut texts = Vec::new();
     let mut text_suites = Vec::new();
     let mut releases = Vec::new();
-    for (suite, archive) in index_suites(recipe) {
+    for (suite, archive) in index_suites(source) {
         let repo = repos.get(archive);
         let fetch_err = |source| ResolveError::Fetch {
             suite: suite.clone(),
@@ -606,7 +608,7 @@ pub fn load_index(
             source: Box::new(source),
         };
         let release = repo.fetch_release(&suite, now).map_err(fetch_err)?;
-        for component in &recipe.source.components {
+        for component in &source.components {
             // The security archive lists `updates/main` but serves `main/binary-*/` (as
             // apt, accept the historical prefix).
             let listed = |c: &String| {
@@ -633,9 +635,9 @@ pub fn load_index(
             release,
         });
     }
-    let index = PackageIndex::parse(&texts, ARCH).map_err(|source| ResolveError::Index {
-        suite: recipe.source.suite.clone(),
-        source,
+    let index = PackageIndex::parse(&texts, ARCH).map_err(|e| ResolveError::Index {
+        suite: source.suite.clone(),
+        source: e,
     })?;
     Ok((index, releases, text_suites))
 }
@@ -681,8 +683,8 @@ fn solve_fresh(
     snapshot: RequestSnapshot,
 ) -> Result<(Resolution, LockFile, IndexFacts), ResolveError> {
     let start = Instant::now();
-    let repos = open_repositories(recipe, options, reporter)?;
-    let (index, releases, text_suites) = load_index(recipe, &repos, SystemTime::now())?;
+    let repos = open_repositories(&recipe.source, options, reporter)?;
+    let (index, releases, text_suites) = load_index(&recipe.source, &repos, SystemTime::now())?;
     let elapsed = start.elapsed();
     let resolution =
         solver::solve(&index, &solve_request(recipe)).map_err(|source| match source {
@@ -852,16 +854,20 @@ mod tests {
         let plain = recipe("");
         let with_mirror = recipe("mirror = \"http://recipe.invalid/debian/\"\n");
 
-        let host = choose_mirror(&plain, None, dir.path()).expect("host mirror");
+        let host = choose_mirror(&plain.source, None, dir.path()).expect("host mirror");
         assert_eq!(host.url, "http://host.invalid/debian");
         assert!(host.origin.ends_with("debian.sources:1"), "{}", host.origin);
 
-        let from_recipe = choose_mirror(&with_mirror, None, dir.path()).expect("recipe");
+        let from_recipe = choose_mirror(&with_mirror.source, None, dir.path()).expect("recipe");
         assert_eq!(from_recipe.url, "http://recipe.invalid/debian");
         assert_eq!(from_recipe.origin, "recipe");
 
-        let flag = choose_mirror(&with_mirror, Some("http://flag.invalid/debian"), dir.path())
-            .expect("flag");
+        let flag = choose_mirror(
+            &with_mirror.source,
+            Some("http://flag.invalid/debian"),
+            dir.path(),
+        )
+        .expect("flag");
         assert_eq!(flag.url, "http://flag.invalid/debian");
         assert_eq!(flag.origin, "--mirror");
     }
@@ -869,7 +875,7 @@ mod tests {
     #[test]
     fn no_mirror_anywhere_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = choose_mirror(&recipe(""), None, dir.path()).expect_err("no sources");
+        let err = choose_mirror(&recipe("").source, None, dir.path()).expect_err("no sources");
         assert!(matches!(err, ResolveError::NoMirror { .. }), "{err:?}");
     }
 
@@ -899,6 +905,7 @@ mod tests {
             mirror_override: Some("http://unreachable.invalid/debian".into()),
             cache_dir: dir.path().join("cache"),
             offline: false,
+            allow_downgrade: false,
             lock_mode: LockMode::Locked,
             apt_root: dir.path().to_owned(),
         };

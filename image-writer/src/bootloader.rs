@@ -390,6 +390,9 @@ pub struct DiskPlan {
     pub root: Ext4Config,
     /// ESP size; `None` = contents + 25 % + 4 MiB, at least 16 MiB.
     pub esp_size_bytes: Option<u64>,
+    /// More files for the ESP, `(absolute path, bytes)` (e.g. the appliance's package
+    /// manifest, readable without an ext4 reader).
+    pub extra_esp_files: Vec<(String, Vec<u8>)>,
     /// Source of every identifier.
     pub seed: Seed,
     /// `SOURCE_DATE_EPOCH`.
@@ -440,6 +443,9 @@ pub fn esp_tree(plan: &DiskPlan, images: &SyslinuxImages) -> Result<FatDir, Boot
         )
         .into_bytes(),
     )?;
+    for (path, data) in &plan.extra_esp_files {
+        add(path, data.clone())?;
+    }
     add("/ldlinux.sys", ldlinux_sys_placeholder(images))?;
     add("/ldlinux.c32", plan.loaders.ldlinux_c32.clone())?;
     // SERIAL 0: SYSLINUX's own messages also go to ttyS0; PROMPT 0 + TIMEOUT 0: no wait.

@@ -131,6 +131,21 @@ pub enum EspError {
 /// # Errors
 /// [`EspError`] describing the first problem found.
 pub fn read_boot_files(raw: &Path) -> Result<BootFiles, EspError> {
+    let mut volume = open_esp(raw)?;
+    read_entry(&mut volume)
+}
+
+/// Reads the file at `path` (absolute, `/` separators) from the image's EFI system
+/// partition, at most `max_bytes`.
+///
+/// # Errors
+/// [`EspError`]: no GPT or ESP, the file is absent or larger than `max_bytes`, a damaged FAT.
+pub fn read_esp_file(raw: &Path, path: &str, max_bytes: u64) -> Result<Vec<u8>, EspError> {
+    let mut volume = open_esp(raw)?;
+    volume.read_file(path, max_bytes)
+}
+
+fn open_esp(raw: &Path) -> Result<FatVolume<File>, EspError> {
     let table = read_gpt(raw).map_err(|source| EspError::Gpt {
         path: raw.to_owned(),
         source,
@@ -150,8 +165,7 @@ pub fn read_boot_files(raw: &Path) -> Result<BootFiles, EspError> {
         len: 0,
         source,
     })?;
-    let mut volume = FatVolume::open(file, raw, offset, len)?;
-    read_entry(&mut volume)
+    FatVolume::open(file, raw, offset, len)
 }
 
 fn read_entry<R: Read + Seek>(volume: &mut FatVolume<R>) -> Result<BootFiles, EspError> {

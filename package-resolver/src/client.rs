@@ -40,6 +40,16 @@ pub enum ClientError {
         /// Status code.
         status: u16,
     },
+    /// The request did not complete within the overall deadline.
+    #[error(
+        "`{url}`: no complete answer within {seconds} s (the overall deadline of one download)"
+    )]
+    Deadline {
+        /// URL.
+        url: String,
+        /// The deadline in seconds.
+        seconds: u64,
+    },
     /// Still failing after all retries.
     #[error("`{url}`: giving up after {attempts} attempts: {last_error}")]
     Transient {
@@ -161,16 +171,26 @@ pub struct ClientConfig {
     pub initial_backoff: Duration,
     /// Use proxies from the environment.
     pub proxy_from_env: bool,
+    /// Low-speed limit: an attempt that receives fewer than this many bytes per second,
+    /// averaged over [`Self::low_speed_window`], is abandoned (and retried).
+    pub min_bytes_per_second: u64,
+    /// The window of the low-speed limit.
+    pub low_speed_window: Duration,
+    /// Overall deadline of one request, all attempts and backoffs included.
+    pub deadline: Duration,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(15),
-            read_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(30),
             attempts: 4,
             initial_backoff: Duration::from_millis(500),
             proxy_from_env: true,
+            min_bytes_per_second: 1024,
+            low_speed_window: Duration::from_secs(30),
+            deadline: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -214,6 +234,7 @@ impl HttpClient {
             .timeout_recv_body(None)
             .timeout_per_read(Some(config.read_timeout))
             .timeout_per_call(None)
+            .timeout_global(Some(config.deadline))
             .http_status_as_error(false)
             .user_agent(concat!("jeos-package-resolver/", env!("CARGO_PKG_VERSION")));
         builder = if config.proxy_from_env {
@@ -271,7 +292,15 @@ impl HttpClient {
         let attempts = self.config.attempts.max(1);
         let mut backoff = self.config.initial_backoff;
         let mut n = 1;
+        let started = Instant::now();
+        let deadline = || ClientError::Deadline {
+            url: url.to_owned(),
+            seconds: self.config.deadline.as_secs(),
+        };
         loop {
+            if started.elapsed() >= self.config.deadline {
+                return Err(deadline());
+            }
             match attempt(self) {
                 Ok(()) => return Ok(()),
                 Err(AttemptError::Final(e)) => return Err(e),
@@ -285,6 +314,9 @@ impl HttpClient {
                     }
                     n += 1;
                     self.reporter.on_retry(url, n, &text);
+                    if started.elapsed() + backoff >= self.config.deadline {
+                        return Err(deadline());
+                    }
                     std::thread::sleep(backoff);
                     backoff = backoff.saturating_mul(2);
                 }
@@ -339,6 +371,7 @@ impl HttpClient {
             .reader();
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
+        let mut speed = LowSpeed::new(&self.config);
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
@@ -347,6 +380,7 @@ impl HttpClient {
                 Err(e) => return Err(AttemptError::Transient(format!("reading body: {e}"))),
             };
             let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+            speed.record(n64, Instant::now())?;
             total = total.saturating_add(n64);
             if total > max_bytes {
                 return Err(too_large());
@@ -361,6 +395,48 @@ impl HttpClient {
                 self.reporter.on_download_progress(id, n64);
             }
         }
+        Ok(())
+    }
+}
+
+/// The low-speed limit of one attempt: bytes received in the current window.
+struct LowSpeed {
+    min_bytes_per_second: u64,
+    window: Duration,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl LowSpeed {
+    fn new(config: &ClientConfig) -> Self {
+        Self {
+            min_bytes_per_second: config.min_bytes_per_second,
+            window: config.low_speed_window,
+            window_start: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// Counts `bytes` received at `now`; fails when a whole window was too slow.
+    fn record(&mut self, bytes: u64, now: Instant) -> Result<(), AttemptError> {
+        self.window_bytes = self.window_bytes.saturating_add(bytes);
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed < self.window {
+            return Ok(());
+        }
+        let needed = self
+            .min_bytes_per_second
+            .saturating_mul(self.window.as_secs().max(1));
+        if self.window_bytes < needed {
+            return Err(AttemptError::Transient(format!(
+                "too slow: {} bytes in {} s, below the limit of {} bytes/s",
+                self.window_bytes,
+                elapsed.as_secs(),
+                self.min_bytes_per_second
+            )));
+        }
+        self.window_start = now;
+        self.window_bytes = 0;
         Ok(())
     }
 }
@@ -417,6 +493,7 @@ pub struct Repository {
     reporter: Arc<dyn ResolverReporter>,
     cache: Option<Cache>,
     offline: bool,
+    allow_downgrade: bool,
 }
 
 impl std::fmt::Debug for Repository {
@@ -441,6 +518,7 @@ impl Repository {
             reporter,
             cache: None,
             offline: false,
+            allow_downgrade: false,
         }
     }
 
@@ -501,6 +579,57 @@ impl Repository {
         format!("{}/{}", self.mirror, path.trim_start_matches('/'))
     }
 
+    /// Accept an InRelease older than the newest one cached for the same suite
+    /// (`--allow-downgrade`); by default that is refused as a rollback.
+    #[must_use]
+    pub fn allow_downgrade(mut self, allow: bool) -> Self {
+        self.allow_downgrade = allow;
+        self
+    }
+
+    /// A rollback guard: when the cache holds a newer release of the same suite from this
+    /// mirror than the one just fetched (a replayed, stale or lagging InRelease), the cached
+    /// one wins if it still verifies; if it no longer does, the older one is refused.
+    fn newer_cached(
+        &self,
+        suite: &str,
+        verified: &VerifiedRelease,
+        url: &str,
+        now: SystemTime,
+    ) -> Result<Option<VerifiedRelease>, ClientError> {
+        let (Some(cache), false) = (&self.cache, self.allow_downgrade) else {
+            return Ok(None);
+        };
+        let Some(old) = cache.load_release(&self.mirror, suite)? else {
+            return Ok(None);
+        };
+        let Some(old_date) = release::split_cleartext(&old)
+            .ok()
+            .and_then(|c| release::parse_release(&c.text, c.first_text_line).ok())
+            .map(|r| r.date)
+        else {
+            return Ok(None);
+        };
+        if old_date.unix_seconds <= verified.release.date.unix_seconds {
+            return Ok(None);
+        }
+        let rollback = || ClientError::Release {
+            suite: suite.to_owned(),
+            url: url.to_owned(),
+            source: Box::new(ReleaseError::Rollback {
+                date: verified.release.date.text.clone(),
+                newest: old_date.text.clone(),
+            }),
+        };
+        let cached =
+            release::verify_inrelease(&old, &self.keyring, suite, now).map_err(|_| rollback())?;
+        self.reporter
+            .on_warning(ResolverWarning::UsingCachedRelease {
+                suite: suite.to_owned(),
+            });
+        Ok(Some(cached))
+    }
+
     /// Fetch and verify `dists/<suite>/InRelease`, checking `Valid-Until` against `now`. In
     /// offline mode the cached copy is verified instead. A verified copy is kept in the cache.
     pub fn fetch_release(
@@ -548,6 +677,9 @@ impl Repository {
             }
         }
         if let (Some(cache), false) = (&self.cache, self.offline) {
+            if let Some(newer) = self.newer_cached(suite, &verified, &url, now)? {
+                return Ok(newer);
+            }
             cache.store_release(&self.mirror, suite, &bytes)?;
         }
         Ok(verified)

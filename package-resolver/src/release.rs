@@ -41,6 +41,11 @@ use crate::deb822;
 /// Default keyring of the Debian archive (from the `debian-archive-keyring` package).
 pub const DEBIAN_ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
+/// How far in the future a release's `Date` may lie (clock skew between the archive and
+/// this host); beyond it the release is refused, since its date would become the image's
+/// `SOURCE_DATE_EPOCH` and pin out every later release.
+pub const MAX_FUTURE_DATE: Duration = Duration::from_secs(3600);
+
 /// Upper bound for an InRelease file (Debian's are ~200 KiB).
 pub const MAX_INRELEASE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -77,6 +82,26 @@ pub enum ReleaseError {
         valid_until: String,
         /// Now, in the same format.
         now: String,
+    },
+    /// `Date` lies further in the future than [`MAX_FUTURE_DATE`].
+    #[error(
+        "release is dated `{date}`, in the future (now `{now}`); is the mirror or this host's clock wrong?"
+    )]
+    FutureDate {
+        /// `Date` as written.
+        date: String,
+        /// Now.
+        now: String,
+    },
+    /// The release is older than one already seen for the same suite (a rollback).
+    #[error(
+        "release dated `{date}` is older than `{newest}`, already seen for this suite: refusing a rollback"
+    )]
+    Rollback {
+        /// `Date` of the release offered.
+        date: String,
+        /// `Date` of the newest release seen.
+        newest: String,
     },
     /// The release is for another suite.
     #[error("release is for suite `{found}`, expected `{expected}`")]
@@ -306,6 +331,20 @@ impl Release {
     #[must_use]
     pub fn serves(&self, name: &str) -> bool {
         self.suite.as_deref() == Some(name) || self.codename.as_deref() == Some(name)
+    }
+
+    /// Check that `Date` is not beyond `now` + [`MAX_FUTURE_DATE`].
+    pub fn check_date_not_future(&self, now: SystemTime) -> Result<(), ReleaseError> {
+        let now_seconds = unix_seconds(now);
+        let limit =
+            now_seconds.saturating_add(i64::try_from(MAX_FUTURE_DATE.as_secs()).unwrap_or(0));
+        if self.date.unix_seconds > limit {
+            return Err(ReleaseError::FutureDate {
+                date: self.date.text.clone(),
+                now: format_rfc2822(now_seconds),
+            });
+        }
+        Ok(())
     }
 
     /// Check `Valid-Until` against `now`.
@@ -549,7 +588,7 @@ pub fn verify_inrelease(
     now: SystemTime,
 ) -> Result<VerifiedRelease, ReleaseError> {
     let clear = split_cleartext(inrelease)?;
-    let signatures = verify_signatures(&clear, keyring)?;
+    let signatures = verify_signatures_at(&clear, keyring, now)?;
     let Some(signed_by) = signatures.iter().find_map(|s| match s {
         SignatureStatus::Good { key } => Some(key.clone()),
         _ => None,
@@ -585,6 +624,7 @@ pub fn verify_inrelease(
         });
     }
     release.check_valid_until(now)?;
+    release.check_date_not_future(now)?;
     Ok(VerifiedRelease {
         release,
         suite: suite.to_owned(),
@@ -594,10 +634,22 @@ pub fn verify_inrelease(
     })
 }
 
-/// Check every signature of `clear` (no parsing of the text).
+/// Check every signature of `clear` (no parsing of the text), with the keys as they are
+/// now (see [`verify_signatures_at`]).
 pub fn verify_signatures(
     clear: &Cleartext,
     keyring: &Keyring,
+) -> Result<Vec<SignatureStatus>, ReleaseError> {
+    verify_signatures_at(clear, keyring, SystemTime::now())
+}
+
+/// Check every signature of `clear`. As gpgv does, the signing key must be valid both when
+/// the signature was made and at `now`: a key that has expired or been revoked since
+/// (EXPKEYSIG / REVKEYSIG in gpgv's terms) no longer vouches for anything.
+pub fn verify_signatures_at(
+    clear: &Cleartext,
+    keyring: &Keyring,
+    now: SystemTime,
 ) -> Result<Vec<SignatureStatus>, ReleaseError> {
     let malformed = |reason: String| ReleaseError::Malformed { line: 0, reason };
     let pile = PacketPile::from_bytes(clear.signature_armor.as_bytes())
@@ -611,7 +663,13 @@ pub fn verify_signatures(
                 packet.tag()
             )));
         };
-        out.push(check_signature(sig, &clear.signed_bytes, keyring, &policy));
+        out.push(check_signature(
+            sig,
+            &clear.signed_bytes,
+            keyring,
+            &policy,
+            now,
+        ));
     }
     if out.is_empty() {
         return Err(malformed("signature block holds no signature".to_owned()));
@@ -624,6 +682,7 @@ fn check_signature(
     signed: &[u8],
     keyring: &Keyring,
     policy: &StandardPolicy<'_>,
+    now: SystemTime,
 ) -> SignatureStatus {
     let issuers: Vec<KeyHandle> = sig.get_issuers();
     let issuer_names = issuers.iter().map(|h| h.to_hex()).collect::<Vec<_>>();
@@ -648,10 +707,32 @@ fn check_signature(
         return rejected(format!("signature not alive: {e}"));
     }
     let mut first_bad = None;
+    let mut stale_key = None;
     for cert in &keyring.certs {
         let Ok(valid) = cert.with_policy(policy, created) else {
             continue;
         };
+        // The certificate and the issuing key must still be valid now.
+        let now_check = cert.with_policy(policy, now).ok().filter(|v| {
+            !matches!(
+                v.revocation_status(),
+                openpgp::types::RevocationStatus::Revoked(_)
+            ) && v.alive().is_ok()
+        });
+        let Some(valid_now) = now_check else {
+            if valid.keys().key_handles(issuers.iter()).next().is_some() {
+                stale_key.get_or_insert(cert.fingerprint().to_hex());
+            }
+            continue;
+        };
+        let alive_now: Vec<openpgp::Fingerprint> = valid_now
+            .keys()
+            .for_signing()
+            .alive()
+            .revoked(false)
+            .key_handles(issuers.iter())
+            .map(|ka| ka.key().fingerprint())
+            .collect();
         let keys = valid
             .keys()
             .for_signing()
@@ -660,6 +741,10 @@ fn check_signature(
             .key_handles(issuers.iter());
         for ka in keys {
             let key = ka.key();
+            if !alive_now.contains(&key.fingerprint()) {
+                stale_key.get_or_insert(key.fingerprint().to_hex());
+                continue;
+            }
             match sig.verify_message(key, signed) {
                 Ok(()) => {
                     return SignatureStatus::Good {
@@ -672,9 +757,12 @@ fn check_signature(
             }
         }
     }
-    match first_bad {
-        Some((key, reason)) => SignatureStatus::Bad { key, reason },
-        None => SignatureStatus::UnknownKey {
+    match (first_bad, stale_key) {
+        (Some((key, reason)), _) => SignatureStatus::Bad { key, reason },
+        (None, Some(key)) => rejected(format!(
+            "the signing key `{key}` has expired or been revoked since"
+        )),
+        (None, None) => SignatureStatus::UnknownKey {
             issuers: issuer_names,
         },
     }

@@ -18,6 +18,7 @@ mod help;
 mod new;
 mod publish;
 mod resolve;
+mod supply_chain;
 mod test_cmd;
 
 #[test]

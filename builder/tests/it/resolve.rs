@@ -98,13 +98,14 @@ fn check_example(name: &str, app: &str, must_not_contain: &[&str]) {
         mirror_override: None,
         cache_dir: shared_cache(),
         offline: false,
+        allow_downgrade: false,
         lock_mode: LockMode::Update,
         apt_root: PathBuf::from("/"),
     };
-    let repos =
-        resolve::open_repositories(&recipe, &options, Arc::new(NoReporter)).expect("repository");
+    let repos = resolve::open_repositories(&recipe.source, &options, Arc::new(NoReporter))
+        .expect("repository");
     let (index, releases, text_suites) =
-        resolve::load_index(&recipe, &repos, SystemTime::now()).expect("index");
+        resolve::load_index(&recipe.source, &repos, SystemTime::now()).expect("index");
     let resolution = solver::solve(&index, &resolve::solve_request(&recipe)).expect("solves");
     solver::verify_closure(&index, &resolution).expect("closed, conflict-free and minimal");
 
@@ -196,13 +197,14 @@ fn issue_8_nginx_comes_from_security_when_that_is_newest() {
         mirror_override: None,
         cache_dir: shared_cache(),
         offline: false,
+        allow_downgrade: false,
         lock_mode: LockMode::Update,
         apt_root: PathBuf::from("/"),
     };
-    let repos =
-        resolve::open_repositories(&recipe, &options, Arc::new(NoReporter)).expect("repository");
+    let repos = resolve::open_repositories(&recipe.source, &options, Arc::new(NoReporter))
+        .expect("repository");
     let (index, _, text_suites) =
-        resolve::load_index(&recipe, &repos, SystemTime::now()).expect("index");
+        resolve::load_index(&recipe.source, &repos, SystemTime::now()).expect("index");
     let versions: Vec<(String, String)> = index
         .versions("nginx")
         .map(|p| {

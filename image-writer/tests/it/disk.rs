@@ -110,6 +110,7 @@ fn plan(dir: &Path, kernel: Vec<u8>, init: Vec<u8>, loaders: BootloaderFiles) ->
             timestamp: EPOCH,
         },
         esp_size_bytes: None,
+        extra_esp_files: Vec::new(),
         seed,
         timestamp: EPOCH,
     }

@@ -498,3 +498,231 @@ fn two_concurrent_fetchers_download_once() {
     }
     assert!(tree(&f.cache_dir.join("tmp")).is_empty());
 }
+
+// Issue #8: the trust holes (rollback, future dates, expired and revoked keys, slow
+// servers). Each of these was accepted before.
+
+fn redated(f: &Fixture, date: i64) -> String {
+    let date_line = f
+        .release_text
+        .lines()
+        .find(|l| l.starts_with("Date: "))
+        .unwrap()
+        .to_owned();
+    f.release_text
+        .replace(&date_line, &format!("Date: {}", format_rfc2822(date)))
+}
+
+#[test]
+fn issue_8_a_release_dated_in_the_future_is_refused() {
+    let f = Fixture::new();
+    let text = redated(&f, unix_now() + 9 * 365 * 86_400);
+    f.server
+        .put("/debian/dists/trixie/InRelease", f.key.clearsign(&text));
+    let err = f
+        .repo(Arc::new(RecordingReporter::new()))
+        .fetch_release("trixie", now())
+        .unwrap_err();
+    assert!(
+        matches!(release_err(err), ReleaseError::FutureDate { .. }),
+        "a Date years ahead must not become SOURCE_DATE_EPOCH"
+    );
+    // A few minutes of clock skew are fine.
+    let text = redated(&f, unix_now() + 300);
+    f.server
+        .put("/debian/dists/trixie/InRelease", f.key.clearsign(&text));
+    f.repo(Arc::new(RecordingReporter::new()))
+        .fetch_release("trixie", now())
+        .expect("small skew accepted");
+}
+
+#[test]
+fn issue_8_an_older_release_after_a_newer_one_is_a_rollback() {
+    let f = Fixture::new();
+    let newer = f
+        .repo(Arc::new(RecordingReporter::new()))
+        .fetch_release("trixie", now())
+        .expect("current release");
+    // The mirror now serves a release signed by the same key, 13 months older.
+    let old = redated(&f, unix_now() - 400 * 86_400);
+    f.server
+        .put("/debian/dists/trixie/InRelease", f.key.clearsign(&old));
+    let got = f
+        .repo(Arc::new(RecordingReporter::new()))
+        .fetch_release("trixie", now())
+        .expect("the cached newer release wins");
+    assert_eq!(got.release.date, newer.release.date);
+    assert_eq!(got.inrelease_sha256, newer.inrelease_sha256);
+    // `--allow-downgrade` takes the older one.
+    let downgraded = f
+        .repo(Arc::new(RecordingReporter::new()))
+        .allow_downgrade(true)
+        .fetch_release("trixie", now())
+        .expect("downgrade allowed");
+    assert!(downgraded.release.date.unix_seconds < newer.release.date.unix_seconds);
+    // When the cached newer release no longer verifies (it expired), the older one is
+    // refused as a rollback rather than silently used.
+    let later = SystemTime::now() + Duration::from_secs(2 * 86_400);
+    let fresh = Fixture::new();
+    fresh
+        .repo(Arc::new(RecordingReporter::new()))
+        .fetch_release("trixie", now())
+        .unwrap();
+    let old = release_text(b"", b"", unix_now() + 10 * 86_400).replace(
+        &format!("Date: {}", format_rfc2822(unix_now() - 60)),
+        &format!("Date: {}", format_rfc2822(unix_now() - 400 * 86_400)),
+    );
+    fresh
+        .server
+        .put("/debian/dists/trixie/InRelease", fresh.key.clearsign(&old));
+    let err = fresh
+        .repo(Arc::new(RecordingReporter::new()))
+        .fetch_release("trixie", later)
+        .unwrap_err();
+    assert!(
+        matches!(release_err(err), ReleaseError::Rollback { .. }),
+        "older release after a newer one"
+    );
+}
+
+fn keyring_of(f: &Fixture, key: &TestKey) -> Repository {
+    std::fs::write(&f.keyring, key.public_bytes()).unwrap();
+    f.repo(Arc::new(RecordingReporter::new()))
+}
+
+#[test]
+fn issue_8_a_signature_by_a_key_that_has_since_expired_is_refused() {
+    let f = Fixture::new();
+    let day = 86_400;
+    let three_years_ago = SystemTime::now() - Duration::from_secs(3 * 365 * day);
+    let key = TestKey::generate_at(
+        "expired",
+        three_years_ago,
+        Some(Duration::from_secs(365 * day)),
+    );
+    // Signed while the key was valid (2.5 years ago); it expired 23 months ago.
+    let signed_at = three_years_ago + Duration::from_secs(180 * day);
+    f.server.put(
+        "/debian/dists/trixie/InRelease",
+        key.clearsign_at(&f.release_text, signed_at),
+    );
+    let err = keyring_of(&f, &key)
+        .fetch_release("trixie", now())
+        .unwrap_err();
+    assert!(
+        matches!(release_err(err), ReleaseError::NoTrustedSignature { .. }),
+        "gpgv refuses a signature by an expired key (EXPKEYSIG)"
+    );
+}
+
+#[test]
+fn issue_8_a_signature_by_a_key_revoked_since_is_refused() {
+    let f = Fixture::new();
+    let mut key = TestKey::generate("retired");
+    let signed_at = SystemTime::now() - Duration::from_secs(600);
+    let inrelease = key.clearsign_at(&f.release_text, signed_at);
+    key.retire();
+    f.server.put("/debian/dists/trixie/InRelease", inrelease);
+    let err = keyring_of(&f, &key)
+        .fetch_release("trixie", now())
+        .unwrap_err();
+    assert!(
+        matches!(release_err(err), ReleaseError::NoTrustedSignature { .. }),
+        "gpgv refuses a signature by a revoked key (REVKEYSIG)"
+    );
+}
+
+#[test]
+fn issue_8_a_slow_drip_server_hits_the_low_speed_limit() {
+    let f = Fixture::new();
+    let (item, _) = &f.debs[0];
+    f.server.drip(
+        &format!("/debian/{}", item.filename),
+        Duration::from_millis(300),
+    );
+    let repo = Repository::new(
+        &f.server.url("/debian/"),
+        Keyring::from_file(&f.keyring).unwrap(),
+        Arc::new(RecordingReporter::new()),
+    )
+    .with_client_config(ClientConfig {
+        attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+        proxy_from_env: false,
+        min_bytes_per_second: 100,
+        low_speed_window: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(20),
+        ..ClientConfig::default()
+    });
+    let start = std::time::Instant::now();
+    let err = fetch_all(
+        &repo,
+        &f.cache(),
+        std::slice::from_ref(item),
+        FetchOptions::default(),
+    )
+    .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(text.contains("too slow"), "{text}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        tree(&f.cache_dir.join("tmp")).is_empty(),
+        "no partial file left"
+    );
+}
+
+#[test]
+fn issue_8_every_request_has_an_overall_deadline() {
+    let f = Fixture::new();
+    let (item, _) = &f.debs[0];
+    // 1 byte every 0.2 s is above this low-speed limit, so only the deadline ends it.
+    f.server.drip(
+        &format!("/debian/{}", item.filename),
+        Duration::from_millis(200),
+    );
+    let repo = Repository::new(
+        &f.server.url("/debian/"),
+        Keyring::from_file(&f.keyring).unwrap(),
+        Arc::new(RecordingReporter::new()),
+    )
+    .with_client_config(ClientConfig {
+        attempts: 4,
+        initial_backoff: Duration::from_millis(10),
+        proxy_from_env: false,
+        min_bytes_per_second: 1,
+        low_speed_window: Duration::from_secs(1),
+        deadline: Duration::from_secs(3),
+        ..ClientConfig::default()
+    });
+    let start = std::time::Instant::now();
+    let err = fetch_all(
+        &repo,
+        &f.cache(),
+        std::slice::from_ref(item),
+        FetchOptions::default(),
+    )
+    .unwrap_err();
+    let text = err_chain(&err);
+    assert!(text.contains("deadline"), "{text}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+fn err_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

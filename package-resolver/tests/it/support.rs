@@ -22,6 +22,8 @@ pub struct ServerState {
     pub fail_once: HashSet<String>,
     /// Request count per path.
     pub hits: HashMap<String, usize>,
+    /// Paths whose body is sent one byte at a time with this pause between bytes.
+    pub drip: HashMap<String, Duration>,
 }
 
 /// A plain HTTP/1.1 server on 127.0.0.1 (one thread per connection, `Connection: close`).
@@ -56,6 +58,15 @@ impl TestServer {
 
     pub fn remove(&self, path: &str) {
         self.state.lock().unwrap().files.remove(path);
+    }
+
+    /// Serve `path` one byte per `pause` (a slow-drip server).
+    pub fn drip(&self, path: &str, pause: Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .drip
+            .insert(path.to_owned(), pause);
     }
 
     pub fn fail_once(&self, path: &str) {
@@ -97,15 +108,16 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) {
         .nth(1)
         .unwrap_or("/")
         .to_owned();
-    let (status, body) = {
+    let (status, body, drip) = {
         let mut st = state.lock().unwrap();
+        let drip = st.drip.get(&path).copied();
         *st.hits.entry(path.clone()).or_default() += 1;
         if st.fail_once.remove(&path) {
-            (503, b"busy".to_vec())
+            (503, b"busy".to_vec(), None)
         } else {
             match st.files.get(&path) {
-                Some(b) => (200, b.clone()),
-                None => (404, b"not found".to_vec()),
+                Some(b) => (200, b.clone(), drip),
+                None => (404, b"not found".to_vec(), None),
             }
         }
     };
@@ -115,6 +127,19 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) {
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
+    if let Some(pause) = drip {
+        for byte in &body {
+            if conn
+                .write_all(&[*byte])
+                .and_then(|()| conn.flush())
+                .is_err()
+            {
+                return;
+            }
+            std::thread::sleep(pause);
+        }
+        return;
+    }
     let _ = conn.write_all(&body);
     let _ = conn.flush();
 }
@@ -135,6 +160,38 @@ impl TestKey {
         Self { cert }
     }
 
+    /// A key created at `created` that expires `valid_for` later.
+    pub fn generate_at(name: &str, created: SystemTime, valid_for: Option<Duration>) -> Self {
+        let (cert, _) = CertBuilder::new()
+            .add_userid(format!("{name} <{name}@example.invalid>"))
+            .set_creation_time(created)
+            .set_validity_period(valid_for)
+            .add_signing_subkey()
+            .generate()
+            .unwrap();
+        Self { cert }
+    }
+
+    /// Adds a soft revocation ("key retired") made now: the key is valid before, not after.
+    pub fn retire(&mut self) {
+        use openpgp::types::ReasonForRevocation;
+        let mut signer = self
+            .cert
+            .primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .unwrap()
+            .into_keypair()
+            .unwrap();
+        let revocation = openpgp::cert::CertRevocationBuilder::new()
+            .set_reason_for_revocation(ReasonForRevocation::KeyRetired, b"retired")
+            .unwrap()
+            .build(&mut signer, &self.cert, None)
+            .unwrap();
+        self.cert = self.cert.clone().insert_packets(revocation).unwrap().0;
+    }
+
     /// Public certificate, binary (as in `/usr/share/keyrings/*.gpg`).
     pub fn public_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -144,11 +201,16 @@ impl TestKey {
 
     /// Cleartext-sign `text` (RFC 4880 §7), as Debian's InRelease.
     pub fn clearsign(&self, text: &str) -> Vec<u8> {
+        self.clearsign_at(text, SystemTime::now())
+    }
+
+    /// Cleartext-sign `text` with the signature dated `when` (the key must be valid then).
+    pub fn clearsign_at(&self, text: &str, when: SystemTime) -> Vec<u8> {
         let policy = StandardPolicy::new();
         let keypair = self
             .cert
             .keys()
-            .with_policy(&policy, None)
+            .with_policy(&policy, Some(when))
             .supported()
             .alive()
             .revoked(false)
@@ -164,6 +226,7 @@ impl TestKey {
         let message = Message::new(&mut out);
         let mut signer = Signer::new(message, keypair)
             .unwrap()
+            .creation_time(when)
             .cleartext()
             .build()
             .unwrap();
