@@ -328,6 +328,8 @@ pub fn build(
         .map_err(io_err("create a work directory in", &options.out_dir))?;
     let _active = ActiveWorkDir::register(work.path());
     let cache = resolve::open_cache(&options.resolve.cache_dir)?;
+    // Killed builds leave temp downloads and half-unpacked trees: reclaim them.
+    let _ = cache.reclaim_leftovers(Duration::from_secs(3600));
     let epoch = options
         .source_date_epoch
         .or_else(|| package_resolver::release::parse_rfc2822(&lock.source.date))

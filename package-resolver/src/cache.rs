@@ -327,6 +327,33 @@ impl Cache {
         }
         Ok(removed)
     }
+
+    /// Reclaims what killed runs left behind and nobody else can finish: temp downloads in
+    /// `tmp/` and half-unpacked `unpacked/.unpack-*` trees older than `age` (a concurrent
+    /// run's are younger). Returns how many entries were removed.
+    ///
+    /// # Errors
+    /// [`CacheError::Io`] when `tmp/` cannot be listed.
+    pub fn reclaim_leftovers(&self, age: Duration) -> Result<usize, CacheError> {
+        let mut removed = self.clean_tmp(age)?;
+        let unpacked = self.root.join("unpacked");
+        let Ok(entries) = std::fs::read_dir(&unpacked) else {
+            return Ok(removed);
+        };
+        for entry in entries.flatten() {
+            let leftover = entry.file_name().to_string_lossy().starts_with(".unpack-")
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|e| e > age);
+            if leftover && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
 }
 
 fn len_u64(n: usize) -> u64 {
@@ -422,6 +449,40 @@ mod tests {
 
     fn hex_of(b: &[u8]) -> String {
         to_hex(&Sha256::digest(b))
+    }
+
+    #[test]
+    fn leftovers_of_killed_runs_are_reclaimed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+        let part = c.root().join("tmp/123-0-0.part");
+        std::fs::write(&part, b"partial").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&part)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let unpack = c.root().join("unpacked/.unpack-abc");
+        std::fs::create_dir_all(unpack.join("usr")).unwrap();
+        std::fs::write(unpack.join("usr/big"), b"x").unwrap();
+        std::fs::File::open(&unpack)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let fresh = c.root().join("unpacked/.unpack-fresh");
+        std::fs::create_dir_all(&fresh).unwrap();
+        let done = c.root().join("unpacked/0123abcd");
+        std::fs::create_dir_all(&done).unwrap();
+        std::fs::File::open(&done)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(c.reclaim_leftovers(Duration::from_secs(3600)).unwrap(), 2);
+        assert!(!part.exists() && !unpack.exists());
+        assert!(fresh.exists(), "a concurrent run's tree is kept");
+        assert!(done.exists(), "complete trees are kept");
     }
 
     fn tmp_is_empty(c: &Cache) -> bool {

@@ -66,6 +66,15 @@ pub enum KernelError {
         #[source]
         source: io::Error,
     },
+    /// A file jeos reads from the kernel package is a symlink (or below one): following it
+    /// could pull a file of the build host into the image.
+    #[error(
+        "`/{path}` in the kernel package is a symlink or not a regular file; refusing to follow it out of the package"
+    )]
+    NotConfined {
+        /// Path inside the package.
+        path: PathBuf,
+    },
     /// No `usr/lib/modules/<version>` directory.
     #[error("no kernel modules directory under `{root}/usr/lib/modules`")]
     NoKernel {
@@ -296,6 +305,34 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KernelError + '_ {
 }
 
 /// The module name a file name stands for (`virtio-blk.ko.xz` -> `virtio_blk`).
+/// Whether `rel` exists under `root` as a regular file reached without any symlink. A
+/// symlink at any component is [`KernelError::NotConfined`]; absence is `Ok(false)`.
+fn confined_file(root: &Path, rel: &Path) -> Result<bool, KernelError> {
+    let mut current = root.to_path_buf();
+    let components: Vec<_> = rel.components().collect();
+    for (i, component) in components.iter().enumerate() {
+        current.push(component);
+        let meta = match fs::symlink_metadata(&current) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => {
+                return Err(KernelError::Io {
+                    path: current,
+                    source,
+                });
+            }
+        };
+        let last = i + 1 == components.len();
+        let ok = if last { meta.is_file() } else { meta.is_dir() };
+        if !ok {
+            return Err(KernelError::NotConfined {
+                path: rel.to_path_buf(),
+            });
+        }
+    }
+    Ok(true)
+}
+
 fn module_name_of(file_name: &str) -> Option<String> {
     [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
         .iter()
@@ -353,7 +390,7 @@ impl KernelPackage {
             },
         };
         let vmlinuz = PathBuf::from(format!("boot/vmlinuz-{version}"));
-        if !root.join(&vmlinuz).is_file() {
+        if !confined_file(root, &vmlinuz)? {
             return Err(KernelError::NoVmlinuz {
                 root: root.to_path_buf(),
                 version,
@@ -389,6 +426,8 @@ impl KernelPackage {
                 }
             }
         }
+        confined_file(root, &modules_dir.join("modules.builtin"))?;
+        confined_file(root, &modules_dir.join("modules.builtin.modinfo"))?;
         let builtin_path = root.join(&modules_dir).join("modules.builtin");
         let mut builtin: BTreeSet<String> = match fs::read_to_string(&builtin_path) {
             Ok(text) => text
@@ -994,6 +1033,37 @@ mod tests {
         assert_eq!(info.aliases, ["virtio:d00000001v*"]);
         let bare = build_elf(&[(".text", &[0xc3])]);
         assert_eq!(module_info(&bare, "plain-mod").unwrap().name, "plain_mod");
+    }
+
+    /// Issue #8: a kernel package whose vmlinuz or modules.builtin is a symlink (absolute or
+    /// `../..`) must not pull the host file it points to into the image.
+    #[test]
+    fn issue_8_symlinked_kernel_files_are_refused() {
+        for (file, target) in [
+            ("boot/vmlinuz-6.1.0-test-amd64", "/etc/hostname"),
+            ("boot/vmlinuz-6.1.0-test-amd64", "../../../../etc/hostname"),
+            (
+                "usr/lib/modules/6.1.0-test-amd64/modules.builtin",
+                "/etc/hostname",
+            ),
+            (
+                "usr/lib/modules/6.1.0-test-amd64/modules.builtin.modinfo",
+                "/etc/hostname",
+            ),
+        ] {
+            let (dir, _) = package();
+            let path = dir.path().join(file);
+            let _ = fs::remove_file(&path);
+            std::os::unix::fs::symlink(target, &path).unwrap();
+            let err = KernelPackage::open(dir.path(), None)
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                matches!(&err, KernelError::NotConfined { path } if path == Path::new(file)),
+                "{file} -> {target}: {err:?}"
+            );
+            assert!(err.to_string().contains("kernel package"), "{err}");
+        }
     }
 
     #[test]
