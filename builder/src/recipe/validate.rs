@@ -15,6 +15,9 @@ use super::raw::{self, Scalar, Str};
 use super::size::{ByteSize, SizeError};
 use super::*;
 
+/// Set to `1` to let a recipe name host files outside its own directory.
+pub const ALLOW_OUTSIDE_ENV: &str = "JEOS_ALLOW_HOST_PATHS";
+
 /// Users that Debian's base-passwd creates in every system.
 const BASE_USERS: [&str; 18] = [
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
@@ -363,6 +366,8 @@ impl Ctx<'_> {
     }
 
     /// Resolves a host path relative to the recipe and checks that it is a file.
+    /// A recipe's host file (`[[file]] source`, `[ovf] eula`, `[source] keyring`), which must
+    /// stay inside the recipe's directory.
     fn host_file(&mut self, key: &str, value: &Str) -> Option<PathBuf> {
         let relative = Path::new(value.get_ref());
         if value.get_ref().is_empty() {
@@ -374,6 +379,24 @@ impl Ctx<'_> {
         };
         let path = base.join(relative);
         if path.is_file() {
+            // The recipe may come from someone else (CI building a pull request): a path
+            // that leaves the recipe's directory, through `..`, an absolute path or a
+            // symlink, would copy a host file into the image. Refused unless opted in.
+            let inside = match (path.canonicalize(), base.canonicalize()) {
+                (Ok(file), Ok(dir)) => file.starts_with(dir),
+                _ => false,
+            };
+            if !inside && std::env::var_os(ALLOW_OUTSIDE_ENV).is_none_or(|v| v != "1") {
+                self.invalid(
+                    key,
+                    value,
+                    "the file is outside the recipe's directory (after resolving symlinks)",
+                    Some(format!(
+                        "copy it next to the recipe, or set `{ALLOW_OUTSIDE_ENV}=1` to allow host paths"
+                    )),
+                );
+                return None;
+            }
             Some(path)
         } else {
             self.push(

@@ -328,3 +328,64 @@ fn example_recipes_pass_check() {
         assert!(names.iter().any(|n| n == expected), "missing {expected}");
     }
 }
+
+/// Issue #8: recipe paths that leave the recipe's directory (absolute, `../..`, or a
+/// symlink inside it) would copy host files such as `/etc/shadow` into the image.
+#[test]
+fn issue_8_recipe_host_paths_stay_inside_the_recipe_directory() {
+    let dir = TestDir::new();
+    dir.create("outside.txt", "secret\n");
+    let inner = dir.path().join("r");
+    std::fs::create_dir_all(&inner).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", inner.join("link.txt")).unwrap();
+    let cases = [
+        (
+            "[[file]]\npath = \"/etc/x\"\nsource = \"/etc/hostname\"\n",
+            "absolute",
+        ),
+        (
+            "[[file]]\npath = \"/etc/x\"\nsource = \"../outside.txt\"\n",
+            "dot-dot",
+        ),
+        (
+            "[[file]]\npath = \"/etc/x\"\nsource = \"link.txt\"\n",
+            "symlink",
+        ),
+    ];
+    for (extra, what) in cases {
+        std::fs::write(inner.join("site.toml"), recipe(&format!("\n{extra}"))).unwrap();
+        let out = dir
+            .jeos()
+            .args(["check", "r/site.toml"])
+            .env_remove("JEOS_ALLOW_HOST_PATHS")
+            .output()
+            .expect("run jeos");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.contains("outside the recipe's directory"),
+            "{what}: {stderr}"
+        );
+        let allowed = dir
+            .jeos()
+            .args(["check", "r/site.toml"])
+            .env("JEOS_ALLOW_HOST_PATHS", "1")
+            .output()
+            .expect("run jeos");
+        assert_eq!(allowed.status.code(), Some(0), "{what} with the opt-in");
+    }
+    // A file inside the directory is fine.
+    std::fs::write(inner.join("index.html"), "hi\n").unwrap();
+    std::fs::write(
+        inner.join("site.toml"),
+        recipe("\n[[file]]\npath = \"/etc/x\"\nsource = \"index.html\"\n"),
+    )
+    .unwrap();
+    let out = dir.jeos().args(["check", "r/site.toml"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
