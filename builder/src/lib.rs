@@ -19,6 +19,7 @@ pub mod reporters;
 pub mod resolve;
 pub mod rootfs;
 pub mod sbom;
+pub mod unpacked;
 
 /// The static guest-init binary (the appliance's PID 1), built by `build.rs`.
 pub static GUEST_INIT: &[u8] = include_bytes!(env!("JEOS_GUEST_INIT"));

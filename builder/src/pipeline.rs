@@ -641,8 +641,16 @@ fn unpack_cached(
         .collect();
     let base = ctx.cache.root().join("unpacked");
     let dir = base.join(&key);
-    if dir.join(".complete").is_file() {
+    if crate::unpacked::is_intact(&dir, &key) {
         return Ok(dir);
+    }
+    if dir.exists() {
+        // Incomplete or changed since it was unpacked: never use it, unpack again.
+        ctx.ui.warning(&format!(
+            "the cached tree `{}` is incomplete or changed since it was unpacked; unpacking it again",
+            dir.display()
+        ));
+        let _ = fs::remove_dir_all(&dir);
     }
     fs::create_dir_all(&base).map_err(io_err("create", &base))?;
     let tmp = tempfile::Builder::new()
@@ -650,13 +658,15 @@ fn unpack_cached(
         .tempdir_in(&base)
         .map_err(io_err("create a directory in", &base))?;
     unpack_all(tmp.path(), packages, debs)?;
-    let marker = tmp.path().join(".complete");
-    fs::write(&marker, key.as_bytes()).map_err(io_err("write", &marker))?;
+    let marker = tmp.path().join(crate::unpacked::MARKER);
+    let text =
+        crate::unpacked::marker_text(tmp.path(), &key).map_err(io_err("read", tmp.path()))?;
+    fs::write(&marker, text).map_err(io_err("write", &marker))?;
     let tmp_path = tmp.keep();
     match fs::rename(&tmp_path, &dir) {
         Ok(()) => Ok(dir),
         // Another build finished the same directory first: use theirs.
-        Err(_) if dir.join(".complete").is_file() => {
+        Err(_) if crate::unpacked::is_intact(&dir, &key) => {
             let _ = fs::remove_dir_all(&tmp_path);
             Ok(dir)
         }
