@@ -7,7 +7,8 @@
 //! * the disk is a virtio disk with `snapshot=on`: writes go to a temporary overlay and the
 //!   image is never modified;
 //! * the serial console is QEMU's stdout (`-serial stdio`), fed into the same
-//!   [`ConsoleCapture`] as the embedded runner;
+//!   [`ConsoleCapture`] as the embedded runner; the protocol channel is a second serial
+//!   port (COM2, `-serial file:` in the scratch directory), tailed into its own capture;
 //! * `-no-reboot`: a guest reset ends QEMU; the QMP `SHUTDOWN` event's `reason`
 //!   (`guest-shutdown`, `guest-reset`, `guest-panic`) tells power-off from reset;
 //! * user networking with `hostfwd` for each port forward, otherwise no NIC.
@@ -17,6 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -115,6 +117,8 @@ pub fn qemu_args(
         "none".into(),
         "-serial".into(),
         "stdio".into(),
+        "-serial".into(),
+        format!("file:{}", option_path(&scratch.join(PROTOCOL_FILE))?),
         "-monitor".into(),
         "none".into(),
         "-no-reboot".into(),
@@ -142,7 +146,7 @@ pub fn qemu_args(
             if let Some(initrd) = &config.initramfs {
                 args.extend(["-initrd".into(), option_path(initrd)?]);
             }
-            args.extend(["-append".into(), config.effective_cmdline()]);
+            args.extend(["-append".into(), config.effective_cmdline(false)]);
         }
         Some(Firmware::Bios) => {
             if config.disk.is_none() {
@@ -192,6 +196,34 @@ pub fn qemu_args(
         "virtio-net-pci,netdev=net0".into(),
     ]);
     Ok(args.into_iter().map(OsString::from).collect())
+}
+
+/// The protocol channel's file inside the scratch directory.
+const PROTOCOL_FILE: &str = "protocol.serial";
+
+/// Copies what QEMU appends to the protocol file into `capture` until `done` is set (then
+/// reads to the end once more).
+fn tail_protocol(path: PathBuf, mut capture: ConsoleCapture, done: Arc<AtomicBool>) {
+    let mut file = None;
+    let mut buffer = [0u8; 4096];
+    loop {
+        let finished = done.load(Ordering::SeqCst);
+        if file.is_none() {
+            file = std::fs::File::open(&path).ok();
+        }
+        if let Some(f) = file.as_mut() {
+            while let Ok(n) = f.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                let _ = capture.write_all(&buffer[..n]);
+            }
+        }
+        if finished {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Maps a QMP `SHUTDOWN` reason to an exit reason.
@@ -294,6 +326,7 @@ pub fn run_qemu(
         scratch.path(),
         ovmf.as_ref().map(|(c, v)| (c.as_path(), v.as_path())),
     )?;
+    let protocol = ConsoleCapture::protocol(reporter.clone(), started);
     let console =
         ConsoleCapture::create(&config.console_log, config.echo_console, reporter, started)
             .map_err(QemuError::Console)?;
@@ -329,6 +362,15 @@ pub fn run_qemu(
     let qmp_socket = scratch.path().join("qmp.sock");
     let qmp_reason = shutdown.clone();
     let qmp = std::thread::spawn(move || watch_qmp(qmp_socket, qmp_reason, deadline));
+    let tail_done = Arc::new(AtomicBool::new(false));
+    let tail = {
+        let (path, capture, done) = (
+            scratch.path().join(PROTOCOL_FILE),
+            protocol.clone(),
+            tail_done.clone(),
+        );
+        std::thread::spawn(move || tail_protocol(path, capture, done))
+    };
 
     let mut forced = None;
     let status = loop {
@@ -355,6 +397,8 @@ pub fn run_qemu(
     let _ = reader.join();
     let stderr_text = stderr_reader.join().unwrap_or_default();
     let _ = qmp.join();
+    tail_done.store(true, Ordering::SeqCst);
+    let _ = tail.join();
 
     let qmp_reason = shutdown
         .lock()
@@ -374,6 +418,8 @@ pub fn run_qemu(
             stderr_text.trim()
         )),
     };
+    let mut results = protocol.lock();
+    results.finish();
     let mut state = console.lock();
     state.finish();
     if state.panic_at.is_some() && !matches!(exit, ExitReason::VmmError(_)) {
@@ -388,8 +434,9 @@ pub fn run_qemu(
         console_tail: state.tail(),
         duration,
         first_byte_at: state.first_byte_at,
-        events: state.events.clone(),
-        protocol_errors: state.protocol_errors.clone(),
+        events: results.events.clone(),
+        ready_at: results.ready_at,
+        protocol_errors: results.protocol_errors.clone(),
         device_warnings,
         vmm: VmmKind::Qemu,
     })
@@ -417,12 +464,12 @@ mod tests {
         let joined = args.join(" ");
         assert!(
             joined
-                .contains("-kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 jeos.test=1")
+                .contains("-kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 jeos.protocol=/dev/ttyS1 jeos.test=1")
         );
         assert!(joined.contains("-accel kvm -cpu host"));
         assert!(joined.contains("-m 512M -smp 2"));
         assert!(joined.contains("-no-reboot"));
-        assert!(joined.contains("-serial stdio"));
+        assert!(joined.contains("-serial stdio -serial file:/tmp/s/protocol.serial"));
         assert!(joined.contains("-qmp unix:/tmp/s/qmp.sock,server=on,wait=off"));
         assert!(joined.contains("-netdev user,id=net0 -device virtio-net-pci,netdev=net0"));
     }

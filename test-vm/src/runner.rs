@@ -22,7 +22,7 @@ use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use crate::acpi::{self, AcpiConfig, MmioDeviceInfo};
 use crate::arch::x86_64::layout::{
-    ACPI_MAX_BYTES, ACPI_START, SERIAL_IRQ, VIRTIO_MMIO_SIZE, virtio_mmio_slot,
+    ACPI_MAX_BYTES, ACPI_START, PROTOCOL_IRQ, SERIAL_IRQ, VIRTIO_MMIO_SIZE, virtio_mmio_slot,
 };
 use crate::arch::x86_64::regs;
 use crate::boot::{self, BootParamsConfig};
@@ -172,7 +172,8 @@ pub fn run_embedded(
         }
         None => None,
     };
-    let cmdline = config.effective_cmdline();
+    // The embedded runner has no NIC: guest-init must not wait for one.
+    let cmdline = config.effective_cmdline(true);
     let cmdline_len =
         boot::write_cmdline(&memory, &cmdline, &kernel.header).map_err(RunnerError::Boot)?;
     regs::write_boot_structures(&memory).map_err(RunnerError::Regs)?;
@@ -219,6 +220,11 @@ pub fn run_embedded(
     let serial_irq = vm.irq_line(SERIAL_IRQ).map_err(RunnerError::Vm)?;
     let serial = SerialDevice::new(serial_irq, Box::new(console.clone()));
     let mut devices = Devices::new(memory.clone(), serial);
+    let protocol = ConsoleCapture::protocol(reporter.clone(), started);
+    devices.protocol = Some(SerialDevice::new(
+        vm.irq_line(PROTOCOL_IRQ).map_err(RunnerError::Vm)?,
+        Box::new(protocol.clone()),
+    ));
     if let Some((overlay, base, irq)) = disk {
         devices.virtio.push(VirtioSlot {
             base,
@@ -320,6 +326,8 @@ pub fn run_embedded(
     let duration = started.elapsed();
     drop(vm);
 
+    let mut results = protocol.lock();
+    results.finish();
     let mut state = console.lock();
     state.finish();
     let mut exit = stop
@@ -337,8 +345,9 @@ pub fn run_embedded(
         console_tail: state.tail(),
         duration,
         first_byte_at: state.first_byte_at,
-        events: state.events.clone(),
-        protocol_errors: state.protocol_errors.clone(),
+        events: results.events.clone(),
+        ready_at: results.ready_at,
+        protocol_errors: results.protocol_errors.clone(),
         device_warnings,
         vmm: VmmKind::Embedded,
     })

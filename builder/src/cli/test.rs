@@ -248,6 +248,9 @@ pub(super) fn test(args: &TestArgs, session: &mut Session) -> miette::Result<Exi
                 .printer
                 .stdout_line(boot::render_table(&summary).trim_end());
         }
+        if let Some(phases) = &summary.boot {
+            session.printer.stdout_line(&phases.render());
+        }
         let passed = summary.checks.iter().filter(|c| c.passed).count();
         let ready = summary
             .ready_ms
