@@ -10,6 +10,7 @@
 pub mod boot;
 pub mod cli;
 pub mod kernel;
+pub mod ovf_hardware;
 pub mod pipeline;
 pub mod progress;
 pub mod publish;

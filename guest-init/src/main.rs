@@ -31,6 +31,7 @@ mod phases;
 mod probe;
 mod process;
 mod shutdown;
+mod smbios;
 mod supervisor;
 mod sys;
 mod users;
@@ -115,7 +116,12 @@ fn main() {
     }
     initramfs::mount_api_filesystems();
     sys::ensure_stdio();
-    let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    // The kernel command line, plus the hypervisor's `jeos.*` OEM strings (firmware boot).
+    let cmdline = Cmdline::parse(&format!(
+        "{} {}",
+        std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+        smbios::read_jeos_words()
+    ));
     let started = log::since_boot();
     let in_initramfs = std::path::Path::new(initramfs::MARKER).exists();
     open_protocol_device(&cmdline, !in_initramfs);

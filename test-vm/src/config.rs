@@ -25,6 +25,43 @@ pub enum Firmware {
     Efi,
 }
 
+/// The network adapter QEMU emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicModel {
+    /// virtio-net (PCI).
+    Virtio,
+    /// Intel 82540EM (`e1000`).
+    E1000,
+    /// Intel 82574L (`e1000e`).
+    E1000e,
+    /// VMware vmxnet3.
+    Vmxnet3,
+}
+
+impl NicModel {
+    /// QEMU's `-device` name.
+    #[must_use]
+    pub fn qemu_device(self) -> &'static str {
+        match self {
+            NicModel::Virtio => "virtio-net-pci",
+            NicModel::E1000 => "e1000",
+            NicModel::E1000e => "e1000e",
+            NicModel::Vmxnet3 => "vmxnet3",
+        }
+    }
+}
+
+/// The disk controller QEMU emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    /// virtio-blk (PCI).
+    Virtio,
+    /// The q35 machine's ICH9 AHCI (SATA) controller.
+    Ahci,
+    /// VMware PVSCSI.
+    Pvscsi,
+}
+
 /// A host TCP port forwarded to a guest port (QEMU user networking).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortForward {
@@ -62,6 +99,10 @@ pub struct RunConfig {
     pub port_forwards: Vec<PortForward>,
     /// QEMU only: boot the whole disk through firmware instead of direct kernel boot.
     pub firmware: Option<Firmware>,
+    /// QEMU only: the network adapter (the embedded runner has none).
+    pub nic: NicModel,
+    /// QEMU only: the disk controller (the embedded runner has virtio-mmio).
+    pub disk_bus: DiskBus,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -75,6 +116,8 @@ impl std::fmt::Debug for RunConfig {
             .field("vcpus", &self.vcpus)
             .field("timeout", &self.timeout)
             .field("firmware", &self.firmware)
+            .field("nic", &self.nic)
+            .field("disk_bus", &self.disk_bus)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +140,8 @@ impl RunConfig {
             echo_console: None,
             port_forwards: Vec::new(),
             firmware: None,
+            nic: NicModel::Virtio,
+            disk_bus: DiskBus::Virtio,
         }
     }
 

@@ -22,7 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{ExitReason, Firmware, RunConfig, RunOutcome, RunReporter, VmmKind};
+use crate::config::{
+    DiskBus, ExitReason, Firmware, PROTOCOL_FLAG, RunConfig, RunOutcome, RunReporter,
+    SMOKE_TEST_FLAG, VmmKind,
+};
 use crate::console::{ConsoleCapture, ConsoleError};
 use crate::runner::PANIC_GRACE;
 
@@ -152,6 +155,7 @@ pub fn qemu_args(
             if config.disk.is_none() {
                 return Err(QemuError::NoDisk);
             }
+            args.extend(smbios_flags(config));
         }
         Some(Firmware::Efi) => {
             if config.disk.is_none() {
@@ -160,6 +164,7 @@ pub fn qemu_args(
             let (code, vars) = ovmf.ok_or_else(|| QemuError::NoOvmf {
                 looked_for: OVMF_CODE.join(", "),
             })?;
+            args.extend(smbios_flags(config));
             args.extend([
                 "-drive".into(),
                 format!(
@@ -173,7 +178,7 @@ pub fn qemu_args(
     }
     if let Some(disk) = &config.disk {
         let mut drive = format!(
-            "file={},format={},if=virtio,snapshot=on",
+            "file={},format={},if=none,id=disk0,snapshot=on",
             option_path(disk)?,
             detect_format(disk)
         );
@@ -181,6 +186,23 @@ pub fn qemu_args(
             drive.push_str(",readonly=on");
         }
         args.extend(["-drive".into(), drive]);
+        match config.disk_bus {
+            DiskBus::Virtio => args.extend([
+                "-device".into(),
+                "virtio-blk-pci,drive=disk0,bootindex=0".into(),
+            ]),
+            // q35's built-in ICH9 AHCI controller names its ports ide.0 .. ide.5.
+            DiskBus::Ahci => args.extend([
+                "-device".into(),
+                "ide-hd,drive=disk0,bus=ide.0,bootindex=0".into(),
+            ]),
+            DiskBus::Pvscsi => args.extend([
+                "-device".into(),
+                "pvscsi,id=scsi0".into(),
+                "-device".into(),
+                "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0".into(),
+            ]),
+        }
     }
     // Always a user-mode NIC: appliances configure their network at boot (DHCP waits for
     // an interface), and the guest reaches nothing but QEMU's own DHCP/DNS without forwards.
@@ -193,9 +215,19 @@ pub fn qemu_args(
         "-netdev".into(),
         format!("user,id=net0{forwards}"),
         "-device".into(),
-        "virtio-net-pci,netdev=net0".into(),
+        format!("{},netdev=net0", config.nic.qemu_device()),
     ]);
     Ok(args.into_iter().map(OsString::from).collect())
+}
+
+/// Firmware boot: the boot loader's command line is the image's own, so the test flags
+/// reach guest-init as SMBIOS OEM strings (type 11) instead.
+fn smbios_flags(config: &RunConfig) -> [String; 2] {
+    let mut value = format!("type=11,value={PROTOCOL_FLAG}");
+    if config.smoke_test {
+        value.push_str(&format!(",value={SMOKE_TEST_FLAG}"));
+    }
+    ["-smbios".into(), value]
 }
 
 /// The protocol channel's file inside the scratch directory.
@@ -490,11 +522,25 @@ mod tests {
         assert!(!joined.contains("-kernel"));
         assert!(joined.contains("-accel tcg -cpu max"));
         assert!(joined.contains("if=pflash,format=raw,unit=0,readonly=on,file=/o/CODE.fd"));
-        assert!(
-            joined.contains(
-                "file=/nonexistent/disk.raw,format=raw,if=virtio,snapshot=on,readonly=on"
-            )
-        );
+        assert!(joined.contains(
+            "file=/nonexistent/disk.raw,format=raw,if=none,id=disk0,snapshot=on,readonly=on"
+        ));
+        assert!(joined.contains("-device virtio-blk-pci,drive=disk0,bootindex=0"));
+        assert!(joined.contains("-smbios type=11,value=jeos.protocol=/dev/ttyS1"));
+        config.smoke_test = true;
+        config.nic = crate::config::NicModel::E1000e;
+        config.disk_bus = DiskBus::Ahci;
+        let joined =
+            strings(&qemu_args(&config, false, Path::new("/s"), Some(ovmf)).unwrap()).join(" ");
+        assert!(joined.contains("value=jeos.protocol=/dev/ttyS1,value=jeos.test=1"));
+        assert!(joined.contains("-device ide-hd,drive=disk0,bus=ide.0,bootindex=0"));
+        assert!(joined.contains("-device e1000e,netdev=net0"));
+        config.disk_bus = DiskBus::Pvscsi;
+        config.nic = crate::config::NicModel::Vmxnet3;
+        let joined =
+            strings(&qemu_args(&config, false, Path::new("/s"), Some(ovmf)).unwrap()).join(" ");
+        assert!(joined.contains("-device pvscsi,id=scsi0 -device scsi-hd,drive=disk0,bus=scsi0.0"));
+        assert!(joined.contains("-device vmxnet3,netdev=net0"));
         assert!(joined.contains("user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80"));
         config.firmware = Some(Firmware::Bios);
         let joined = strings(&qemu_args(&config, false, Path::new("/s"), None).unwrap()).join(" ");
