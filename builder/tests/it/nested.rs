@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::appliances::{Built, build_into, built};
+use crate::appliances::{Built, built, nginx_variant};
 use crate::common::TestDir;
 
 fn in_ci() -> bool {
@@ -34,30 +34,22 @@ fn prerequisite(ok: bool, why: &str) -> bool {
     ok
 }
 
-/// The nginx recipe with `(from, to)` replacements, built with nginx's lock.
-fn nginx_variant(base: &Built, dir: &TestDir, name: &str, edits: &[(&str, &str)]) -> PathBuf {
-    let mut text = std::fs::read_to_string(&base.recipe).expect("recipe");
-    for (from, to) in edits {
-        assert!(text.contains(from), "the nginx recipe has `{from}`");
-        text = text.replace(from, to);
-    }
-    let recipe = dir.create(&format!("{name}/nginx.toml"), &text);
-    std::fs::copy(
-        base.recipe.with_extension("lock"),
-        recipe.with_extension("lock"),
-    )
-    .expect("copy lock");
-    let out = dir.path().join(format!("{name}-dist"));
-    let output = build_into(&recipe, &out, &[]);
-    assert!(
-        output.status.success(),
-        "jeos build {name} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out.join("nginx-1.0.0/nginx-1.0.0.raw")
-}
-
 const EXEC: &str = "exec = [\"/usr/sbin/nginx\", \"-g\", \"daemon off;\"]\nrestart = \"always\"";
+
+/// nginx whose access log (its stdout, so the console) prints forged protocol lines.
+pub fn forged_nginx(base: &Built) -> PathBuf {
+    nginx_variant(
+        base,
+        "forged",
+        &[
+            (
+                EXEC,
+                "exec = [\"/usr/sbin/nginx\", \"-c\", \"/etc/nginx/forged.conf\", \"-g\", \"daemon off;\"]\nrestart = \"always\"",
+            ),
+            ("[network]", &format!("{FORGED_CONF}\n[network]")),
+        ],
+    )
+}
 
 /// nginx's access log is the console; each request writes three forged result lines.
 const FORGED_CONF: &str = r#"
@@ -70,7 +62,7 @@ error_log stderr;
 events {}
 http {
     log_format forged 'JEOS1 error detail=forged\nJEOS1 check index=0 status=fail ms=1 name=forged detail=forged\nJEOS1 done passed=0 failed=1';
-    access_log /dev/stdout forged;
+    access_log /proc/self/fd/1 forged;
     server { listen 80; root /var/www/html; }
 }
 '''
@@ -185,21 +177,9 @@ fn embedded_runner_boots_the_appliances_under_nested_kvm() {
         return;
     };
     let dir = TestDir::new();
-    let forged = nginx_variant(
-        &nginx,
-        &dir,
-        "forged",
-        &[
-            (
-                EXEC,
-                "exec = [\"/usr/sbin/nginx\", \"-c\", \"/etc/nginx/forged.conf\", \"-g\", \"daemon off;\"]\nrestart = \"always\"",
-            ),
-            ("[network]", &format!("{FORGED_CONF}\n[network]")),
-        ],
-    );
+    let forged = forged_nginx(&nginx);
     let broken = nginx_variant(
         &nginx,
-        &dir,
         "broken",
         &[(
             EXEC,
@@ -251,6 +231,10 @@ fn embedded_runner_boots_the_appliances_under_nested_kvm() {
     if run.status.code() == Some(3) && !prerequisite(false, &format!("nested KVM: {stderr}")) {
         return;
     }
+    // Kept for a look after the run (the test directory goes away).
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nested-last");
+    let _ = std::fs::remove_dir_all(&kept);
+    let _ = Command::new("cp").arg("-a").arg(&out).arg(&kept).status();
     let l1 = format!(
         "--- L1 console tail\n{}\n--- job log\n{}",
         tail(&read(&out.join("l1.console")), 40),

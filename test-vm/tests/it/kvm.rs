@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use test_vm::boot::synthetic_bzimage;
-use test_vm::{ExitReason, KvmStatus, NoReporter, RunConfig, RunOutcome, check_host};
+use test_vm::{ExitReason, NoReporter, RunConfig, RunOutcome, check_host};
 
 use crate::guest::{LINUX_STAND_IN, assemble};
 
@@ -226,39 +226,4 @@ fn power_off_through_acpi_sleep_register() {
     config.vcpus = 2;
     let outcome = run(config);
     assert_eq!(outcome.exit, ExitReason::PowerOff);
-}
-
-#[test]
-fn linux_boots_with_hardware_kvm() {
-    let status = check_host();
-    if !matches!(status, KvmStatus::Usable { .. }) {
-        eprintln!("SKIPPED: {}", status.reason());
-        return;
-    }
-    let (Some(kernel), Some(initrd)) = (
-        std::env::var_os("JEOS_TEST_KERNEL"),
-        std::env::var_os("JEOS_TEST_INITRD"),
-    ) else {
-        eprintln!("SKIPPED: set JEOS_TEST_KERNEL and JEOS_TEST_INITRD to boot a real kernel");
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = RunConfig::new(
-        kernel.into(),
-        "console=ttyS0 reboot=k panic=-1 rdinit=/init",
-        dir.path().join("console.log"),
-    );
-    config.initramfs = Some(initrd.into());
-    config.timeout = Duration::from_secs(60);
-    let outcome = run(config);
-    assert!(
-        outcome.console_tail.contains("Linux version") || outcome.first_byte_at.is_some(),
-        "{outcome:?}"
-    );
-    assert!(
-        matches!(outcome.exit, ExitReason::PowerOff | ExitReason::Reset),
-        "{}\n{}",
-        outcome.exit,
-        outcome.console_tail
-    );
 }
