@@ -187,20 +187,14 @@ pub fn qemu_args(
         }
         args.extend(["-drive".into(), drive]);
         match config.disk_bus {
-            DiskBus::Virtio => args.extend([
-                "-device".into(),
-                "virtio-blk-pci,drive=disk0,bootindex=0".into(),
-            ]),
+            DiskBus::Virtio => args.extend(["-device".into(), "virtio-blk-pci,drive=disk0".into()]),
             // q35's built-in ICH9 AHCI controller names its ports ide.0 .. ide.5.
-            DiskBus::Ahci => args.extend([
-                "-device".into(),
-                "ide-hd,drive=disk0,bus=ide.0,bootindex=0".into(),
-            ]),
+            DiskBus::Ahci => args.extend(["-device".into(), "ide-hd,drive=disk0,bus=ide.0".into()]),
             DiskBus::Pvscsi => args.extend([
                 "-device".into(),
                 "pvscsi,id=scsi0".into(),
                 "-device".into(),
-                "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0".into(),
+                "scsi-hd,drive=disk0,bus=scsi0.0".into(),
             ]),
         }
     }
@@ -525,7 +519,7 @@ mod tests {
         assert!(joined.contains(
             "file=/nonexistent/disk.raw,format=raw,if=none,id=disk0,snapshot=on,readonly=on"
         ));
-        assert!(joined.contains("-device virtio-blk-pci,drive=disk0,bootindex=0"));
+        assert!(joined.contains("-device virtio-blk-pci,drive=disk0"));
         assert!(joined.contains("-smbios type=11,value=jeos.protocol=/dev/ttyS1"));
         config.smoke_test = true;
         config.nic = crate::config::NicModel::E1000e;
@@ -533,7 +527,7 @@ mod tests {
         let joined =
             strings(&qemu_args(&config, false, Path::new("/s"), Some(ovmf)).unwrap()).join(" ");
         assert!(joined.contains("value=jeos.protocol=/dev/ttyS1,value=jeos.test=1"));
-        assert!(joined.contains("-device ide-hd,drive=disk0,bus=ide.0,bootindex=0"));
+        assert!(joined.contains("-device ide-hd,drive=disk0,bus=ide.0"));
         assert!(joined.contains("-device e1000e,netdev=net0"));
         config.disk_bus = DiskBus::Pvscsi;
         config.nic = crate::config::NicModel::Vmxnet3;
