@@ -144,6 +144,54 @@ fn stop_reason_to_exit(reason: StopReason) -> ExitReason {
     }
 }
 
+/// Starts one thread per vCPU running `KVM_RUN` until `stop` is set; a thread that cannot
+/// be spawned stops the machine with a VMM error.
+fn spawn_vcpu_threads(
+    vcpus: Vec<kvm_ioctls::VcpuFd>,
+    devices: &Arc<Mutex<Devices>>,
+    reporter: &Arc<dyn RunReporter>,
+    stop: &Arc<StopState>,
+) -> Vec<JoinHandle<()>> {
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    for (index, mut fd) in vcpus.into_iter().enumerate() {
+        let thread_stop = stop.clone();
+        let devices = devices.clone();
+        let reporter = reporter.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || {
+                let stop = thread_stop;
+                while !stop.flag.load(Ordering::SeqCst) {
+                    let result = vcpu::run_once(&mut fd, |exit| {
+                        let mut bus = devices
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let action = vcpu::handle_exit(exit, &mut bus);
+                        for warning in bus.take_warnings() {
+                            reporter.on_device_warning(&error_chain(&warning));
+                        }
+                        action
+                    });
+                    match result {
+                        Ok(ExitAction::Continue) => {}
+                        Ok(ExitAction::Stop(reason)) => stop.stop(stop_reason_to_exit(reason)),
+                        Err(e) => stop.stop(ExitReason::VmmError(format!("KVM_RUN failed: {e}"))),
+                    }
+                }
+            });
+        match thread {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                stop.stop(ExitReason::VmmError(format!(
+                    "cannot spawn a vCPU thread: {e}"
+                )));
+                break;
+            }
+        }
+    }
+    threads
+}
+
 /// Boots `config` in the embedded runner and waits for it to stop.
 ///
 /// # Errors
@@ -257,43 +305,7 @@ pub fn run_embedded(
 
     install_kick_handler()?;
     let stop = Arc::new(StopState::default());
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    for (index, mut fd) in vcpus.into_iter().enumerate() {
-        let thread_stop = stop.clone();
-        let devices = devices.clone();
-        let reporter = reporter.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || {
-                let stop = thread_stop;
-                while !stop.flag.load(Ordering::SeqCst) {
-                    let result = vcpu::run_once(&mut fd, |exit| {
-                        let mut bus = devices
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let action = vcpu::handle_exit(exit, &mut bus);
-                        for warning in bus.take_warnings() {
-                            reporter.on_device_warning(&error_chain(&warning));
-                        }
-                        action
-                    });
-                    match result {
-                        Ok(ExitAction::Continue) => {}
-                        Ok(ExitAction::Stop(reason)) => stop.stop(stop_reason_to_exit(reason)),
-                        Err(e) => stop.stop(ExitReason::VmmError(format!("KVM_RUN failed: {e}"))),
-                    }
-                }
-            });
-        match thread {
-            Ok(handle) => threads.push(handle),
-            Err(e) => {
-                stop.stop(ExitReason::VmmError(format!(
-                    "cannot spawn a vCPU thread: {e}"
-                )));
-                break;
-            }
-        }
-    }
+    let threads = spawn_vcpu_threads(vcpus, &devices, &reporter, &stop);
 
     let deadline = started + config.timeout;
     loop {
