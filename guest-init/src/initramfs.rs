@@ -85,6 +85,9 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
+/// Rounds a module is tried in before its failure is final.
+const MAX_ATTEMPTS: u32 = 3;
+
 /// Loads the packed modules a present device needs (see `modalias.rs`), in rounds.
 pub struct Loader {
     base: PathBuf,
@@ -92,6 +95,9 @@ pub struct Loader {
     /// No `modules.alias` (an older image): load every listed module once.
     load_all: bool,
     loaded: BTreeSet<usize>,
+    /// Failed attempts per module: a module whose dependency is listed after it fails
+    /// with "unknown symbol" (ENOENT) once and loads in a later round.
+    attempts: std::collections::BTreeMap<usize, u32>,
     /// Time spent in `finit_module`, and how many were loaded.
     pub spent: Duration,
     /// Modules loaded.
@@ -122,12 +128,14 @@ impl Loader {
             index,
             load_all,
             loaded: BTreeSet::new(),
+            attempts: std::collections::BTreeMap::new(),
             spent: Duration::ZERO,
             count: 0,
         }
     }
 
-    /// Loads the modules that devices present now need; returns how many were new.
+    /// Loads the modules that devices present now need; returns how many were settled
+    /// (loaded, already there, or given up on).
     pub fn round(&mut self) -> usize {
         let chosen: Vec<usize> = if self.load_all {
             (0..self.index.modules.len())
@@ -140,18 +148,27 @@ impl Loader {
             )
         };
         let started = Instant::now();
+        let mut progress = 0;
         for &index in &chosen {
-            self.loaded.insert(index);
             let path = self.base.join(&self.index.modules[index].path);
             let result = File::open(&path).and_then(|f| sys::finit_module(&f));
             match result {
                 Ok(()) => self.count += 1,
                 Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(err) => info!("cannot load module {}: {err}", path.display()),
+                Err(err) => {
+                    let tries = self.attempts.entry(index).or_insert(0);
+                    *tries += 1;
+                    if *tries < MAX_ATTEMPTS {
+                        continue;
+                    }
+                    info!("cannot load module {}: {err}", path.display());
+                }
             }
+            self.loaded.insert(index);
+            progress += 1;
         }
         self.spent += started.elapsed();
-        chosen.len()
+        progress
     }
 
     /// Names of the loaded modules, in load order.
