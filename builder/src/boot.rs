@@ -181,6 +181,44 @@ pub struct CheckResult {
     pub detail: String,
 }
 
+/// The boot phases the `ready` event reported (milliseconds since the kernel started), and
+/// when the host saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct BootPhasesReport {
+    /// The initramfs's `/init` started.
+    pub initramfs_ms: u64,
+    /// The root filesystem was switched to (PID 1 started there).
+    pub root_switched_ms: u64,
+    /// Every service was started.
+    pub services_started_ms: u64,
+    /// Every service was ready.
+    pub ready_ms: u64,
+    /// Online CPUs the guest saw.
+    pub cpus: u32,
+    /// From the VMM's start to the host receiving `ready`.
+    pub vmm_start_to_ready_ms: Option<u64>,
+}
+
+impl BootPhasesReport {
+    /// `kernel 0 → initramfs 812 → root 1510 → services 1600 → ready 2100 ms, 2 CPUs`.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut line = format!(
+            "boot phases: kernel 0 → initramfs {} → root switched {} → services started {} → ready {} ms; the guest saw {} CPU{}",
+            self.initramfs_ms,
+            self.root_switched_ms,
+            self.services_started_ms,
+            self.ready_ms,
+            self.cpus,
+            if self.cpus == 1 { "" } else { "s" }
+        );
+        if let Some(ms) = self.vmm_start_to_ready_ms {
+            line.push_str(&format!("; VMM start → ready {:.1} s", ms as f64 / 1000.0));
+        }
+        line
+    }
+}
+
 /// The results of one `jeos test` run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TestSummary {
@@ -190,6 +228,8 @@ pub struct TestSummary {
     pub checks: Vec<CheckResult>,
     /// Milliseconds from kernel start to `ready`, if the appliance got ready.
     pub ready_ms: Option<u64>,
+    /// The boot phases of the `ready` event.
+    pub boot: Option<BootPhasesReport>,
     /// Why the run failed outside the checks (never ready, timeout, panic...).
     pub failure: Option<String>,
     /// How the VM stopped.
@@ -205,11 +245,24 @@ pub struct TestSummary {
 pub fn summarize(name: &str, outcome: &RunOutcome) -> TestSummary {
     let mut checks = Vec::new();
     let mut ready_ms = None;
+    let mut boot = None;
     let mut error = None;
     let mut done = false;
     for event in &outcome.events {
         match event {
-            Event::Ready { boot_ms } => ready_ms = Some(*boot_ms),
+            Event::Ready { boot_ms, phases } => {
+                ready_ms = Some(*boot_ms);
+                boot = Some(BootPhasesReport {
+                    initramfs_ms: phases.initramfs_ms,
+                    root_switched_ms: phases.root_ms,
+                    services_started_ms: phases.services_ms,
+                    ready_ms: *boot_ms,
+                    cpus: phases.cpus,
+                    vmm_start_to_ready_ms: outcome
+                        .ready_at
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                });
+            }
             Event::Check {
                 status,
                 ms,
@@ -261,6 +314,7 @@ pub fn summarize(name: &str, outcome: &RunOutcome) -> TestSummary {
         name: name.to_owned(),
         checks,
         ready_ms,
+        boot,
         failure,
         exit: outcome.exit.to_string(),
         duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
@@ -377,6 +431,7 @@ mod tests {
             duration: Duration::from_millis(7500),
             first_byte_at: None,
             events,
+            ready_at: Some(Duration::from_millis(8000)),
             protocol_errors: Vec::new(),
             device_warnings: Vec::new(),
             vmm: VmmKind::Qemu,
@@ -404,7 +459,15 @@ mod tests {
             &outcome(
                 ExitReason::PowerOff,
                 vec![
-                    Event::Ready { boot_ms: 6900 },
+                    Event::Ready {
+                        boot_ms: 6900,
+                        phases: guest_init::protocol::BootPhases {
+                            cpus: 2,
+                            initramfs_ms: 900,
+                            root_ms: 3000,
+                            services_ms: 3100,
+                        },
+                    },
                     check("serves the page", true, "200"),
                     Event::Done {
                         passed: 1,
@@ -416,6 +479,12 @@ mod tests {
         assert!(s.passed);
         assert_eq!(s.ready_ms, Some(6900));
         assert_eq!(s.failure, None);
+        let boot = s.boot.expect("phases");
+        assert_eq!((boot.cpus, boot.root_switched_ms), (2, 3000));
+        assert_eq!(
+            boot.render(),
+            "boot phases: kernel 0 → initramfs 900 → root switched 3000 → services started 3100 → ready 6900 ms; the guest saw 2 CPUs; VMM start → ready 8.0 s"
+        );
         let junit = render_junit(&s);
         assert!(junit.contains("tests=\"1\" failures=\"0\""), "{junit}");
         assert!(junit.contains("name=\"serves the page\""));
@@ -429,7 +498,10 @@ mod tests {
             &outcome(
                 ExitReason::PowerOff,
                 vec![
-                    Event::Ready { boot_ms: 1 },
+                    Event::Ready {
+                        boot_ms: 1,
+                        phases: guest_init::protocol::BootPhases::default(),
+                    },
                     check("a<b", false, "body lacks \"x\" & <y>"),
                     check("ok", true, ""),
                     Event::Done {

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod boot;
 pub mod cli;
 pub mod kernel;
+pub mod ovf_hardware;
 pub mod pipeline;
 pub mod progress;
 pub mod publish;

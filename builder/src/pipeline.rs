@@ -1180,6 +1180,21 @@ fn build_initramfs(
         0o644,
         list.into_bytes(),
     ));
+    // guest-init loads only the drivers of devices present: the closure's own index.
+    let version = plan.kernel_version.clone();
+    entries.push(CpioEntry::file(
+        &format!("{base}/modules.alias"),
+        0o644,
+        crate::kernel::modindex::render_modules_alias(&plan.modules).into_bytes(),
+    ));
+    entries.push(CpioEntry::file(
+        &format!("{base}/modules.dep"),
+        0o644,
+        crate::kernel::modindex::render_modules_dep(&plan.modules, |m| {
+            module_path_inside(&m.path, &version)
+        })
+        .into_bytes(),
+    ));
     let epoch = u64::try_from(ctx.epoch).unwrap_or(0);
     let initramfs = cpio::write_initramfs(&entries, epoch).map_err(BuildError::Initramfs)?;
     let vmlinuz_path = kernel_dir.join(&plan.vmlinuz);

@@ -7,7 +7,8 @@
 //! | `ro` / `rw` | mount the root read-only (default) or read-write |
 //! | `rootwait=<seconds>` / `jeos.rootwait=<seconds>` | how long to wait for the root device (default 30) |
 //! | `jeos.test=1` | test mode: run the checks, print protocol lines, power off |
-//! | `jeos.protocol=<device>` | also write protocol lines to this device (e.g. `/dev/ttyS1`) |
+//! | `jeos.protocol=<device>` | write protocol lines to this device (e.g. `/dev/ttyS1`), not the console |
+//! | `jeos.nic=none` | the VMM gives this machine no network interface (do not wait for one) |
 
 use std::time::Duration;
 
@@ -33,8 +34,10 @@ pub struct Cmdline {
     pub root_wait: Duration,
     /// `jeos.test=1`.
     pub test: bool,
-    /// Extra device for protocol lines.
+    /// Device for protocol lines.
     pub protocol_device: Option<String>,
+    /// `jeos.nic=none`: the VMM provides no NIC (the embedded runner).
+    pub no_nic: bool,
 }
 
 /// Splits a command line into words; double quotes group words, as the kernel does.
@@ -103,6 +106,7 @@ impl Cmdline {
             root_wait: Duration::from_secs(30),
             test: false,
             protocol_device: None,
+            no_nic: false,
         };
         for word in split(text) {
             let (key, value) = match word.split_once('=') {
@@ -126,6 +130,7 @@ impl Cmdline {
                     }
                 }
                 ("jeos.test", Some(v)) => cmdline.test = v == "1",
+                ("jeos.nic", Some(v)) => cmdline.no_nic = v == "none",
                 ("jeos.protocol", Some(v)) if v.starts_with("/dev/") => {
                     cmdline.protocol_device = Some(v.to_owned());
                 }
@@ -153,7 +158,7 @@ mod tests {
     fn parses_jeos_parameters() {
         let c = Cmdline::parse(
             "BOOT_IMAGE=/vmlinuz root=UUID=0A1B2C3D-0000-4000-8000-00000000ABCD rw \
-             console=ttyS0 jeos.test=1 rootwait=5 jeos.protocol=/dev/ttyS1 rootfstype=ext2\n",
+             console=ttyS0 jeos.test=1 rootwait=5 jeos.protocol=/dev/ttyS1 rootfstype=ext2 jeos.nic=none\n",
         );
         let uuid = parse_uuid("0a1b2c3d-0000-4000-8000-00000000abcd").expect("valid");
         assert_eq!(c.root, Some(RootSpec::Uuid(uuid)));
@@ -161,6 +166,7 @@ mod tests {
         assert!(c.rw && c.test);
         assert_eq!(c.root_wait, Duration::from_secs(5));
         assert_eq!(c.protocol_device.as_deref(), Some("/dev/ttyS1"));
+        assert!(c.no_nic);
         assert_eq!(c.rootfstype, "ext2");
     }
 

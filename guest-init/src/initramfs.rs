@@ -1,4 +1,5 @@
-//! Role A: `/init` in the initramfs. Mount the API filesystems, load the listed modules,
+//! Role A: `/init` in the initramfs. Mount the API filesystems, load the modules the present
+//! devices need (`modalias.rs`),
 //! find the root filesystem by UUID, mount it, move the API mounts into it, switch root and
 //! exec `/sbin/init` (this same binary in role B).
 
@@ -7,8 +8,11 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
 use crate::cmdline::{Cmdline, RootSpec, format_uuid};
 use crate::log::info;
+use crate::modalias::{self, ModuleIndex};
 use crate::sys;
 
 /// Marker file builder puts into the initramfs: its presence selects role A.
@@ -81,35 +85,99 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-/// Loads the modules in [`MODULE_LIST`] in order; `EEXIST` (built in or loaded) is fine.
-pub fn load_modules() {
-    let Ok(text) = std::fs::read_to_string(MODULE_LIST) else {
-        info!("no {MODULE_LIST}, loading no modules");
-        return;
-    };
-    let base = Path::new("/lib/modules").join(kernel_release());
-    let started = Instant::now();
-    let mut loaded = 0;
-    for entry in parse_module_list(&text) {
-        let relative = match entry {
-            Ok(path) => path,
-            Err(line) => {
-                info!("ignoring module path `{line}` in {MODULE_LIST}");
-                continue;
+/// Rounds a module is tried in before its failure is final.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Loads the packed modules a present device needs (see `modalias.rs`), in rounds.
+pub struct Loader {
+    base: PathBuf,
+    index: ModuleIndex,
+    /// No `modules.alias` (an older image): load every listed module once.
+    load_all: bool,
+    loaded: BTreeSet<usize>,
+    /// Failed attempts per module: a module whose dependency is listed after it fails
+    /// with "unknown symbol" (ENOENT) once and loads in a later round.
+    attempts: std::collections::BTreeMap<usize, u32>,
+    /// Time spent in `finit_module`, and how many were loaded.
+    pub spent: Duration,
+    /// Modules loaded.
+    pub count: usize,
+}
+
+impl Loader {
+    /// Reads [`MODULE_LIST`], `modules.alias` and `modules.dep`.
+    pub fn open() -> Loader {
+        let base = Path::new("/lib/modules").join(kernel_release());
+        let text = std::fs::read_to_string(MODULE_LIST).unwrap_or_else(|_| {
+            info!("no {MODULE_LIST}, loading no modules");
+            String::new()
+        });
+        let mut list = Vec::new();
+        for entry in parse_module_list(&text) {
+            match entry {
+                Ok(path) => list.push(path),
+                Err(line) => info!("ignoring module path `{line}` in {MODULE_LIST}"),
             }
-        };
-        let path = base.join(&relative);
-        let result = File::open(&path).and_then(|f| sys::finit_module(&f));
-        match result {
-            Ok(()) => loaded += 1,
-            Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(err) => info!("cannot load module {}: {err}", path.display()),
+        }
+        let aliases = std::fs::read_to_string(base.join("modules.alias"));
+        let deps = std::fs::read_to_string(base.join("modules.dep")).unwrap_or_default();
+        let load_all = aliases.is_err();
+        let index = ModuleIndex::parse(&list, &aliases.unwrap_or_default(), &deps);
+        Loader {
+            base,
+            index,
+            load_all,
+            loaded: BTreeSet::new(),
+            attempts: std::collections::BTreeMap::new(),
+            spent: Duration::ZERO,
+            count: 0,
         }
     }
-    info!(
-        "loaded {loaded} modules in {} ms",
-        started.elapsed().as_millis()
-    );
+
+    /// Loads the modules that devices present now need; returns how many were settled
+    /// (loaded, already there, or given up on).
+    pub fn round(&mut self) -> usize {
+        let chosen: Vec<usize> = if self.load_all {
+            (0..self.index.modules.len())
+                .filter(|i| !self.loaded.contains(i))
+                .collect()
+        } else {
+            self.index.select(
+                &modalias::present_modaliases(Path::new("/sys/bus")),
+                &self.loaded,
+            )
+        };
+        let started = Instant::now();
+        let mut progress = 0;
+        for &index in &chosen {
+            let path = self.base.join(&self.index.modules[index].path);
+            let result = File::open(&path).and_then(|f| sys::finit_module(&f));
+            match result {
+                Ok(()) => self.count += 1,
+                Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(err) => {
+                    let tries = self.attempts.entry(index).or_insert(0);
+                    *tries += 1;
+                    if *tries < MAX_ATTEMPTS {
+                        continue;
+                    }
+                    info!("cannot load module {}: {err}", path.display());
+                }
+            }
+            self.loaded.insert(index);
+            progress += 1;
+        }
+        self.spent += started.elapsed();
+        progress
+    }
+
+    /// Names of the loaded modules, in load order.
+    pub fn loaded_names(&self) -> Vec<&str> {
+        self.loaded
+            .iter()
+            .map(|&i| self.index.modules[i].name.as_str())
+            .collect()
+    }
 }
 
 fn read_superblock(device: &Path) -> io::Result<Vec<u8>> {
@@ -134,10 +202,12 @@ fn find_by_uuid(uuid: &[u8; 16]) -> Option<PathBuf> {
     })
 }
 
-/// Waits (while drivers probe) until the root device shows up.
-fn wait_for_root(spec: &RootSpec, timeout: Duration) -> Option<PathBuf> {
+/// Waits (while drivers probe, loading the drivers of devices that appear) until the root
+/// device shows up.
+fn wait_for_root(spec: &RootSpec, timeout: Duration, loader: &mut Loader) -> Option<PathBuf> {
     let deadline = Instant::now() + timeout;
     loop {
+        loader.round();
         let found = match spec {
             RootSpec::Uuid(uuid) => find_by_uuid(uuid),
             RootSpec::Path(path) => Some(PathBuf::from(path)).filter(|p| p.exists()),
@@ -222,24 +292,38 @@ fn sys_step(step: &'static str) -> impl FnOnce(io::Error) -> InitramfsError {
     move |source| InitramfsError::Sys { step, source }
 }
 
-/// Runs role A up to the exec of `/sbin/init`; returns only on failure.
-pub fn run(cmdline: &Cmdline) -> InitramfsError {
-    match switch_root(cmdline) {
+/// Runs role A up to the exec of `/sbin/init` (which learns when this stage `started`);
+/// returns only on failure.
+pub fn run(cmdline: &Cmdline, started: Duration) -> InitramfsError {
+    match switch_root(cmdline, started) {
         Ok(never) => match never {},
         Err(err) => err,
     }
 }
 
-fn switch_root(cmdline: &Cmdline) -> Result<std::convert::Infallible, InitramfsError> {
-    load_modules();
+fn switch_root(
+    cmdline: &Cmdline,
+    started: Duration,
+) -> Result<std::convert::Infallible, InitramfsError> {
+    let mut loader = Loader::open();
     let spec = cmdline.root.as_ref().ok_or(InitramfsError::NoRoot)?;
     let label = match spec {
         RootSpec::Uuid(uuid) => format!("UUID={}", format_uuid(uuid)),
         RootSpec::Path(path) => path.clone(),
     };
-    let device = wait_for_root(spec, cmdline.root_wait).ok_or(InitramfsError::RootNotFound {
-        root: label.clone(),
-    })?;
+    let device = wait_for_root(spec, cmdline.root_wait, &mut loader).ok_or(
+        InitramfsError::RootNotFound {
+            root: label.clone(),
+        },
+    )?;
+    // Devices that appeared with the root disk's drivers (a NIC on the same bus).
+    while loader.round() > 0 {}
+    info!(
+        "loaded {} modules for the devices present in {} ms: {}",
+        loader.count,
+        loader.spent.as_millis(),
+        loader.loaded_names().join(" ")
+    );
     info!("root {label} is {}", device.display());
     sys::ensure_dir(NEW_ROOT).map_err(sys_step("create /newroot"))?;
     let flags = if cmdline.rw { 0 } else { libc::MS_RDONLY };
@@ -261,6 +345,10 @@ fn switch_root(cmdline: &Cmdline) -> Result<std::convert::Infallible, InitramfsE
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new("/sbin/init")
         .arg0("/sbin/init")
+        .env(
+            crate::phases::INITRAMFS_ENV,
+            crate::phases::millis(started).to_string(),
+        )
         .exec();
     Err(InitramfsError::Sys {
         step: "execute /sbin/init",

@@ -11,7 +11,8 @@
 //!
 //! ```
 //! use guest_init::protocol::{format, Event};
-//! assert_eq!(format(&Event::Ready { boot_ms: 812 }), "JEOS1 ready boot_ms=812");
+//! let line = format(&Event::Error { detail: "no network".into() });
+//! assert_eq!(line, "JEOS1 error detail=no%20network");
 //! ```
 
 #![warn(missing_docs)]

@@ -25,10 +25,13 @@ mod dhcp;
 mod http;
 mod initramfs;
 mod log;
+mod modalias;
 mod net;
+mod phases;
 mod probe;
 mod process;
 mod shutdown;
+mod smbios;
 mod supervisor;
 mod sys;
 mod users;
@@ -56,18 +59,39 @@ const HANDLED_SIGNALS: [libc::c_int; 6] = [
     libc::SIGHUP,
 ];
 
-/// Extra device that receives protocol lines (`jeos.protocol=`).
+/// The device that carries protocol lines (`jeos.protocol=`), separate from the console.
 static PROTOCOL_DEVICE: OnceLock<Mutex<std::fs::File>> = OnceLock::new();
 
-/// Prints a protocol line on the console (and the protocol device, if any).
+/// Writes a protocol line to the protocol device; the console gets a log line without the
+/// marker (so the console stays a log, and what services print there is never a result).
+/// Without a protocol device (a hypervisor that has none) the line goes to the console.
 fn emit(event: &protocol::Event) {
     let line = protocol::format(event);
-    log::line(&line);
-    if let Some(device) = PROTOCOL_DEVICE.get() {
-        use std::io::Write;
-        if let Ok(mut device) = device.lock() {
-            let _ = writeln!(device, "{line}");
+    let Some(device) = PROTOCOL_DEVICE.get() else {
+        log::line(&line);
+        return;
+    };
+    info!("result: {}", line.trim_start_matches(protocol::MARKER));
+    use std::io::Write;
+    if let Ok(mut device) = device.lock() {
+        let _ = device.write_all(format!("{line}\n").as_bytes());
+    }
+}
+
+/// Opens the protocol device. In the root filesystem its node is then removed, so services
+/// (which start later) do not find it by name.
+fn open_protocol_device(cmdline: &Cmdline, hide: bool) {
+    let Some(path) = &cmdline.protocol_device else {
+        return;
+    };
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(file) => {
+            let _ = PROTOCOL_DEVICE.set(Mutex::new(file));
+            if hide && let Err(err) = std::fs::remove_file(path) {
+                info!("cannot remove {path}: {err}");
+            }
         }
+        Err(err) => info!("cannot open the protocol device {path}: {err}"),
     }
 }
 
@@ -92,18 +116,21 @@ fn main() {
     }
     initramfs::mount_api_filesystems();
     sys::ensure_stdio();
-    let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    if let Some(path) = &cmdline.protocol_device
-        && let Ok(file) = std::fs::OpenOptions::new().write(true).open(path)
-    {
-        let _ = PROTOCOL_DEVICE.set(Mutex::new(file));
-    }
-    if std::path::Path::new(initramfs::MARKER).exists() {
+    // The kernel command line, plus the hypervisor's `jeos.*` OEM strings (firmware boot).
+    let cmdline = Cmdline::parse(&format!(
+        "{} {}",
+        std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+        smbios::read_jeos_words()
+    ));
+    let started = log::since_boot();
+    let in_initramfs = std::path::Path::new(initramfs::MARKER).exists();
+    open_protocol_device(&cmdline, !in_initramfs);
+    if in_initramfs {
         info!("initramfs stage: {}", cmdline_summary(&cmdline));
-        let err = initramfs::run(&cmdline);
+        let err = initramfs::run(&cmdline, started);
         fail(&cmdline, &format!("initramfs: {err}"));
     }
-    run_system(&cmdline);
+    run_system(&cmdline, started);
 }
 
 fn cmdline_summary(cmdline: &Cmdline) -> String {
@@ -220,7 +247,8 @@ fn start_signal_thread(set: libc::sigset_t, table: Arc<ProcessTable>, events: Se
     }
 }
 
-fn run_system(cmdline: &Cmdline) -> ! {
+fn run_system(cmdline: &Cmdline, started: Duration) -> ! {
+    let mut phases = phases::at_root_start(started);
     let signals = sys::sigset(&HANDLED_SIGNALS);
     if let Err(err) = sys::block_signals(&signals) {
         info!("cannot block signals: {err}");
@@ -249,7 +277,11 @@ fn run_system(cmdline: &Cmdline) -> ! {
     let (tx, rx) = mpsc::channel();
     start_signal_thread(signals, Arc::clone(&table), tx.clone());
     shutdown::watch_power_button(&tx);
-    net::configure(&config.network, Some(&hostname));
+    if let Err(detail) = net::configure(&config.network, Some(&hostname), cmdline.no_nic) {
+        info!("network: {detail}");
+        // The appliance asked for a network it did not get: it is not ready.
+        fail(cmdline, &format!("network: {detail}"));
+    }
 
     let order = match config.start_order() {
         Ok(order) => order,
@@ -263,6 +295,7 @@ fn run_system(cmdline: &Cmdline) -> ! {
     );
     let kind = event_loop(
         cmdline,
+        &mut phases,
         &config,
         &hostname,
         &mut supervisor,
@@ -274,8 +307,10 @@ fn run_system(cmdline: &Cmdline) -> ! {
     shutdown::finish(kind, cmdline.test)
 }
 
+#[expect(clippy::too_many_arguments, reason = "the state of PID 1's main loop")]
 fn event_loop(
     cmdline: &Cmdline,
+    phases: &mut protocol::BootPhases,
     config: &InitConfig,
     hostname: &str,
     supervisor: &mut Supervisor,
@@ -286,6 +321,9 @@ fn event_loop(
     let mut checks_deadline: Option<Instant> = None;
     loop {
         let mut outcome = supervisor.poll();
+        if phases.services_ms == 0 && supervisor.all_started() {
+            phases.services_ms = phases::millis(log::since_boot());
+        }
         if outcome.is_none() {
             let mut wait = Duration::from_secs(60);
             for deadline in [supervisor.next_deadline(), checks_deadline]
@@ -312,7 +350,8 @@ fn event_loop(
             Some(Outcome::AllReady) => {
                 let boot = log::since_boot();
                 emit(&protocol::Event::Ready {
-                    boot_ms: u64::try_from(boot.as_millis()).unwrap_or(u64::MAX),
+                    boot_ms: phases::millis(boot),
+                    phases: *phases,
                 });
                 log::line(&format!(
                     "jeos: {hostname} ready in {}.{:02}s",

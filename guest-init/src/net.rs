@@ -414,43 +414,54 @@ fn keep_lease(interface: String, hostname: Option<String>, mut lease: Lease) {
 }
 
 /// Brings up loopback and configures the first interface per `config`.
-pub fn configure(config: &NetworkConfig, hostname: Option<&str>) {
+///
+/// # Errors
+/// Why the network the appliance asked for is not there: no interface (with DHCP or a
+/// static address), or no DHCP lease.
+pub fn configure(
+    config: &NetworkConfig,
+    hostname: Option<&str>,
+    no_nic: bool,
+) -> Result<(), String> {
     if let Err(err) = set_address("lo", Ipv4Addr::LOCALHOST, 8).and_then(|()| interface_up("lo")) {
         info!("cannot bring up loopback: {err}");
     }
     if *config == NetworkConfig::None {
-        return;
+        return Ok(());
+    }
+    if no_nic {
+        info!(
+            "the virtual machine has no network interface (jeos.nic=none): network not configured"
+        );
+        return Ok(());
     }
     let Some(interface) = first_interface(Duration::from_secs(5)) else {
-        info!("no network interface found");
-        return;
+        return Err("no network interface found (is the NIC's driver in the kernel?)".into());
     };
-    if let Err(err) = interface_up(&interface) {
-        info!("cannot bring up {interface}: {err}");
-        return;
-    }
+    interface_up(&interface).map_err(|err| format!("cannot bring up {interface}: {err}"))?;
     match config {
-        NetworkConfig::None => {}
+        NetworkConfig::None => Ok(()),
         NetworkConfig::Static(StaticNetworkConfig {
             address,
             prefix,
             gateway,
             dns,
-        }) => apply(&interface, *address, *prefix, *gateway, dns),
+        }) => {
+            apply(&interface, *address, *prefix, *gateway, dns);
+            Ok(())
+        }
         NetworkConfig::Dhcp => {
             let started = Instant::now();
-            match dhcp_lease(&interface, hostname, Duration::from_secs(30)) {
-                Ok(lease) => {
-                    info!(
-                        "dhcp: lease on {interface} in {} ms ({} s)",
-                        started.elapsed().as_millis(),
-                        lease.lease_secs.unwrap_or(0)
-                    );
-                    apply_lease(&interface, &lease);
-                    keep_lease(interface, hostname.map(str::to_owned), lease);
-                }
-                Err(err) => info!("dhcp: {err}"),
-            }
+            let lease = dhcp_lease(&interface, hostname, Duration::from_secs(30))
+                .map_err(|err| format!("no address on {interface}: dhcp: {err}"))?;
+            info!(
+                "dhcp: lease on {interface} in {} ms ({} s)",
+                started.elapsed().as_millis(),
+                lease.lease_secs.unwrap_or(0)
+            );
+            apply_lease(&interface, &lease);
+            keep_lease(interface, hostname.map(str::to_owned), lease);
+            Ok(())
         }
     }
 }

@@ -64,7 +64,10 @@ pub fn probe_once(probe: &Probe, table: &ProcessTable, timeout: Duration) -> Res
     }
 }
 
-/// Polls `probe` every 100 ms until it succeeds or `timeout` elapses; the error is the
+/// How often a readiness probe is retried.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Polls `probe` every [`PROBE_INTERVAL`] until it succeeds or `timeout` elapses; the error is the
 /// last probe failure.
 pub fn wait_ready(probe: &Probe, table: &ProcessTable, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
@@ -78,7 +81,7 @@ pub fn wait_ready(probe: &Probe, table: &ProcessTable, timeout: Duration) -> Res
         match attempt {
             Ok(()) => return Ok(()),
             Err(err) if Instant::now() >= deadline => return Err(err),
-            Err(_) => std::thread::sleep(Duration::from_millis(100).min(left)),
+            Err(_) => std::thread::sleep(PROBE_INTERVAL.min(left)),
         }
     }
 }

@@ -4,11 +4,19 @@
 //! `JEOS1` (format version 1), then the event kind, then `key=value` fields in a fixed order:
 //!
 //! ```text
-//! JEOS1 ready boot_ms=<u64>
+//! JEOS1 ready boot_ms=<u64> cpus=<u32> initramfs_ms=<u64> root_ms=<u64> services_ms=<u64>
 //! JEOS1 check index=<u32> status=<pass|fail> ms=<u64> name=<pct> detail=<pct>
 //! JEOS1 done passed=<u32> failed=<u32>
 //! JEOS1 error detail=<pct>
 //! ```
+//!
+//! The `ready` line carries the boot phases, each in milliseconds since the kernel started
+//! (CLOCK_BOOTTIME): the initramfs's `/init` started (`initramfs_ms`), the root filesystem
+//! was switched to (`root_ms`), every service was started (`services_ms`), every service
+//! was ready (`boot_ms`); `cpus` is the number of online CPUs the guest saw.
+//!
+//! The lines travel on their own channel (a second serial port, `jeos.protocol=/dev/ttyS1`),
+//! not on the console, so a service cannot forge them by printing.
 //!
 //! `<pct>` is percent-encoded UTF-8: space, `%`, `=`, control characters (including DEL) and
 //! every non-ASCII byte become `%XX` (upper-case hex), so a value never contains a space and
@@ -54,6 +62,8 @@ pub enum Event {
     Ready {
         /// Milliseconds since boot (CLOCK_BOOTTIME) when the last service became ready.
         boot_ms: u64,
+        /// The earlier boot phases and what the guest saw.
+        phases: BootPhases,
     },
     /// The result of one `[[test.check]]`.
     Check {
@@ -80,6 +90,20 @@ pub enum Event {
         /// What went wrong.
         detail: String,
     },
+}
+
+/// The boot phases of a `ready` event (milliseconds since the kernel started) and the
+/// number of CPUs the guest saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootPhases {
+    /// Online CPUs.
+    pub cpus: u32,
+    /// The initramfs's `/init` started.
+    pub initramfs_ms: u64,
+    /// PID 1 started in the root filesystem.
+    pub root_ms: u64,
+    /// Every service was started.
+    pub services_ms: u64,
 }
 
 /// Why a line that carries the `JEOS1` marker is not a valid protocol line.
@@ -140,7 +164,10 @@ impl std::error::Error for ProtocolError {}
 /// Renders an event as one line (without the line terminator).
 pub fn format(event: &Event) -> String {
     match event {
-        Event::Ready { boot_ms } => format!("{MARKER}ready boot_ms={boot_ms}"),
+        Event::Ready { boot_ms, phases } => format!(
+            "{MARKER}ready boot_ms={boot_ms} cpus={} initramfs_ms={} root_ms={} services_ms={}",
+            phases.cpus, phases.initramfs_ms, phases.root_ms, phases.services_ms
+        ),
         Event::Check {
             index,
             status,
@@ -178,6 +205,12 @@ fn parse_fields(rest: &str) -> Result<Event, ProtocolError> {
     let event = match kind {
         "ready" => Event::Ready {
             boot_ms: fields.number("boot_ms")?,
+            phases: BootPhases {
+                cpus: fields.number("cpus")?,
+                initramfs_ms: fields.number("initramfs_ms")?,
+                root_ms: fields.number("root_ms")?,
+                services_ms: fields.number("services_ms")?,
+            },
         },
         "check" => Event::Check {
             index: fields.number("index")?,
@@ -316,8 +349,16 @@ mod tests {
     #[test]
     fn formats_each_kind_exactly() {
         assert_eq!(
-            format(&Event::Ready { boot_ms: 1234 }),
-            "JEOS1 ready boot_ms=1234"
+            format(&Event::Ready {
+                boot_ms: 1234,
+                phases: BootPhases {
+                    cpus: 2,
+                    initramfs_ms: 700,
+                    root_ms: 900,
+                    services_ms: 950
+                }
+            }),
+            "JEOS1 ready boot_ms=1234 cpus=2 initramfs_ms=700 root_ms=900 services_ms=950"
         );
         assert_eq!(
             format(&check("serves the page", "status 404 = bad; 100%\n")),
@@ -342,7 +383,10 @@ mod tests {
     #[test]
     fn round_trips_with_noise_before_marker() {
         let events = [
-            Event::Ready { boot_ms: u64::MAX },
+            Event::Ready {
+                boot_ms: u64::MAX,
+                phases: BootPhases::default(),
+            },
             check("", ""),
             check("tab\there", "ünïcode ✓ \u{7f}"),
             Event::Done {
@@ -364,6 +408,10 @@ mod tests {
         assert_eq!(parse_line(""), None);
         assert_eq!(parse_line("JEOS1"), None);
         assert_eq!(parse_line("JEOS2 ready boot_ms=1"), None);
+        assert_eq!(
+            parse_line("JEOS1 ready boot_ms=1"),
+            Some(Err(ProtocolError::MissingField { field: "cpus" }))
+        );
     }
 
     #[test]
@@ -378,6 +426,12 @@ mod tests {
             (
                 "JEOS1 ready",
                 ProtocolError::MissingField { field: "boot_ms" },
+            ),
+            (
+                "JEOS1 ready boot_ms=1 cpus=1 initramfs_ms=1 root_ms=1",
+                ProtocolError::MissingField {
+                    field: "services_ms",
+                },
             ),
             (
                 "JEOS1 ready ms=1",
@@ -452,6 +506,12 @@ mod tests {
             let event = match rng.next() % 4 {
                 0 => Event::Ready {
                     boot_ms: rng.next(),
+                    phases: BootPhases {
+                        cpus: rng.next() as u32,
+                        initramfs_ms: rng.next(),
+                        root_ms: rng.next(),
+                        services_ms: rng.next(),
+                    },
                 },
                 1 => Event::Check {
                     index: rng.next() as u32,

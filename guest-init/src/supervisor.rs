@@ -183,6 +183,11 @@ impl Supervisor {
         self.check_all_ready()
     }
 
+    /// Whether every service has been started at least once (none waits for `after`).
+    pub fn all_started(&self) -> bool {
+        self.services.iter().all(|s| s.state != State::Waiting)
+    }
+
     /// The next instant `poll` has work to do (a backoff expiring).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.services

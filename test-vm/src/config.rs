@@ -9,6 +9,12 @@ use guest_init::protocol::{CheckStatus, Event};
 
 /// Kernel command-line flag that makes guest-init run the smoke test.
 pub const SMOKE_TEST_FLAG: &str = "jeos.test=1";
+/// Kernel command-line flag naming the protocol channel (the second serial port, COM2,
+/// which both backends attach): results travel there, never on the console.
+pub const PROTOCOL_FLAG: &str = "jeos.protocol=/dev/ttyS1";
+/// Kernel command-line flag telling guest-init the machine has no NIC (the embedded
+/// runner has none), so an appliance asking for DHCP does not wait for one.
+pub const NO_NIC_FLAG: &str = "jeos.nic=none";
 
 /// Firmware for a QEMU whole-disk boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +23,43 @@ pub enum Firmware {
     Bios,
     /// OVMF (UEFI).
     Efi,
+}
+
+/// The network adapter QEMU emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicModel {
+    /// virtio-net (PCI).
+    Virtio,
+    /// Intel 82540EM (`e1000`).
+    E1000,
+    /// Intel 82574L (`e1000e`).
+    E1000e,
+    /// VMware vmxnet3.
+    Vmxnet3,
+}
+
+impl NicModel {
+    /// QEMU's `-device` name.
+    #[must_use]
+    pub fn qemu_device(self) -> &'static str {
+        match self {
+            NicModel::Virtio => "virtio-net-pci",
+            NicModel::E1000 => "e1000",
+            NicModel::E1000e => "e1000e",
+            NicModel::Vmxnet3 => "vmxnet3",
+        }
+    }
+}
+
+/// The disk controller QEMU emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    /// virtio-blk (PCI).
+    Virtio,
+    /// The q35 machine's ICH9 AHCI (SATA) controller.
+    Ahci,
+    /// VMware PVSCSI.
+    Pvscsi,
 }
 
 /// A host TCP port forwarded to a guest port (QEMU user networking).
@@ -56,6 +99,10 @@ pub struct RunConfig {
     pub port_forwards: Vec<PortForward>,
     /// QEMU only: boot the whole disk through firmware instead of direct kernel boot.
     pub firmware: Option<Firmware>,
+    /// QEMU only: the network adapter (the embedded runner has none).
+    pub nic: NicModel,
+    /// QEMU only: the disk controller (the embedded runner has virtio-mmio).
+    pub disk_bus: DiskBus,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -69,6 +116,8 @@ impl std::fmt::Debug for RunConfig {
             .field("vcpus", &self.vcpus)
             .field("timeout", &self.timeout)
             .field("firmware", &self.firmware)
+            .field("nic", &self.nic)
+            .field("disk_bus", &self.disk_bus)
             .finish_non_exhaustive()
     }
 }
@@ -91,26 +140,26 @@ impl RunConfig {
             echo_console: None,
             port_forwards: Vec::new(),
             firmware: None,
+            nic: NicModel::Virtio,
+            disk_bus: DiskBus::Virtio,
         }
     }
 
-    /// The command line actually passed to the kernel.
+    /// The command line actually passed to the kernel: the image's, plus the protocol
+    /// channel, plus [`SMOKE_TEST_FLAG`] for a smoke test, plus [`NO_NIC_FLAG`] when the
+    /// backend gives the machine no NIC (each once).
     #[must_use]
-    pub fn effective_cmdline(&self) -> String {
-        if self.smoke_test
-            && !self
-                .cmdline
-                .split_whitespace()
-                .any(|w| w == SMOKE_TEST_FLAG)
-        {
-            if self.cmdline.is_empty() {
-                SMOKE_TEST_FLAG.to_owned()
-            } else {
-                format!("{} {SMOKE_TEST_FLAG}", self.cmdline)
+    pub fn effective_cmdline(&self, no_nic: bool) -> String {
+        let mut words: Vec<&str> = self.cmdline.split_whitespace().collect();
+        let mut add = |flag: &'static str, wanted: bool| {
+            if wanted && !words.contains(&flag) {
+                words.push(flag);
             }
-        } else {
-            self.cmdline.clone()
-        }
+        };
+        add(PROTOCOL_FLAG, true);
+        add(SMOKE_TEST_FLAG, self.smoke_test);
+        add(NO_NIC_FLAG, no_nic);
+        words.join(" ")
     }
 }
 
@@ -164,8 +213,10 @@ pub struct RunOutcome {
     pub duration: Duration,
     /// Time from start to the first console byte.
     pub first_byte_at: Option<Duration>,
-    /// Smoke-test protocol events, in order.
+    /// Smoke-test protocol events, in order (from the protocol channel only).
     pub events: Vec<Event>,
+    /// When (since the VMM started) the `ready` event arrived.
+    pub ready_at: Option<Duration>,
     /// Malformed protocol lines (the line and the parse error).
     pub protocol_errors: Vec<String>,
     /// Device problems the guest caused (driver rule violations), rendered.
@@ -227,6 +278,7 @@ mod tests {
             duration: Duration::ZERO,
             first_byte_at: None,
             events,
+            ready_at: None,
             protocol_errors: Vec::new(),
             device_warnings: Vec::new(),
             vmm: VmmKind::Embedded,
@@ -252,12 +304,21 @@ mod tests {
     }
 
     #[test]
-    fn smoke_test_flag_is_appended_once() {
+    fn flags_are_appended_once() {
         let mut config = RunConfig::new("k".into(), "console=ttyS0", "log".into());
-        assert_eq!(config.effective_cmdline(), "console=ttyS0");
+        assert_eq!(
+            config.effective_cmdline(false),
+            "console=ttyS0 jeos.protocol=/dev/ttyS1"
+        );
         config.smoke_test = true;
-        assert_eq!(config.effective_cmdline(), "console=ttyS0 jeos.test=1");
+        assert_eq!(
+            config.effective_cmdline(true),
+            "console=ttyS0 jeos.protocol=/dev/ttyS1 jeos.test=1 jeos.nic=none"
+        );
         config.cmdline = "jeos.test=1 quiet".into();
-        assert_eq!(config.effective_cmdline(), "jeos.test=1 quiet");
+        assert_eq!(
+            config.effective_cmdline(false),
+            "jeos.test=1 quiet jeos.protocol=/dev/ttyS1"
+        );
     }
 }

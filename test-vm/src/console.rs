@@ -1,6 +1,12 @@
-//! Console capture shared by both backends: every byte goes to the log file, the optional
-//! echo writer and a bounded tail; complete lines are scanned for `Kernel panic` and for
-//! smoke-test protocol lines (`guest_init::protocol`).
+//! Serial capture shared by both backends, for two ports:
+//!
+//! - the **console** (COM1, [`ConsoleCapture::create`]): every byte goes to the log file,
+//!   the optional echo writer and a bounded tail; complete lines are scanned for
+//!   `Kernel panic`. It is a log: nothing on it is taken as a result, so a service that
+//!   prints protocol lines changes nothing;
+//! - the **protocol channel** (COM2, [`ConsoleCapture::protocol`]): complete lines are
+//!   parsed as smoke-test protocol lines (`guest_init::protocol`); only guest-init writes
+//!   there.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -36,7 +42,9 @@ pub enum ConsoleError {
 
 /// Everything observed on the console so far.
 pub struct ConsoleState {
-    log: BufWriter<File>,
+    log: Option<BufWriter<File>>,
+    /// This capture is the protocol channel (parse lines as results).
+    protocol: bool,
     echo: Option<Box<dyn Write + Send>>,
     tail: VecDeque<u8>,
     line: Vec<u8>,
@@ -47,6 +55,8 @@ pub struct ConsoleState {
     pub panic_at: Option<Instant>,
     /// Protocol events.
     pub events: Vec<Event>,
+    /// When (since start) the `ready` event arrived.
+    pub ready_at: Option<Duration>,
     /// Malformed protocol lines.
     pub protocol_errors: Vec<String>,
     /// First IO error writing the log or echo (reported at the end).
@@ -70,7 +80,9 @@ impl ConsoleState {
         if self.first_byte_at.is_none() {
             self.first_byte_at = Some(self.started.elapsed());
         }
-        if let Err(e) = self.log.write_all(buf) {
+        if let Some(log) = self.log.as_mut()
+            && let Err(e) = log.write_all(buf)
+        {
             self.write_error.get_or_insert(e);
         }
         if let Some(echo) = self.echo.as_mut()
@@ -96,17 +108,28 @@ impl ConsoleState {
         let raw = std::mem::take(&mut self.line);
         let text = String::from_utf8_lossy(&raw);
         let text = text.trim_end_matches('\r');
-        self.reporter.on_console_line(text);
-        if text.contains(PANIC_MARKER) && self.panic_at.is_none() {
-            self.panic_at = Some(Instant::now());
+        if !self.protocol {
+            self.reporter.on_console_line(text);
+            if text.contains(PANIC_MARKER) && self.panic_at.is_none() {
+                self.panic_at = Some(Instant::now());
+            }
+            return;
+        }
+        if text.is_empty() {
+            return;
         }
         match parse_line(text) {
             Some(Ok(event)) => {
+                if matches!(event, Event::Ready { .. }) && self.ready_at.is_none() {
+                    self.ready_at = Some(self.started.elapsed());
+                }
                 self.reporter.on_protocol_event(&event);
                 self.events.push(event);
             }
             Some(Err(error)) => self.protocol_errors.push(format!("{text}: {error}")),
-            None => {}
+            None => self
+                .protocol_errors
+                .push(format!("{text}: not a protocol line")),
         }
     }
 
@@ -115,7 +138,9 @@ impl ConsoleState {
         if !self.line.is_empty() {
             self.finish_line();
         }
-        if let Err(e) = self.log.flush() {
+        if let Some(log) = self.log.as_mut()
+            && let Err(e) = log.flush()
+        {
             self.write_error.get_or_insert(e);
         }
     }
@@ -157,9 +182,32 @@ impl ConsoleCapture {
             path: path.to_owned(),
             source,
         })?;
-        Ok(Self {
+        Ok(Self::new(
+            Some(BufWriter::new(file)),
+            false,
+            echo,
+            reporter,
+            started,
+        ))
+    }
+
+    /// The protocol channel: lines are parsed as results, nothing is written anywhere.
+    #[must_use]
+    pub fn protocol(reporter: Arc<dyn RunReporter>, started: Instant) -> Self {
+        Self::new(None, true, None, reporter, started)
+    }
+
+    fn new(
+        log: Option<BufWriter<File>>,
+        protocol: bool,
+        echo: Option<Box<dyn Write + Send>>,
+        reporter: Arc<dyn RunReporter>,
+        started: Instant,
+    ) -> Self {
+        Self {
             state: Arc::new(Mutex::new(ConsoleState {
-                log: BufWriter::new(file),
+                log,
+                protocol,
                 echo,
                 tail: VecDeque::with_capacity(TAIL_BYTES),
                 line: Vec::new(),
@@ -167,11 +215,12 @@ impl ConsoleCapture {
                 first_byte_at: None,
                 panic_at: None,
                 events: Vec::new(),
+                ready_at: None,
                 protocol_errors: Vec::new(),
                 write_error: None,
                 reporter,
             })),
-        })
+        }
     }
 
     /// Locks the state (a poisoned lock still yields the data: capture never panics while
@@ -212,22 +261,24 @@ mod tests {
     }
 
     #[test]
-    fn captures_lines_events_panic_and_tail() {
+    fn console_is_a_log_and_forged_results_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
         let reporter = Arc::new(Recording::default());
         let mut capture =
             ConsoleCapture::create(&path, None, reporter.clone(), Instant::now()).unwrap();
         capture
-            .write_all(b"[    0.1] Linux version\r\n[  1.0] x JEOS1 ready boot_ms=12\r\nJEOS1 done passed=x failed=0\n")
+            .write_all(
+                b"[    0.1] Linux version\r\n[  1.0] x JEOS1 done passed=9 failed=0\r\nJEOS1 bad\n",
+            )
             .unwrap();
         capture
             .write_all(b"Kernel panic - not syncing: VFS\npartial")
             .unwrap();
         let mut state = capture.lock();
         state.finish();
-        assert_eq!(state.events, vec![Event::Ready { boot_ms: 12 }]);
-        assert_eq!(state.protocol_errors.len(), 1);
+        assert!(state.events.is_empty(), "the console carries no results");
+        assert!(state.protocol_errors.is_empty());
         assert!(state.panic_at.is_some());
         assert!(state.first_byte_at.is_some());
         assert!(state.tail().ends_with("VFS\npartial"));
@@ -236,8 +287,34 @@ mod tests {
         assert!(log.starts_with("[    0.1] Linux version\r\n"));
         let seen = reporter.0.lock().unwrap().clone();
         assert_eq!(seen[0], "line [    0.1] Linux version");
-        assert_eq!(seen[2], "event Ready { boot_ms: 12 }");
         assert_eq!(seen.last().unwrap(), "line partial");
+        assert!(!seen.iter().any(|l| l.starts_with("event")));
+    }
+
+    #[test]
+    fn protocol_channel_parses_results() {
+        let reporter = Arc::new(Recording::default());
+        let mut capture = ConsoleCapture::protocol(reporter.clone(), Instant::now());
+        capture
+            .write_all(b"JEOS1 ready boot_ms=12 cpus=2 initramfs_ms=3 root_ms=5 services_ms=6\r\n\r\nJEOS1 done passed=x failed=0\nnoise\n")
+            .unwrap();
+        let mut state = capture.lock();
+        state.finish();
+        assert!(matches!(
+            state.events[..],
+            [Event::Ready { boot_ms: 12, phases }] if phases.cpus == 2 && phases.root_ms == 5
+        ));
+        assert!(state.ready_at.is_some());
+        assert_eq!(
+            state.protocol_errors.len(),
+            2,
+            "{:?}",
+            state.protocol_errors
+        );
+        assert!(state.panic_at.is_none());
+        let seen = reporter.0.lock().unwrap().clone();
+        assert!(seen[0].starts_with("event Ready"), "{seen:?}");
+        assert_eq!(seen.len(), 1, "protocol lines are not console lines");
     }
 
     #[test]

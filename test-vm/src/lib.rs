@@ -64,7 +64,8 @@ pub use virtio_queue;
 pub use vm_memory;
 
 pub use config::{
-    ExitReason, Firmware, NoReporter, PortForward, RunConfig, RunOutcome, RunReporter, VmmKind,
+    DiskBus, ExitReason, Firmware, NicModel, NoReporter, PortForward, RunConfig, RunOutcome,
+    RunReporter, VmmKind,
 };
 pub use host::{KvmStatus, check_host};
 

@@ -7,7 +7,8 @@
 //! * the disk is a virtio disk with `snapshot=on`: writes go to a temporary overlay and the
 //!   image is never modified;
 //! * the serial console is QEMU's stdout (`-serial stdio`), fed into the same
-//!   [`ConsoleCapture`] as the embedded runner;
+//!   [`ConsoleCapture`] as the embedded runner; the protocol channel is a second serial
+//!   port (COM2, `-serial file:` in the scratch directory), tailed into its own capture;
 //! * `-no-reboot`: a guest reset ends QEMU; the QMP `SHUTDOWN` event's `reason`
 //!   (`guest-shutdown`, `guest-reset`, `guest-panic`) tells power-off from reset;
 //! * user networking with `hostfwd` for each port forward, otherwise no NIC.
@@ -17,10 +18,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{ExitReason, Firmware, RunConfig, RunOutcome, RunReporter, VmmKind};
+use crate::config::{
+    DiskBus, ExitReason, Firmware, PROTOCOL_FLAG, RunConfig, RunOutcome, RunReporter,
+    SMOKE_TEST_FLAG, VmmKind,
+};
 use crate::console::{ConsoleCapture, ConsoleError};
 use crate::runner::PANIC_GRACE;
 
@@ -115,6 +120,8 @@ pub fn qemu_args(
         "none".into(),
         "-serial".into(),
         "stdio".into(),
+        "-serial".into(),
+        format!("file:{}", option_path(&scratch.join(PROTOCOL_FILE))?),
         "-monitor".into(),
         "none".into(),
         "-no-reboot".into(),
@@ -142,12 +149,13 @@ pub fn qemu_args(
             if let Some(initrd) = &config.initramfs {
                 args.extend(["-initrd".into(), option_path(initrd)?]);
             }
-            args.extend(["-append".into(), config.effective_cmdline()]);
+            args.extend(["-append".into(), config.effective_cmdline(false)]);
         }
         Some(Firmware::Bios) => {
             if config.disk.is_none() {
                 return Err(QemuError::NoDisk);
             }
+            args.extend(smbios_flags(config));
         }
         Some(Firmware::Efi) => {
             if config.disk.is_none() {
@@ -156,6 +164,7 @@ pub fn qemu_args(
             let (code, vars) = ovmf.ok_or_else(|| QemuError::NoOvmf {
                 looked_for: OVMF_CODE.join(", "),
             })?;
+            args.extend(smbios_flags(config));
             args.extend([
                 "-drive".into(),
                 format!(
@@ -169,7 +178,7 @@ pub fn qemu_args(
     }
     if let Some(disk) = &config.disk {
         let mut drive = format!(
-            "file={},format={},if=virtio,snapshot=on",
+            "file={},format={},if=none,id=disk0,snapshot=on",
             option_path(disk)?,
             detect_format(disk)
         );
@@ -177,6 +186,17 @@ pub fn qemu_args(
             drive.push_str(",readonly=on");
         }
         args.extend(["-drive".into(), drive]);
+        match config.disk_bus {
+            DiskBus::Virtio => args.extend(["-device".into(), "virtio-blk-pci,drive=disk0".into()]),
+            // q35's built-in ICH9 AHCI controller names its ports ide.0 .. ide.5.
+            DiskBus::Ahci => args.extend(["-device".into(), "ide-hd,drive=disk0,bus=ide.0".into()]),
+            DiskBus::Pvscsi => args.extend([
+                "-device".into(),
+                "pvscsi,id=scsi0".into(),
+                "-device".into(),
+                "scsi-hd,drive=disk0,bus=scsi0.0".into(),
+            ]),
+        }
     }
     // Always a user-mode NIC: appliances configure their network at boot (DHCP waits for
     // an interface), and the guest reaches nothing but QEMU's own DHCP/DNS without forwards.
@@ -189,9 +209,47 @@ pub fn qemu_args(
         "-netdev".into(),
         format!("user,id=net0{forwards}"),
         "-device".into(),
-        "virtio-net-pci,netdev=net0".into(),
+        format!("{},netdev=net0", config.nic.qemu_device()),
     ]);
     Ok(args.into_iter().map(OsString::from).collect())
+}
+
+/// Firmware boot: the boot loader's command line is the image's own, so the test flags
+/// reach guest-init as SMBIOS OEM strings (type 11) instead.
+fn smbios_flags(config: &RunConfig) -> [String; 2] {
+    let mut value = format!("type=11,value={PROTOCOL_FLAG}");
+    if config.smoke_test {
+        value.push_str(&format!(",value={SMOKE_TEST_FLAG}"));
+    }
+    ["-smbios".into(), value]
+}
+
+/// The protocol channel's file inside the scratch directory.
+const PROTOCOL_FILE: &str = "protocol.serial";
+
+/// Copies what QEMU appends to the protocol file into `capture` until `done` is set (then
+/// reads to the end once more).
+fn tail_protocol(path: PathBuf, mut capture: ConsoleCapture, done: Arc<AtomicBool>) {
+    let mut file = None;
+    let mut buffer = [0u8; 4096];
+    loop {
+        let finished = done.load(Ordering::SeqCst);
+        if file.is_none() {
+            file = std::fs::File::open(&path).ok();
+        }
+        if let Some(f) = file.as_mut() {
+            while let Ok(n) = f.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                let _ = capture.write_all(&buffer[..n]);
+            }
+        }
+        if finished {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Maps a QMP `SHUTDOWN` reason to an exit reason.
@@ -294,6 +352,7 @@ pub fn run_qemu(
         scratch.path(),
         ovmf.as_ref().map(|(c, v)| (c.as_path(), v.as_path())),
     )?;
+    let protocol = ConsoleCapture::protocol(reporter.clone(), started);
     let console =
         ConsoleCapture::create(&config.console_log, config.echo_console, reporter, started)
             .map_err(QemuError::Console)?;
@@ -329,6 +388,15 @@ pub fn run_qemu(
     let qmp_socket = scratch.path().join("qmp.sock");
     let qmp_reason = shutdown.clone();
     let qmp = std::thread::spawn(move || watch_qmp(qmp_socket, qmp_reason, deadline));
+    let tail_done = Arc::new(AtomicBool::new(false));
+    let tail = {
+        let (path, capture, done) = (
+            scratch.path().join(PROTOCOL_FILE),
+            protocol.clone(),
+            tail_done.clone(),
+        );
+        std::thread::spawn(move || tail_protocol(path, capture, done))
+    };
 
     let mut forced = None;
     let status = loop {
@@ -355,6 +423,8 @@ pub fn run_qemu(
     let _ = reader.join();
     let stderr_text = stderr_reader.join().unwrap_or_default();
     let _ = qmp.join();
+    tail_done.store(true, Ordering::SeqCst);
+    let _ = tail.join();
 
     let qmp_reason = shutdown
         .lock()
@@ -374,6 +444,8 @@ pub fn run_qemu(
             stderr_text.trim()
         )),
     };
+    let mut results = protocol.lock();
+    results.finish();
     let mut state = console.lock();
     state.finish();
     if state.panic_at.is_some() && !matches!(exit, ExitReason::VmmError(_)) {
@@ -388,8 +460,9 @@ pub fn run_qemu(
         console_tail: state.tail(),
         duration,
         first_byte_at: state.first_byte_at,
-        events: state.events.clone(),
-        protocol_errors: state.protocol_errors.clone(),
+        events: results.events.clone(),
+        ready_at: results.ready_at,
+        protocol_errors: results.protocol_errors.clone(),
         device_warnings,
         vmm: VmmKind::Qemu,
     })
@@ -417,12 +490,12 @@ mod tests {
         let joined = args.join(" ");
         assert!(
             joined
-                .contains("-kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 jeos.test=1")
+                .contains("-kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 jeos.protocol=/dev/ttyS1 jeos.test=1")
         );
         assert!(joined.contains("-accel kvm -cpu host"));
         assert!(joined.contains("-m 512M -smp 2"));
         assert!(joined.contains("-no-reboot"));
-        assert!(joined.contains("-serial stdio"));
+        assert!(joined.contains("-serial stdio -serial file:/tmp/s/protocol.serial"));
         assert!(joined.contains("-qmp unix:/tmp/s/qmp.sock,server=on,wait=off"));
         assert!(joined.contains("-netdev user,id=net0 -device virtio-net-pci,netdev=net0"));
     }
@@ -443,11 +516,25 @@ mod tests {
         assert!(!joined.contains("-kernel"));
         assert!(joined.contains("-accel tcg -cpu max"));
         assert!(joined.contains("if=pflash,format=raw,unit=0,readonly=on,file=/o/CODE.fd"));
-        assert!(
-            joined.contains(
-                "file=/nonexistent/disk.raw,format=raw,if=virtio,snapshot=on,readonly=on"
-            )
-        );
+        assert!(joined.contains(
+            "file=/nonexistent/disk.raw,format=raw,if=none,id=disk0,snapshot=on,readonly=on"
+        ));
+        assert!(joined.contains("-device virtio-blk-pci,drive=disk0"));
+        assert!(joined.contains("-smbios type=11,value=jeos.protocol=/dev/ttyS1"));
+        config.smoke_test = true;
+        config.nic = crate::config::NicModel::E1000e;
+        config.disk_bus = DiskBus::Ahci;
+        let joined =
+            strings(&qemu_args(&config, false, Path::new("/s"), Some(ovmf)).unwrap()).join(" ");
+        assert!(joined.contains("value=jeos.protocol=/dev/ttyS1,value=jeos.test=1"));
+        assert!(joined.contains("-device ide-hd,drive=disk0,bus=ide.0"));
+        assert!(joined.contains("-device e1000e,netdev=net0"));
+        config.disk_bus = DiskBus::Pvscsi;
+        config.nic = crate::config::NicModel::Vmxnet3;
+        let joined =
+            strings(&qemu_args(&config, false, Path::new("/s"), Some(ovmf)).unwrap()).join(" ");
+        assert!(joined.contains("-device pvscsi,id=scsi0 -device scsi-hd,drive=disk0,bus=scsi0.0"));
+        assert!(joined.contains("-device vmxnet3,netdev=net0"));
         assert!(joined.contains("user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80"));
         config.firmware = Some(Firmware::Bios);
         let joined = strings(&qemu_args(&config, false, Path::new("/s"), None).unwrap()).join(" ");

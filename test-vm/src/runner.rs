@@ -22,7 +22,7 @@ use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use crate::acpi::{self, AcpiConfig, MmioDeviceInfo};
 use crate::arch::x86_64::layout::{
-    ACPI_MAX_BYTES, ACPI_START, SERIAL_IRQ, VIRTIO_MMIO_SIZE, virtio_mmio_slot,
+    ACPI_MAX_BYTES, ACPI_START, PROTOCOL_IRQ, SERIAL_IRQ, VIRTIO_MMIO_SIZE, virtio_mmio_slot,
 };
 use crate::arch::x86_64::regs;
 use crate::boot::{self, BootParamsConfig};
@@ -144,6 +144,54 @@ fn stop_reason_to_exit(reason: StopReason) -> ExitReason {
     }
 }
 
+/// Starts one thread per vCPU running `KVM_RUN` until `stop` is set; a thread that cannot
+/// be spawned stops the machine with a VMM error.
+fn spawn_vcpu_threads(
+    vcpus: Vec<kvm_ioctls::VcpuFd>,
+    devices: &Arc<Mutex<Devices>>,
+    reporter: &Arc<dyn RunReporter>,
+    stop: &Arc<StopState>,
+) -> Vec<JoinHandle<()>> {
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    for (index, mut fd) in vcpus.into_iter().enumerate() {
+        let thread_stop = stop.clone();
+        let devices = devices.clone();
+        let reporter = reporter.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || {
+                let stop = thread_stop;
+                while !stop.flag.load(Ordering::SeqCst) {
+                    let result = vcpu::run_once(&mut fd, |exit| {
+                        let mut bus = devices
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let action = vcpu::handle_exit(exit, &mut bus);
+                        for warning in bus.take_warnings() {
+                            reporter.on_device_warning(&error_chain(&warning));
+                        }
+                        action
+                    });
+                    match result {
+                        Ok(ExitAction::Continue) => {}
+                        Ok(ExitAction::Stop(reason)) => stop.stop(stop_reason_to_exit(reason)),
+                        Err(e) => stop.stop(ExitReason::VmmError(format!("KVM_RUN failed: {e}"))),
+                    }
+                }
+            });
+        match thread {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                stop.stop(ExitReason::VmmError(format!(
+                    "cannot spawn a vCPU thread: {e}"
+                )));
+                break;
+            }
+        }
+    }
+    threads
+}
+
 /// Boots `config` in the embedded runner and waits for it to stop.
 ///
 /// # Errors
@@ -172,7 +220,8 @@ pub fn run_embedded(
         }
         None => None,
     };
-    let cmdline = config.effective_cmdline();
+    // The embedded runner has no NIC: guest-init must not wait for one.
+    let cmdline = config.effective_cmdline(true);
     let cmdline_len =
         boot::write_cmdline(&memory, &cmdline, &kernel.header).map_err(RunnerError::Boot)?;
     regs::write_boot_structures(&memory).map_err(RunnerError::Regs)?;
@@ -219,6 +268,11 @@ pub fn run_embedded(
     let serial_irq = vm.irq_line(SERIAL_IRQ).map_err(RunnerError::Vm)?;
     let serial = SerialDevice::new(serial_irq, Box::new(console.clone()));
     let mut devices = Devices::new(memory.clone(), serial);
+    let protocol = ConsoleCapture::protocol(reporter.clone(), started);
+    devices.protocol = Some(SerialDevice::new(
+        vm.irq_line(PROTOCOL_IRQ).map_err(RunnerError::Vm)?,
+        Box::new(protocol.clone()),
+    ));
     if let Some((overlay, base, irq)) = disk {
         devices.virtio.push(VirtioSlot {
             base,
@@ -251,43 +305,7 @@ pub fn run_embedded(
 
     install_kick_handler()?;
     let stop = Arc::new(StopState::default());
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    for (index, mut fd) in vcpus.into_iter().enumerate() {
-        let thread_stop = stop.clone();
-        let devices = devices.clone();
-        let reporter = reporter.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || {
-                let stop = thread_stop;
-                while !stop.flag.load(Ordering::SeqCst) {
-                    let result = vcpu::run_once(&mut fd, |exit| {
-                        let mut bus = devices
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let action = vcpu::handle_exit(exit, &mut bus);
-                        for warning in bus.take_warnings() {
-                            reporter.on_device_warning(&error_chain(&warning));
-                        }
-                        action
-                    });
-                    match result {
-                        Ok(ExitAction::Continue) => {}
-                        Ok(ExitAction::Stop(reason)) => stop.stop(stop_reason_to_exit(reason)),
-                        Err(e) => stop.stop(ExitReason::VmmError(format!("KVM_RUN failed: {e}"))),
-                    }
-                }
-            });
-        match thread {
-            Ok(handle) => threads.push(handle),
-            Err(e) => {
-                stop.stop(ExitReason::VmmError(format!(
-                    "cannot spawn a vCPU thread: {e}"
-                )));
-                break;
-            }
-        }
-    }
+    let threads = spawn_vcpu_threads(vcpus, &devices, &reporter, &stop);
 
     let deadline = started + config.timeout;
     loop {
@@ -320,6 +338,8 @@ pub fn run_embedded(
     let duration = started.elapsed();
     drop(vm);
 
+    let mut results = protocol.lock();
+    results.finish();
     let mut state = console.lock();
     state.finish();
     let mut exit = stop
@@ -337,8 +357,9 @@ pub fn run_embedded(
         console_tail: state.tail(),
         duration,
         first_byte_at: state.first_byte_at,
-        events: state.events.clone(),
-        protocol_errors: state.protocol_errors.clone(),
+        events: results.events.clone(),
+        ready_at: results.ready_at,
+        protocol_errors: results.protocol_errors.clone(),
         device_warnings,
         vmm: VmmKind::Embedded,
     })

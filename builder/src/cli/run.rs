@@ -106,9 +106,12 @@ pub fn run_args(
     let mut args = qemu_args(config, kvm, scratch, ovmf)?;
     let mut out = Vec::with_capacity(args.len());
     let mut iter = args.drain(..);
+    let mut console_done = false;
     while let Some(arg) = iter.next() {
-        if arg == "-serial" {
+        // The first serial port is the console; the second (the protocol channel) stays.
+        if arg == "-serial" && !console_done {
             iter.next();
+            console_done = true;
             out.extend(["-serial".into(), "mon:stdio".into()]);
         } else if arg == "-no-reboot" {
         } else {

@@ -11,6 +11,7 @@ use test_vm::{RunError, RunReporter, Vmm, VmmKind};
 
 use super::{ExitStatus, Session};
 use crate::boot::{self, BootError, RunOptions};
+use crate::ovf_hardware;
 
 /// `--vmm`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,6 +34,15 @@ impl From<VmmChoice> for Vmm {
     }
 }
 
+/// `--boot`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootChoice {
+    /// Load the kernel and initramfs from the image's ESP directly (both VMMs).
+    Direct,
+    /// QEMU boots the whole disk through SeaBIOS or OVMF (the OVF's firmware).
+    Firmware,
+}
+
 /// `jeos test`
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -51,12 +61,16 @@ pub struct TestArgs {
     /// Stream the serial console to stderr (also with `--verbose`).
     #[arg(long)]
     pub console: bool,
-    /// Guest memory (`512MiB`, `1GiB`).
-    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_memory_mib)]
-    pub memory: u64,
-    /// Virtual CPUs.
-    #[arg(long, value_name = "N", default_value_t = boot::DEFAULT_CPUS, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub cpus: u32,
+    /// Guest memory (`512MiB`, `1GiB`) [default: the OVF's, i.e. the recipe's `[vm] memory`].
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_mib)]
+    pub memory: Option<u64>,
+    /// Virtual CPUs [default: the OVF's, i.e. the recipe's `[vm] cpus`].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cpus: Option<u32>,
+    /// How the VM boots: `direct` (kernel and initramfs from the ESP) or `firmware` (QEMU
+    /// boots the disk through the OVF's firmware, NIC and disk controller).
+    #[arg(long, value_enum, default_value_t = BootChoice::Direct)]
+    pub boot: BootChoice,
     /// Keep the console log at FILE [default: `<image>.console.log` beside the image].
     #[arg(long, value_name = "FILE")]
     pub keep_log: Option<PathBuf>,
@@ -125,6 +139,10 @@ pub enum TestError {
         #[source]
         source: RunError,
     },
+    /// `--boot firmware` with `--vmm embedded`.
+    #[error("the embedded runner boots the kernel directly; `--boot firmware` needs QEMU")]
+    #[diagnostic(help("use `--vmm qemu --boot firmware`, or `--boot direct`"))]
+    FirmwareNeedsQemu,
     /// Writing the JUnit file failed.
     #[error("cannot write `{}`", .path.display())]
     WriteJunit {
@@ -165,6 +183,35 @@ pub(super) fn vmm_line(vmm: VmmKind, reason: &str, kvm: bool) -> String {
     format!("vmm: {name} — {reason}")
 }
 
+/// Gives QEMU the NIC and disk controller the OVF declares (the nearest it emulates, with a
+/// note when that differs), and for `--boot firmware` the OVF's firmware; returns the VMM.
+fn shipped_hardware(
+    args: &TestArgs,
+    hardware: &ovf_hardware::OvfHardware,
+    config: &mut test_vm::RunConfig,
+    session: &mut Session,
+) -> Result<Vmm, TestError> {
+    let (nic, nic_note) = ovf_hardware::qemu_nic(hardware.nic.as_deref());
+    let (disk_bus, disk_note) = ovf_hardware::qemu_disk_bus(hardware.disk_controller.as_deref());
+    config.nic = nic;
+    config.disk_bus = disk_bus;
+    let mut vmm: Vmm = args.vmm.into();
+    if args.boot == BootChoice::Firmware {
+        if args.vmm == VmmChoice::Embedded {
+            return Err(TestError::FirmwareNeedsQemu);
+        }
+        vmm = Vmm::Qemu;
+        config.firmware = Some(hardware.firmware.unwrap_or(test_vm::Firmware::Bios));
+    }
+    let uses_qemu = vmm == Vmm::Qemu || !test_vm::check_host().can_boot_linux();
+    if uses_qemu && !session.global.quiet {
+        for note in [nic_note, disk_note].into_iter().flatten() {
+            session.printer.stderr_line(&format!("note: {note}"));
+        }
+    }
+    Ok(vmm)
+}
+
 /// `<image>.console.log` beside the image if it can be created there, else in a kept
 /// temporary directory.
 fn default_log(image: &Path) -> Result<PathBuf, TestError> {
@@ -194,31 +241,44 @@ pub(super) fn test(args: &TestArgs, session: &mut Session) -> miette::Result<Exi
         .prefix("jeos-boot-")
         .tempdir()
         .map_err(TestError::TempDir)?;
+    let (hardware, ovf) = ovf_hardware::read_beside(&image);
     let mut options = RunOptions::new(console_log.clone());
-    options.memory_mib = args.memory;
-    options.vcpus = args.cpus;
+    options.memory_mib = args
+        .memory
+        .or(hardware.memory_mib)
+        .unwrap_or(boot::DEFAULT_MEMORY_MIB);
+    options.vcpus = args.cpus.or(hardware.cpus).unwrap_or(boot::DEFAULT_CPUS);
     options.timeout = args.timeout;
     let mut config = boot::prepare_run(&image, work.path(), &options).map_err(TestError::from)?;
+    let vmm = shipped_hardware(args, &hardware, &mut config, session)?;
     if args.console || session.global.verbose {
         config.echo_console = Some(Box::new(io::stderr()));
     }
     if !session.global.quiet {
         session.printer.stderr_line(&format!(
-            "Testing {} ({} MiB, {} vCPU, timeout {} s)",
+            "Testing {} ({} MiB, {} vCPU{}, {} boot, timeout {} s)",
             image.display(),
-            args.memory,
-            args.cpus,
+            options.memory_mib,
+            options.vcpus,
+            if ovf.is_some() {
+                " as its OVF declares"
+            } else {
+                ""
+            },
+            match args.boot {
+                BootChoice::Direct => "direct kernel",
+                BootChoice::Firmware => "firmware",
+            },
             args.timeout.as_secs()
         ));
     }
     let reporter = Arc::new(TestReporter {
         quiet: session.global.quiet,
     });
-    let outcome =
-        test_vm::run(args.vmm.into(), config, reporter).map_err(|source| TestError::Run {
-            image: image.clone(),
-            source,
-        })?;
+    let outcome = test_vm::run(vmm, config, reporter).map_err(|source| TestError::Run {
+        image: image.clone(),
+        source,
+    })?;
     let summary = boot::summarize(&name, &outcome);
     if let Some(path) = &args.junit {
         std::fs::write(path, boot::render_junit(&summary)).map_err(|source| {
@@ -247,6 +307,9 @@ pub(super) fn test(args: &TestArgs, session: &mut Session) -> miette::Result<Exi
             session
                 .printer
                 .stdout_line(boot::render_table(&summary).trim_end());
+        }
+        if let Some(phases) = &summary.boot {
+            session.printer.stdout_line(&phases.render());
         }
         let passed = summary.checks.iter().filter(|c| c.passed).count();
         let ready = summary

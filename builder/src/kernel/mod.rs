@@ -13,6 +13,7 @@
 //! Module names are compared normalised (`-` becomes `_`), as the kernel does.
 
 pub mod elf;
+pub mod modindex;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -221,6 +222,11 @@ pub struct PlannedModule {
     pub path: PathBuf,
     /// Decompressed size in bytes.
     pub decompressed_size: u64,
+    /// Its `alias=` patterns.
+    pub aliases: Vec<String>,
+    /// The planned modules it needs loaded first (hard dependencies and soft
+    /// pre-dependencies, virtual aliases expanded), by name.
+    pub depends: Vec<String>,
 }
 
 /// The modules to put into the initramfs.
@@ -612,16 +618,9 @@ impl KernelPackage {
                 });
             }
         }
-        let modules = closure
-            .order
-            .into_iter()
-            .filter(|info| !info.virtual_alias)
-            .map(|info| PlannedModule {
-                path: self.index.get(&info.name).cloned().unwrap_or_default(),
-                name: info.name,
-                decompressed_size: info.decompressed_size,
-            })
-            .collect();
+        let modules = modindex::planned_modules(closure.order, |name| {
+            self.index.get(name).cloned().unwrap_or_default()
+        });
         Ok(ModulePlan {
             kernel_version: self.version.clone(),
             vmlinuz: self.vmlinuz.clone(),

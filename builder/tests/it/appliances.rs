@@ -25,6 +25,54 @@ pub struct Built {
 }
 
 static BUILT: OnceLock<Mutex<HashMap<String, Option<Built>>>> = OnceLock::new();
+static VARIANTS: OnceLock<Mutex<HashMap<String, Result<PathBuf, String>>>> = OnceLock::new();
+
+/// A variant of the nginx appliance that must build (see [`variant`]).
+pub fn nginx_variant(base: &Built, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+    variant(base, name, edits)
+        .unwrap_or_else(|stderr| panic!("jeos build {name} failed:\n{stderr}"))
+}
+
+/// A variant of an example appliance: its recipe with `(from, to)` replacements, built once
+/// per test run under `name` with the example's lock (nothing is re-resolved). `Ok` is the
+/// `.raw` image, `Err` the failed build's stderr.
+pub fn variant(base: &Built, name: &str, edits: &[(&str, &str)]) -> Result<PathBuf, String> {
+    let map = VARIANTS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(result) = map.get(name) {
+        return result.clone();
+    }
+    let mut text = std::fs::read_to_string(&base.recipe).expect("recipe");
+    for (from, to) in edits {
+        assert!(text.contains(from), "the nginx recipe has `{from}`");
+        text = text.replace(from, to);
+    }
+    let dir = work();
+    let file = base.recipe.file_name().expect("recipe file name");
+    let recipe = dir.create(
+        &format!("variants/{name}/{}", file.to_string_lossy()),
+        &text,
+    );
+    std::fs::copy(
+        base.recipe.with_extension("lock"),
+        recipe.with_extension("lock"),
+    )
+    .expect("copy lock");
+    let out = dir.path().join(format!("variants/{name}/dist"));
+    let output = build_into(&recipe, &out, &[]);
+    let result = if output.status.success() {
+        let dist = base.dir.file_name().expect("output dir name");
+        let raw = out.join(dist).join(base.raw.file_name().expect("raw name"));
+        assert!(raw.is_file(), "{} missing", raw.display());
+        Ok(raw)
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    map.insert(name.to_owned(), result.clone());
+    result
+}
 static WORK: OnceLock<TestDir> = OnceLock::new();
 
 /// Where this run builds.

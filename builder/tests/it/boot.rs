@@ -381,30 +381,6 @@ fn a_missing_source_file_is_an_error() {
     assert!(!out.exists() || std::fs::read_dir(&out).expect("dir").next().is_none());
 }
 
-/// The full Linux boot through jeos's own KVM runner needs hardware virtualisation;
-/// `kvm_pvm` and missing `/dev/kvm` cannot run a stock kernel, so it skips loudly there.
-#[test]
-fn nginx_boots_in_the_embedded_runner_where_hardware_kvm_exists() {
-    let host = test_vm::host::check_host();
-    if !host.can_boot_linux() {
-        eprintln!(
-            "SKIPPED: the embedded KVM runner's Linux boot needs hardware KVM: {}",
-            host.reason()
-        );
-        return;
-    }
-    let Some(app) = built("nginx") else { return };
-    let output = Command::new(env!("CARGO_BIN_EXE_jeos"))
-        .env("NO_COLOR", "1")
-        .args(["test", "--vmm", "embedded"])
-        .arg(&app.raw)
-        .output()
-        .expect("run jeos test");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-}
-
 /// Ctrl-C in the middle of a build leaves nothing in the output directory.
 #[test]
 fn an_interrupted_build_leaves_nothing_behind() {

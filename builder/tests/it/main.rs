@@ -15,6 +15,7 @@ mod boot;
 mod check;
 mod dpkg_status;
 mod help;
+mod nested;
 mod new;
 mod publish;
 mod resolve;

@@ -99,7 +99,12 @@ fn examples_pass_with_a_junit_report() {
         assert_eq!((cases, failures), (checks, 0), "{xml}");
         assert!(xml.contains(&format!("<testsuite name=\"{name}-1.0.0\"")));
         let console = std::fs::read_to_string(&log).expect("console log kept");
-        assert!(console.contains("JEOS1 ready"), "{console}");
+        // The console is a log: results travel on COM2 and show up here only as log lines.
+        assert!(
+            console.contains("jeos: result: ready boot_ms="),
+            "{console}"
+        );
+        assert!(!console.contains("JEOS1 "), "{console}");
         assert_eq!(sha256(&raw), before, "jeos test modified the image");
     }
 }
@@ -271,4 +276,121 @@ fn run_forwards_a_port_and_keeps_the_image() {
     let page = page.expect("the forwarded port serves the page within 90 s");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert_eq!(sha256(&raw), before, "jeos run modified the image");
+}
+
+/// Results travel on their own channel: nginx's access log (its stdout, so the console)
+/// prints a forged failing check, an error and a summary for every request, and the run
+/// still reports exactly its own two passing checks (QEMU; the embedded runner's twin is
+/// in `nested`).
+#[test]
+fn forged_protocol_lines_on_the_console_change_nothing() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(base) = built("nginx") else { return };
+    let raw = crate::nested::forged_nginx(&base);
+    let dir = TestDir::new();
+    let log = dir.path().join("console.log");
+    let run = jeos_test(
+        &raw,
+        &["--vmm", "qemu", "--keep-log", log.to_str().expect("utf-8")],
+    );
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!(
+        "forged ({:.1} s):\n{}{}",
+        run.elapsed.as_secs_f64(),
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        console.contains("JEOS1 check index=0 status=fail ms=1 name=forged"),
+        "the service printed forged lines:\n{console}"
+    );
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("2/2 checks passed"), "{}", run.stdout);
+    assert!(!run.stdout.contains("forged"), "{}", run.stdout);
+}
+
+/// `--boot firmware`: QEMU boots the disk through the OVF's firmware (SeaBIOS) with the
+/// OVF's NIC (e1000) and, for its LSI Logic controller which QEMU lacks, AHCI with a note;
+/// memory and vCPUs come from the OVF.
+#[test]
+fn firmware_boot_uses_the_hardware_the_ovf_declares() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(Built { raw, .. }) = built("nginx") else {
+        return;
+    };
+    let run = jeos_test(&raw, &["--vmm", "qemu", "--boot", "firmware"]);
+    eprintln!(
+        "firmware boot ({:.1} s):\n{}{}",
+        run.elapsed.as_secs_f64(),
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("(256 MiB, 1 vCPU as its OVF declares, firmware boot"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("note: QEMU does not emulate the OVF's LSI Logic"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("2/2 checks passed"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("boot phases: kernel 0 → initramfs "),
+        "{}",
+        run.stdout
+    );
+}
+
+/// An appliance whose `[network]` asks for DHCP is not ready without an address: memcached
+/// on the cloud kernel (no e1000 driver) with `nic = "e1000"` fails, at build time or in
+/// `jeos test`.
+#[test]
+fn dhcp_without_a_driven_nic_is_not_ready() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(base) = built("memcached") else {
+        return;
+    };
+    let raw = match crate::appliances::variant(
+        &base,
+        "memcached-e1000",
+        &[
+            ("nic = \"virtio\"", "nic = \"e1000\""),
+            // The OVF is what `jeos test` reads the hardware from.
+            (
+                "formats = [\"raw\", \"qcow2\"]",
+                "formats = [\"raw\", \"qcow2\", \"ova\"]",
+            ),
+        ],
+    ) {
+        Ok(raw) => raw,
+        Err(stderr) => {
+            assert!(stderr.contains("e1000"), "a clear build error: {stderr}");
+            return;
+        }
+    };
+    let run = jeos_test(&raw, &["--vmm", "qemu", "--timeout", "150s"]);
+    eprintln!(
+        "memcached e1000 ({:.1} s):\n{}{}",
+        run.elapsed.as_secs_f64(),
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("never became ready: network: no network interface"),
+        "{}",
+        run.stderr
+    );
 }

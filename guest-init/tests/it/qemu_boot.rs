@@ -436,7 +436,12 @@ fn boots_initramfs_switches_root_and_runs_checks() {
         .filter_map(parse_line)
         .map(|e| e.expect("well-formed protocol line"))
         .collect();
-    assert!(matches!(events.first(), Some(Event::Ready { boot_ms }) if *boot_ms > 0));
+    assert!(
+        matches!(events.first(), Some(Event::Ready { boot_ms, phases })
+            if *boot_ms > 0 && phases.cpus == 1 && phases.initramfs_ms > 0
+                && phases.root_ms >= phases.initramfs_ms && *boot_ms >= phases.services_ms),
+        "{events:?}"
+    );
     let checks: Vec<(&str, CheckStatus, &str)> = events
         .iter()
         .filter_map(|e| match e {

@@ -9,7 +9,7 @@
 //! through the FADT `RESET_REG`, pointed at the i8042 command port with value 0xFE, the
 //! same path `reboot=k` takes.
 //!
-//! The DSDT describes COM1 (`PNP0501`) and each virtio-mmio device as `LNRO0005` with a
+//! The DSDT describes COM1 and COM2 (`PNP0501`) and each virtio-mmio device as `LNRO0005` with a
 //! `Memory32Fixed` window and an edge-triggered interrupt, which is how the Debian cloud
 //! kernel (no `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`) finds the disk. The MADT lists one
 //! local APIC per vCPU and the IOAPIC, which SMP needs (no `CONFIG_X86_MPPARSE`).
@@ -18,7 +18,7 @@ pub mod aml;
 
 use crate::arch::x86_64::layout::{
     ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, I8042_COMMAND_PORT, IOAPIC_ADDR, LAPIC_ADDR,
-    SERIAL_IRQ, SERIAL_PORT_BASE,
+    PROTOCOL_IRQ, PROTOCOL_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE,
 };
 
 /// Errors while planning the ACPI tables.
@@ -129,7 +129,7 @@ fn gas_io_port(port: u16) -> [u8; 12] {
     gas
 }
 
-/// The DSDT's AML: `\_S5` plus `\_SB.COM1` and `\_SB.Vnnn` devices.
+/// The DSDT's AML: `\_S5` plus `\_SB.COM1`, `\_SB.COM2` and `\_SB.Vnnn` devices.
 #[must_use]
 pub fn dsdt_aml(mmio_devices: &[MmioDeviceInfo]) -> Vec<u8> {
     use aml::{
@@ -149,6 +149,19 @@ pub fn dsdt_aml(mmio_devices: &[MmioDeviceInfo]) -> Vec<u8> {
         ]
         .concat(),
     );
+    let protocol_irq = u8::try_from(PROTOCOL_IRQ).expect("ISA IRQ");
+    devices.extend(device(
+        "COM2",
+        &[
+            name("_HID", &eisa_id("PNP0501")),
+            name("_UID", &integer(1)),
+            name(
+                "_CRS",
+                &resource_template(&[io_port(PROTOCOL_PORT_BASE, 8), irq_no_flags(protocol_irq)]),
+            ),
+        ]
+        .concat(),
+    ));
     for (index, dev) in mmio_devices.iter().enumerate() {
         let base = u32::try_from(dev.base).expect("virtio-mmio windows live below 4 GiB");
         devices.extend(device(

@@ -1,7 +1,8 @@
 //! Emulated devices and the bus that routes port and MMIO exits to them.
 //!
 //! ```text
-//! port 0x3f8..0x3ff  COM1 16550 (IRQ 4)        serial.rs
+//! port 0x3f8..0x3ff  COM1 16550 (IRQ 4)        serial.rs (the console, a log)
+//! port 0x2f8..0x2ff  COM2 16550 (IRQ 3)        serial.rs (the smoke-test protocol)
 //! port 0x60, 0x64    i8042 (reset)             i8042.rs
 //! port 0x3c0, 0x3c1  ACPI sleep ctl/status     acpi_pm.rs
 //! 0xd000_0000 + 4K*n virtio-mmio blk (IRQ 5+n) mmio.rs + virtio_blk.rs over overlay.rs
@@ -20,7 +21,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{
     ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, I8042_COMMAND_PORT, I8042_DATA_PORT,
-    SERIAL_PORT_BASE, VIRTIO_MMIO_SIZE,
+    PROTOCOL_PORT_BASE, SERIAL_PORT_BASE, VIRTIO_MMIO_SIZE,
 };
 use crate::memory::GuestMemoryMmap;
 
@@ -86,6 +87,8 @@ pub struct VirtioSlot {
 pub struct Devices {
     /// COM1.
     pub serial: serial::SerialDevice,
+    /// COM2, the protocol channel (absent: its ports read as all ones).
+    pub protocol: Option<serial::SerialDevice>,
     /// The keyboard controller.
     pub i8042: i8042::I8042,
     /// virtio-mmio devices.
@@ -100,6 +103,7 @@ impl Devices {
     pub fn new(memory: GuestMemoryMmap, serial: serial::SerialDevice) -> Self {
         Self {
             serial,
+            protocol: None,
             i8042: i8042::I8042::default(),
             virtio: Vec::new(),
             memory,
@@ -112,10 +116,14 @@ impl Devices {
         std::mem::take(&mut self.warnings)
     }
 
-    fn serial_offset(port: u16) -> Option<u8> {
-        port.checked_sub(SERIAL_PORT_BASE)
+    fn uart_offset(base: u16, port: u16) -> Option<u8> {
+        port.checked_sub(base)
             .filter(|&o| o < 8)
             .map(|o| u8::try_from(o).expect("< 8"))
+    }
+
+    fn serial_offset(port: u16) -> Option<u8> {
+        Self::uart_offset(SERIAL_PORT_BASE, port)
     }
 
     /// A port read.
@@ -126,6 +134,11 @@ impl Devices {
         };
         if let Some(offset) = Self::serial_offset(port) {
             *first = self.serial.read(offset);
+        } else if let (Some(offset), Some(protocol)) = (
+            Self::uart_offset(PROTOCOL_PORT_BASE, port),
+            self.protocol.as_mut(),
+        ) {
+            *first = protocol.read(offset);
         } else if port == I8042_COMMAND_PORT {
             *first = self.i8042.read_status();
         } else if port == I8042_DATA_PORT {
@@ -142,6 +155,13 @@ impl Devices {
         };
         if let Some(offset) = Self::serial_offset(port) {
             if let Err(e) = self.serial.write(offset, value) {
+                self.warnings.push(DeviceError::Serial(e));
+            }
+        } else if let (Some(offset), Some(protocol)) = (
+            Self::uart_offset(PROTOCOL_PORT_BASE, port),
+            self.protocol.as_mut(),
+        ) {
+            if let Err(e) = protocol.write(offset, value) {
                 self.warnings.push(DeviceError::Serial(e));
             }
         } else if port == I8042_COMMAND_PORT {
@@ -230,6 +250,34 @@ mod tests {
         assert_eq!(data[0] & 0x60, 0x60);
         bus.pio_read(0x70, &mut data);
         assert_eq!(data[0], 0xff);
+        // No COM2 attached: its line status reads as all ones (absent).
+        bus.pio_read(0x2fd, &mut data);
+        assert_eq!(data[0], 0xff);
+    }
+
+    #[test]
+    fn com2_carries_its_own_bytes() {
+        #[derive(Clone, Default)]
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut bus = devices();
+        let com2 = Shared::default();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        bus.protocol = Some(serial::SerialDevice::new(irq, Box::new(com2.clone())));
+        bus.pio_write(0x2f8, b"J");
+        bus.pio_write(0x3f8, b"x");
+        assert_eq!(com2.0.lock().unwrap().as_slice(), b"J");
+        let mut data = [0u8; 1];
+        bus.pio_read(0x2fd, &mut data);
+        assert_eq!(data[0] & 0x60, 0x60);
     }
 
     #[test]

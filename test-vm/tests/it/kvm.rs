@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use test_vm::boot::synthetic_bzimage;
-use test_vm::{ExitReason, KvmStatus, NoReporter, RunConfig, RunOutcome, check_host};
+use test_vm::{ExitReason, NoReporter, RunConfig, RunOutcome, check_host};
 
 use crate::guest::{LINUX_STAND_IN, assemble};
 
@@ -88,7 +88,7 @@ fn linux_stand_in_reads_boot_info_acpi_and_disk_then_resets() {
     );
     assert_eq!(
         line(&outcome, "CMDLINE "),
-        ["console=ttyS0 reboot=k jeos.test=1"]
+        ["console=ttyS0 reboot=k jeos.protocol=/dev/ttyS1 jeos.test=1 jeos.nic=none"]
     );
     let first8 = u64::from_le_bytes(*b"INITRAMF");
     assert_eq!(
@@ -183,20 +183,33 @@ fn triple_fault_is_reported() {
     assert_eq!(outcome.exit, ExitReason::TripleFault, "{outcome:?}");
 }
 
+/// Results come from COM2 only: the same lines on the console (COM1) are a log.
 #[test]
-fn panic_and_protocol_lines_are_collected() {
+fn protocol_lines_come_from_com2_and_console_lines_are_a_log() {
     if !kvm_or_skip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let body = r#"
-    lea rdi, [rip + s_lines]
+    lea rdi, [rip + s_forged]
+    call puts
+    lea rsi, [rip + s_lines]
+    mov dx, 0x2f8
+1:  mov al, byte ptr [rsi]
+    test al, al
+    jz 2f
+    out dx, al
+    inc rsi
+    jmp 1b
+2:  lea rdi, [rip + s_panic]
     call puts
 9:  jmp 9b
-s_lines: .ascii "[ 0.5] noise JEOS1 ready boot_ms=42\n"
+s_forged: .ascii "[ 0.5] noise JEOS1 check index=0 status=fail ms=3 name=forged detail=x\n"
+    .asciz "JEOS1 done passed=0 failed=1\n"
+s_lines: .ascii "JEOS1 ready boot_ms=42 cpus=1 initramfs_ms=10 root_ms=20 services_ms=30\n"
     .ascii "JEOS1 check index=0 status=pass ms=3 name=serves%20page detail=ok\n"
-    .ascii "JEOS1 done passed=1 failed=0\n"
-    .asciz "Kernel panic - not syncing: test\n"
+    .asciz "JEOS1 done passed=1 failed=0\n"
+s_panic: .asciz "Kernel panic - not syncing: test\n"
 "#;
     let Some(kernel) = write_kernel(dir.path(), "panic", body) else {
         return;
@@ -207,8 +220,23 @@ s_lines: .ascii "[ 0.5] noise JEOS1 ready boot_ms=42\n"
     let outcome = run(config);
     assert_eq!(outcome.exit, ExitReason::Panic);
     assert_eq!(outcome.events.len(), 3, "{:?}", outcome.events);
+    assert!(
+        outcome
+            .events
+            .iter()
+            .all(|e| !format!("{e:?}").contains("forged")),
+        "{:?}",
+        outcome.events
+    );
+    assert!(
+        outcome.protocol_errors.is_empty(),
+        "{:?}",
+        outcome.protocol_errors
+    );
+    assert!(outcome.ready_at.is_some());
+    assert!(outcome.console_tail.contains("name=forged"));
     assert!(outcome.duration < Duration::from_secs(10));
-    assert!(!outcome.passed());
+    assert!(!outcome.passed(), "a panic is never a pass");
 }
 
 #[test]
@@ -226,39 +254,4 @@ fn power_off_through_acpi_sleep_register() {
     config.vcpus = 2;
     let outcome = run(config);
     assert_eq!(outcome.exit, ExitReason::PowerOff);
-}
-
-#[test]
-fn linux_boots_with_hardware_kvm() {
-    let status = check_host();
-    if !matches!(status, KvmStatus::Usable { .. }) {
-        eprintln!("SKIPPED: {}", status.reason());
-        return;
-    }
-    let (Some(kernel), Some(initrd)) = (
-        std::env::var_os("JEOS_TEST_KERNEL"),
-        std::env::var_os("JEOS_TEST_INITRD"),
-    ) else {
-        eprintln!("SKIPPED: set JEOS_TEST_KERNEL and JEOS_TEST_INITRD to boot a real kernel");
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = RunConfig::new(
-        kernel.into(),
-        "console=ttyS0 reboot=k panic=-1 rdinit=/init",
-        dir.path().join("console.log"),
-    );
-    config.initramfs = Some(initrd.into());
-    config.timeout = Duration::from_secs(60);
-    let outcome = run(config);
-    assert!(
-        outcome.console_tail.contains("Linux version") || outcome.first_byte_at.is_some(),
-        "{outcome:?}"
-    );
-    assert!(
-        matches!(outcome.exit, ExitReason::PowerOff | ExitReason::Reset),
-        "{}\n{}",
-        outcome.exit,
-        outcome.console_tail
-    );
 }

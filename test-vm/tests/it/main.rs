@@ -1,5 +1,6 @@
-//! Integration tests: synthetic guests under this machine's /dev/kvm, plus a Linux boot
-//! that runs only on hardware KVM with `JEOS_TEST_KERNEL`/`JEOS_TEST_INITRD` set.
+//! Integration tests: synthetic guests under this machine's /dev/kvm. Real Linux in the
+//! embedded runner is builder's `nested` test (a hardware-style /dev/kvm one level down),
+//! which asserts the ready line and the check results.
 
 #![allow(
     clippy::print_stderr,

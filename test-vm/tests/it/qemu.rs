@@ -20,8 +20,14 @@ fn qemu_or_skip() -> bool {
     true
 }
 
-/// Builds a 1 MiB disk whose MBR prints `message` and then runs `finish`.
-pub fn boot_sector_disk(dir: &Path, message: &str, finish: &str) -> Option<std::path::PathBuf> {
+/// Builds a 1 MiB disk whose MBR prints `message` on the console (COM1), then `protocol`
+/// on the protocol channel (COM2), and then runs `finish`.
+pub fn boot_sector_disk(
+    dir: &Path,
+    message: &str,
+    protocol: &str,
+    finish: &str,
+) -> Option<std::path::PathBuf> {
     if Command::new("as").arg("--version").output().is_err() {
         eprintln!("SKIPPED: binutils `as` not installed");
         return None;
@@ -42,11 +48,19 @@ _start:
     mov dx, 0x3f8
     out dx, al
     jmp 1b
-2:
+2:  mov si, offset proto
+4:  lodsb
+    test al, al
+    jz 5f
+    mov dx, 0x2f8
+    out dx, al
+    jmp 4b
+5:
 {finish}
 3:  hlt
     jmp 3b
 msg: .asciz "{message}"
+proto: .asciz "{protocol}"
 .org 510
 .word 0xaa55
 "#
@@ -106,7 +120,8 @@ fn qemu_bios_boot_collects_protocol_and_reset() {
     let dir = tempfile::tempdir().unwrap();
     let Some(disk) = boot_sector_disk(
         dir.path(),
-        "JEOS1 ready boot_ms=5\\nJEOS1 done passed=0 failed=0\\n",
+        "JEOS1 check index=0 status=fail ms=1 name=forged detail=x\\n",
+        "JEOS1 ready boot_ms=5 cpus=1 initramfs_ms=1 root_ms=2 services_ms=3\\nJEOS1 done passed=0 failed=0\\n",
         "    mov al, 0xfe\n    out 0x64, al",
     ) else {
         return;
@@ -122,7 +137,9 @@ fn qemu_bios_boot_collects_protocol_and_reset() {
     assert!(outcome.passed());
     assert_eq!(std::fs::read(&disk).unwrap(), before);
     let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap();
-    assert!(log.contains("JEOS1 done passed=0 failed=0"));
+    // The console carries the forged line, and it is not a result.
+    assert!(log.contains("name=forged"), "{log}");
+    assert!(!format!("{:?}", outcome.events).contains("forged"));
 }
 
 #[test]
@@ -134,6 +151,7 @@ fn qemu_power_off_and_timeout() {
     let Some(disk) = boot_sector_disk(
         dir.path(),
         "bye\\n",
+        "",
         "    mov dx, 0x604\n    mov ax, 0x2000\n    out dx, ax",
     ) else {
         return;
@@ -144,7 +162,7 @@ fn qemu_power_off_and_timeout() {
     assert_eq!(outcome.exit, ExitReason::PowerOff, "{outcome:?}");
 
     let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = boot_sector_disk(dir.path(), "spin\\n", "    jmp 2b") else {
+    let Some(disk) = boot_sector_disk(dir.path(), "spin\\n", "", "    jmp 5b") else {
         return;
     };
     let mut cfg = config(dir.path(), disk);

@@ -67,6 +67,10 @@ pub const KVM_TSS_ADDR: usize = 0xfffb_d000;
 pub const SERIAL_PORT_BASE: u16 = 0x3f8;
 /// COM1 IRQ.
 pub const SERIAL_IRQ: u32 = 4;
+/// 16550 UART COM2: the smoke-test protocol channel (guest `/dev/ttyS1`).
+pub const PROTOCOL_PORT_BASE: u16 = 0x2f8;
+/// COM2 IRQ.
+pub const PROTOCOL_IRQ: u32 = 3;
 /// i8042 command/status port.
 pub const I8042_COMMAND_PORT: u16 = 0x64;
 /// i8042 data port.
