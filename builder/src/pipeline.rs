@@ -714,7 +714,11 @@ fn manifest_tree(staging: &DebStaging, epoch: i64) -> Result<Tree, BuildError> {
 }
 
 /// The recipe as the customisation step's input.
-fn rootfs_config(ctx: &BuildContext<'_>, postinsts: Vec<(String, String)>) -> RootfsConfig {
+fn rootfs_config(
+    ctx: &BuildContext<'_>,
+    postinsts: Vec<(String, String)>,
+    scripts: Vec<rootfs::maintainer::Script>,
+) -> RootfsConfig {
     let r = ctx.recipe;
     let mut files: Vec<FileConfig> = Vec::new();
     for d in &r.directories {
@@ -810,6 +814,7 @@ fn rootfs_config(ctx: &BuildContext<'_>, postinsts: Vec<(String, String)>) -> Ro
             ..PruneConfig::default()
         },
         postinsts,
+        scripts,
         files,
     }
 }
@@ -830,7 +835,20 @@ fn customize(
                 .map(|s| (p.name.clone(), s.clone()))
         })
         .collect();
-    let config = rootfs_config(ctx, postinsts);
+    let scripts = deb_staging
+        .packages()
+        .iter()
+        .flat_map(|p| {
+            p.scripts
+                .iter()
+                .map(|(kind, text)| rootfs::maintainer::Script {
+                    package: p.name.clone(),
+                    kind: kind.clone(),
+                    text: text.clone(),
+                })
+        })
+        .collect();
+    let config = rootfs_config(ctx, postinsts, scripts);
     let report =
         rootfs::customize_rootfs(&mut staging, &config).map_err(|source| BuildError::Rootfs {
             name: ctx.recipe.appliance.name.to_string(),
@@ -1316,6 +1334,7 @@ mod tests {
             mode: 0o750,
             uid: 33,
             gid: 33,
+            kind: crate::rootfs::tmpfiles::RuntimeKind::Directory,
         }];
         let config = init_config(&recipe, &dirs);
         assert_eq!(config.runtime_dirs[0].path, "/run/nginx");

@@ -7,13 +7,19 @@
 //!
 //! 1. `layout`: merged-/usr links, base directories, `/sbin/init` and friends -> guest-init;
 //! 2. `prune`: documentation, manuals, foreign locales and zones, static libraries;
-//! 3. `accounts` + `sysusers`: `/etc/passwd`, `group`, `shadow`, `gshadow`, home directories;
-//! 4. `tmpfiles`: directories and files packages declare in `tmpfiles.d`;
-//! 5. `alternatives`: `update-alternatives --install` calls found in postinst scripts;
-//! 6. `etc`: hostname, hosts, resolv.conf, os-release, machine-id, fstab, nsswitch, zone;
-//! 7. `files`: the recipe's `[[file]]` entries (last, so they can override anything).
+//! 3. the recipe's own `/etc/sysusers.d` and `/etc/tmpfiles.d` files, so that they override
+//!    the packages' before the next two steps read them;
+//! 4. `accounts` + `sysusers`: `/etc/passwd`, `group`, `shadow`, `gshadow`, home directories;
+//! 5. `tmpfiles`: directories and files packages declare in `tmpfiles.d` (those on `/run`
+//!    and `/tmp` are handed to guest-init);
+//! 6. `alternatives`: `update-alternatives --install` calls found in postinst scripts;
+//! 7. `maintainer`: the other effects of the skipped maintainer scripts (`ucf` copies done,
+//!    users, `dpkg-statoverride` and the like reported as notes);
+//! 8. `etc`: hostname, hosts, resolv.conf, os-release, machine-id, fstab, nsswitch, zone;
+//! 9. `files`: the recipe's `[[file]]` entries (last, so they can override anything);
+//!    `[[directory]]` entries below `/run` or `/tmp` become runtime directories.
 //!
-//! [`executables::check_executables`] then verifies each service's program.
+//! [`executables::check_executables`] then verifies each service's and task's program.
 
 pub mod accounts;
 pub mod alternatives;
@@ -21,7 +27,9 @@ pub mod etc;
 pub mod executables;
 pub mod files;
 pub mod layout;
+pub mod maintainer;
 pub mod prune;
+pub mod specifiers;
 pub mod staging;
 pub mod sysusers;
 pub mod tmpfiles;
@@ -82,6 +90,9 @@ pub struct RootfsConfig {
     pub prune: PruneConfig,
     /// `(package, postinst text)` for every package that has one.
     pub postinsts: Vec<(String, String)>,
+    /// Every maintainer script of the closure (`preinst`, `postinst`, ...), for
+    /// [`maintainer::plan_maintainer`].
+    pub scripts: Vec<maintainer::Script>,
     /// The recipe's files.
     pub files: Vec<FileConfig>,
 }
@@ -99,6 +110,72 @@ pub struct RootfsReport {
     pub runtime_dirs: Vec<RuntimeDir>,
     /// Skipped sysusers/tmpfiles lines and alternatives, for the report.
     pub notes: Vec<String>,
+}
+
+/// A recipe file that overrides packages' `sysusers.d`/`tmpfiles.d` configuration.
+fn is_config_override(file: &FileConfig) -> bool {
+    ["/etc/sysusers.d/", "/etc/tmpfiles.d/"]
+        .iter()
+        .any(|dir| file.path.starts_with(dir))
+}
+
+/// A recipe directory on a runtime mount (`/run`, `/tmp`): created by guest-init at boot.
+fn is_runtime_directory(file: &FileConfig) -> bool {
+    matches!(file.content, files::FileContent::Directory)
+        && ["/run/", "/tmp/"]
+            .iter()
+            .any(|dir| file.path.starts_with(dir))
+}
+
+fn runtime_directories(
+    dirs: &[FileConfig],
+    accounts: &Accounts,
+) -> Result<Vec<RuntimeDir>, RootfsError> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let owner = dir.owner.as_deref().unwrap_or("root");
+        let uid = accounts
+            .resolve_uid(owner)
+            .ok_or_else(|| FilesError::UnknownOwner {
+                path: dir.path.clone(),
+                owner: owner.to_owned(),
+            })?;
+        let gid = match &dir.group {
+            Some(group) => accounts
+                .resolve_gid(group)
+                .ok_or_else(|| FilesError::UnknownGroup {
+                    path: dir.path.clone(),
+                    group: group.clone(),
+                })?,
+            None => accounts
+                .users()
+                .iter()
+                .find(|u| u.uid == uid)
+                .map_or(0, |u| u.gid),
+        };
+        out.push(RuntimeDir {
+            path: dir.path.clone(),
+            mode: dir.mode.unwrap_or(0o755),
+            uid,
+            gid,
+            kind: tmpfiles::RuntimeKind::Directory,
+        });
+    }
+    Ok(out)
+}
+
+/// The build-time values of `%` specifiers.
+fn specifiers_of(etc: &EtcConfig) -> specifiers::Specifiers {
+    let os = &etc.os_release;
+    specifiers::Specifiers {
+        hostname: etc.hostname.clone(),
+        os_id: format!("jeos-{}", os.name),
+        version_id: os.version.clone(),
+        variant_id: os.name.clone(),
+        build_id: os.build_id.clone().unwrap_or_default(),
+        image_id: os.name.clone(),
+        image_version: os.version.clone(),
+    }
 }
 
 fn read_text(staging: &Staging, path: &Path) -> Result<String, StagingError> {
@@ -131,7 +208,16 @@ pub fn customize_rootfs(
     prune::apply_prune(staging, &plan)?;
     report.prune = plan.report;
 
-    // 3. Accounts: base-passwd, the recipe, then packages' sysusers.d.
+    // 3. The recipe's sysusers.d/tmpfiles.d overrides, before those steps read them.
+    let (early, files): (Vec<FileConfig>, Vec<FileConfig>) =
+        config.files.iter().cloned().partition(is_config_override);
+    let (runtime, files): (Vec<FileConfig>, Vec<FileConfig>) =
+        files.into_iter().partition(is_runtime_directory);
+    let ops = files::plan_files(&early, &Accounts::debian_base("/bin/sh"))?;
+    staging.apply(&ops)?;
+    let specifiers = specifiers_of(&config.etc);
+
+    // 4. Accounts: base-passwd, the recipe, then packages' sysusers.d.
     let root_shell = if staging.tree().exists_following(Path::new("usr/bin/bash")) {
         "/bin/bash"
     } else {
@@ -141,46 +227,61 @@ pub fn customize_rootfs(
     let homes = accounts.apply_config(&config.groups, &config.users)?;
     let mut lines = Vec::new();
     for file in sysusers::find_config_files(staging.tree(), sysusers::SYSUSERS_DIRS) {
-        let (parsed, notes) = sysusers::parse_sysusers(&file, &read_text(staging, &file)?)?;
+        let text = read_text(staging, &file)?;
+        let (parsed, notes) = sysusers::parse_sysusers(&file, &text, &specifiers)?;
         lines.extend(parsed);
         report.notes.extend(notes);
     }
+    // What adduser/useradd in the skipped maintainer scripts would have created.
+    let (script_lines, notes) = maintainer::scan_accounts(&config.scripts);
+    report.notes.extend(notes);
+    lines.extend(script_lines.iter().cloned());
+    let before = accounts.clone();
     report.notes.extend(sysusers::apply_sysusers(
         &mut accounts,
         staging.tree(),
         &lines,
     )?);
+    report
+        .notes
+        .extend(maintainer::account_notes(&script_lines, &before));
     accounts.validate()?;
     staging.apply(&accounts.plan_files(epoch))?;
     staging.apply(&homes)?;
 
-    // 4. tmpfiles.d.
+    // 5. tmpfiles.d.
     let mut entries = Vec::new();
     for file in sysusers::find_config_files(staging.tree(), tmpfiles::TMPFILES_DIRS) {
-        entries.extend(tmpfiles::parse_tmpfiles(
-            &file,
-            &read_text(staging, &file)?,
-        )?);
+        let text = read_text(staging, &file)?;
+        entries.extend(tmpfiles::parse_tmpfiles(&file, &text, &specifiers)?);
     }
     let plan = tmpfiles::plan_tmpfiles(&entries, staging.tree(), &accounts);
     staging.apply(&plan.ops)?;
     report.runtime_dirs = plan.runtime_dirs;
     report.notes.extend(plan.notes);
 
-    // 5. Alternatives.
+    // 6. Alternatives.
     let scan = alternatives::scan_postinsts(&config.postinsts);
     let plan = alternatives::plan_alternatives(&scan, staging.tree());
     staging.apply(&plan.ops)?;
     report.alternatives = plan.selected;
     report.notes.extend(plan.notes);
 
-    // 6. System files.
+    // 7. The other maintainer-script effects.
+    let plan = maintainer::plan_maintainer(&config.scripts, staging.tree(), &accounts);
+    staging.apply(&plan.ops)?;
+    report.notes.extend(plan.notes);
+
+    // 8. System files.
     let ops = etc::plan_etc(&config.etc, staging.tree())?;
     staging.apply(&ops)?;
 
-    // 7. The recipe's files.
-    let ops = files::plan_files(&config.files, &accounts)?;
+    // 9. The recipe's files; its directories on `/run` and `/tmp` are made at boot.
+    let ops = files::plan_files(&files, &accounts)?;
     staging.apply(&ops)?;
+    report
+        .runtime_dirs
+        .extend(runtime_directories(&runtime, &accounts)?);
 
     report.accounts = accounts;
     Ok(report)
