@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use guest_init::config::{
     CheckConfig, CommandCheckConfig, FileCheckConfig, HttpCheckConfig, HttpProbeConfig, InitConfig,
-    NetworkConfig, ReadyConfig, RestartPolicy, RuntimeDirConfig, ServiceCheckConfig, ServiceConfig,
+    NetworkConfig, ReadyConfig, RestartPolicy, ServiceCheckConfig, ServiceConfig,
     StaticNetworkConfig, TcpCheckConfig,
 };
 use image_writer::cpio::{self, CpioEntry};
@@ -989,15 +989,8 @@ pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
         checks,
         test_timeout_ms: millis(recipe.test.timeout),
         shutdown_timeout_ms: 10_000,
-        runtime_dirs: runtime_dirs
-            .iter()
-            .map(|d| RuntimeDirConfig {
-                path: d.path.clone(),
-                mode: d.mode,
-                uid: d.uid,
-                gid: d.gid,
-            })
-            .collect(),
+        runtime_dirs: crate::init_tasks::runtime_dir_configs(runtime_dirs),
+        tasks: crate::init_tasks::task_configs(recipe),
     }
 }
 

@@ -15,6 +15,9 @@ use super::raw::{self, Scalar, Str};
 use super::size::{ByteSize, SizeError};
 use super::*;
 
+#[path = "task.rs"]
+mod task;
+
 /// Users that Debian's base-passwd creates in every system.
 const BASE_USERS: [&str; 18] = [
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
@@ -410,6 +413,7 @@ impl Ctx<'_> {
         };
         self.check_user_groups(file.system.as_ref(), &accounts);
         let services = self.services(&file.service, &accounts);
+        let tasks = self.tasks(&file.task, &services, &accounts);
         let vm = self.vm(file.vm.as_ref());
         let template_context = serde_json::json!({
             "appliance": {
@@ -441,6 +445,7 @@ impl Ctx<'_> {
             kernel,
             system,
             services,
+            tasks,
             files,
             directories,
             symlinks,
