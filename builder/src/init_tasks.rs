@@ -6,10 +6,30 @@ use std::time::Duration;
 use guest_init::config::{RuntimeDirConfig, TaskConfig, TaskWhen};
 
 use crate::recipe::{self, Recipe};
+use crate::rootfs::executables::{ServiceExec, UnitKind};
 use crate::rootfs::tmpfiles::{RuntimeDir, RuntimeKind};
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The programs of the recipe's services and tasks, for the build-time checks.
+pub fn programs(recipe: &Recipe) -> Vec<ServiceExec> {
+    let services = recipe.services.iter().filter_map(|s| {
+        s.exec.first().map(|path| ServiceExec {
+            service: s.name.clone(),
+            kind: UnitKind::Service,
+            path: path.clone(),
+        })
+    });
+    let tasks = recipe.tasks.iter().filter_map(|t| {
+        t.exec.first().map(|path| ServiceExec {
+            service: t.name.clone(),
+            kind: UnitKind::Task,
+            path: path.clone(),
+        })
+    });
+    services.chain(tasks).collect()
 }
 
 /// guest-init's tasks for the recipe's `[[task]]` entries.

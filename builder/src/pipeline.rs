@@ -854,19 +854,12 @@ fn customize(
             name: ctx.recipe.appliance.name.to_string(),
             source,
         })?;
-    let programs: Vec<ServiceExec> = ctx
-        .recipe
-        .services
-        .iter()
-        .filter_map(|s| {
-            s.exec.first().map(|path| ServiceExec {
-                service: s.name.clone(),
-                path: path.clone(),
-            })
-        })
-        .collect();
+    let programs: Vec<ServiceExec> = crate::init_tasks::programs(ctx.recipe);
     executables::check_executables(staging.tree(), &programs)?;
     executables::check_interpreters(&staging, &programs)?;
+    for warning in executables::config_program_warnings(&staging) {
+        ctx.ui.warning(&warning);
+    }
     for note in &report.notes {
         ctx.ui.info(note);
     }

@@ -438,6 +438,7 @@ mod tests {
             tree,
             &[ServiceExec {
                 service: "nginx".into(),
+                kind: crate::rootfs::executables::UnitKind::Service,
                 path: "/usr/sbin/nginx".into(),
             }],
         )
