@@ -279,7 +279,7 @@ fn in_program_dir(path: &str) -> bool {
     })
 }
 
-/// Warnings for configuration files under `/etc` that name programs the image cannot run:
+/// Warnings for configuration files under `/etc` (not executable ones) that name programs the image cannot run:
 /// a program in a `bin`/`sbin` directory that is missing, or an existing script whose
 /// `#!` interpreter is missing (lighttpd's `include_shell` of a Perl script, say).
 pub fn config_program_warnings(staging: &Staging) -> Vec<String> {
@@ -288,8 +288,10 @@ pub fn config_program_warnings(staging: &Staging) -> Vec<String> {
     let configs: Vec<PathBuf> = tree
         .iter()
         .filter(|(path, entry)| {
+            // Executables under /etc are init scripts, not configuration.
             path.starts_with("etc")
                 && entry.is_file()
+                && entry.mode & 0o111 == 0
                 && tree.file_size(path).is_some_and(|n| n <= MAX_CONFIG_BYTES)
         })
         .map(|(path, _)| path.clone())

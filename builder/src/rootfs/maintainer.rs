@@ -454,8 +454,14 @@ fn note_generated(script: &Script, command: &Command, tree: &Tree, plan: &mut Ma
     }
 }
 
-/// Plans the file effects of the scripts (accounts: see [`scan_accounts`]).
-pub fn plan_maintainer(scripts: &[Script], tree: &Tree, accounts: &Accounts) -> MaintainerPlan {
+/// Plans the file effects of the scripts (accounts: see [`scan_accounts`]). Paths in
+/// `provided` (the recipe's own files) are left to the recipe.
+pub fn plan_maintainer(
+    scripts: &[Script],
+    tree: &Tree,
+    accounts: &Accounts,
+    provided: &BTreeSet<String>,
+) -> MaintainerPlan {
     let mut plan = MaintainerPlan::default();
     for script in scripts
         .iter()
@@ -472,7 +478,9 @@ pub fn plan_maintainer(scripts: &[Script], tree: &Tree, accounts: &Accounts) -> 
             let Some(Some(program)) = command.words.first() else {
                 continue;
             };
+            let dest = command.words.last().cloned().flatten().unwrap_or_default();
             match program.rsplit('/').next().unwrap_or_default() {
+                "ucf" | "cp" if provided.contains(&dest) => {}
                 "ucf" | "cp" => plan_config_copy(script, command, tree, &literals, &mut plan),
                 "dpkg-statoverride" => {
                     plan_statoverride(script, command, accounts, tree, &mut plan)
@@ -619,6 +627,7 @@ echo "x=$answer" > /etc/generated.conf
             &[script("openssh-server", text)],
             &tree(),
             &Accounts::debian_base("/bin/sh"),
+            &BTreeSet::new(),
         );
         assert!(plan.ops.contains(&FsOp::CopyFile {
             from: "usr/share/openssh/sshd_config".into(),
@@ -629,6 +638,15 @@ echo "x=$answer" > /etc/generated.conf
         assert!(plan.notes[0].contains("wrote `/etc/ssh/sshd_config`"));
         assert!(plan.notes[1].contains("`/etc/ssh/other.conf`"));
         assert!(plan.notes[2].contains("`/etc/generated.conf`"));
+        // A recipe file for the path: nothing to do.
+        let provided = BTreeSet::from(["/etc/ssh/sshd_config".to_owned()]);
+        let plan = plan_maintainer(
+            &[script("openssh-server", text)],
+            &tree(),
+            &Accounts::debian_base("/bin/sh"),
+            &provided,
+        );
+        assert!(plan.ops.is_empty() && plan.notes.len() == 2, "{plan:?}");
     }
 
     #[test]
@@ -638,6 +656,7 @@ echo "x=$answer" > /etc/generated.conf
             &[script("openssh-client", text)],
             &tree(),
             &Accounts::debian_base("/bin/sh"),
+            &BTreeSet::new(),
         );
         assert_eq!(
             plan.ops,

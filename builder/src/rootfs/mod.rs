@@ -268,7 +268,8 @@ pub fn customize_rootfs(
     report.notes.extend(plan.notes);
 
     // 7. The other maintainer-script effects.
-    let plan = maintainer::plan_maintainer(&config.scripts, staging.tree(), &accounts);
+    let provided = config.files.iter().map(|f| f.path.clone()).collect();
+    let plan = maintainer::plan_maintainer(&config.scripts, staging.tree(), &accounts, &provided);
     staging.apply(&plan.ops)?;
     report.notes.extend(plan.notes);
 
