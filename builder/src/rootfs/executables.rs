@@ -279,6 +279,34 @@ fn in_program_dir(path: &str) -> bool {
     })
 }
 
+/// Configuration under `/etc` of tools an appliance never runs (package management,
+/// account tools, other init systems, shells lists): not scanned.
+const UNSCANNED_CONFIG: &[&str] = &[
+    "etc/apt",
+    "etc/dpkg",
+    "etc/debconf.conf",
+    "etc/default/useradd",
+    "etc/adduser.conf",
+    "etc/deluser.conf",
+    "etc/login.defs",
+    "etc/shells",
+    "etc/logrotate.d",
+    "etc/cron.d",
+    "etc/cron.daily",
+    "etc/cron.weekly",
+    "etc/cron.monthly",
+    "etc/cron.hourly",
+    "etc/init.d",
+    "etc/sv",
+    "etc/runit",
+    "etc/systemd",
+    "etc/ufw",
+    "etc/kernel",
+    "etc/skel",
+    "etc/profile.d",
+    "etc/bash_completion.d",
+];
+
 /// Warnings for configuration files under `/etc` (not executable ones) that name programs the image cannot run:
 /// a program in a `bin`/`sbin` directory that is missing, or an existing script whose
 /// `#!` interpreter is missing (lighttpd's `include_shell` of a Perl script, say).
@@ -290,6 +318,7 @@ pub fn config_program_warnings(staging: &Staging) -> Vec<String> {
         .filter(|(path, entry)| {
             // Executables under /etc are init scripts, not configuration.
             path.starts_with("etc")
+                && !UNSCANNED_CONFIG.iter().any(|dir| path.starts_with(dir))
                 && entry.is_file()
                 && entry.mode & 0o111 == 0
                 && tree.file_size(path).is_some_and(|n| n <= MAX_CONFIG_BYTES)
@@ -482,6 +511,12 @@ mod tests {
                 "include_shell \"/usr/share/ok.sh\"\n",
                 "cgi.assign = ( \".py\" => \"/usr/bin/python3\" )\n",
             ),
+            0o644,
+        );
+        w("etc/shells", "/bin/sh\n/usr/bin/bash\n", 0o644);
+        w(
+            "etc/apt/apt.conf.d/70debconf",
+            "Pre-Invoke {\"/usr/sbin/dpkg-preconfigure\";};\n",
             0o644,
         );
         let staging = Staging::scan(dir.path(), 0).unwrap();

@@ -13,9 +13,9 @@
 //! 5. `tmpfiles`: directories and files packages declare in `tmpfiles.d` (those on `/run`
 //!    and `/tmp` are handed to guest-init);
 //! 6. `alternatives`: `update-alternatives --install` calls found in postinst scripts;
-//! 7. `maintainer`: the other effects of the skipped maintainer scripts (`ucf` copies done,
-//!    users, `dpkg-statoverride` and the like reported as notes);
-//! 8. `etc`: hostname, hosts, resolv.conf, os-release, machine-id, fstab, nsswitch, zone;
+//! 7. `etc`: hostname, hosts, resolv.conf, os-release, machine-id, fstab, nsswitch, zone;
+//! 8. `maintainer`: the other effects of the skipped maintainer scripts (`ucf` copies,
+//!    `dpkg-statoverride`; what cannot be done is reported as notes);
 //! 9. `files`: the recipe's `[[file]]` entries (last, so they can override anything);
 //!    `[[directory]]` entries below `/run` or `/tmp` become runtime directories.
 //!
@@ -267,15 +267,15 @@ pub fn customize_rootfs(
     report.alternatives = plan.selected;
     report.notes.extend(plan.notes);
 
-    // 7. The other maintainer-script effects.
+    // 7. System files.
+    let ops = etc::plan_etc(&config.etc, staging.tree())?;
+    staging.apply(&ops)?;
+
+    // 8. The other maintainer-script effects (after the system files, which they may name).
     let provided = config.files.iter().map(|f| f.path.clone()).collect();
     let plan = maintainer::plan_maintainer(&config.scripts, staging.tree(), &accounts, &provided);
     staging.apply(&plan.ops)?;
     report.notes.extend(plan.notes);
-
-    // 8. System files.
-    let ops = etc::plan_etc(&config.etc, staging.tree())?;
-    staging.apply(&ops)?;
 
     // 9. The recipe's files; its directories on `/run` and `/tmp` are made at boot.
     let ops = files::plan_files(&files, &accounts)?;
