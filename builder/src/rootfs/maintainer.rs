@@ -467,6 +467,7 @@ pub fn plan_maintainer(
         .iter()
         .filter(|s| s.kind == "postinst" || s.kind == "preinst")
     {
+        let notes_before = plan.notes.len();
         let commands = commands(&script.text);
         let literals: Vec<String> = commands
             .iter()
@@ -486,6 +487,21 @@ pub fn plan_maintainer(
                     plan_statoverride(script, command, accounts, tree, &mut plan)
                 }
                 _ => note_generated(script, command, tree, &mut plan),
+            }
+        }
+        // One note per file and script, however often the script writes it.
+        let mut files = BTreeSet::new();
+        let mut index = notes_before;
+        while index < plan.notes.len() {
+            let key = plan.notes[index]
+                .split('`')
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            if plan.notes[index].contains(" writes `") && !files.insert(key) {
+                plan.notes.remove(index);
+            } else {
+                index += 1;
             }
         }
     }
@@ -622,6 +638,7 @@ create_sshdconfig() {
 CONF=/etc/ssh/other.conf
 ucf /nonexistent $CONF
 echo "x=$answer" > /etc/generated.conf
+echo "y=$answer" >> /etc/generated.conf
 "#;
         let plan = plan_maintainer(
             &[script("openssh-server", text)],
