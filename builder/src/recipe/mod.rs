@@ -37,7 +37,7 @@ use std::time::Duration;
 pub use error::{RecipeError, RecipeErrorKind, RecipeErrors, RecipeLoadError};
 pub use names::AppName;
 pub use size::ByteSize;
-pub use starter::starter_recipe;
+pub use starter::{StarterTemplate, starter, starter_recipe};
 
 /// A validated appliance recipe. Immutable: the pipeline only reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -335,137 +335,178 @@ pub fn plan_tmpfiles(entries: &[TmpfilesEntry], tree: &Tree, accounts: &Accounts
             .filter(|r| r.exists)
             .and_then(|r| tree.get(&r.path));
         let exists = existing.is_some() || created.contains_key(&path);
-        let parent_op = || FsOp::CreateDir {
-            path: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            own: Ownership::root(0o755),
-            update: false,
+        let line = Line {
+            entry,
+            path: &path,
+            own,
+            uid,
+            gid,
+            existing,
+            exists,
         };
-        let adjust_op = |recursive: bool| FsOp::SetMetadata {
-            path: path.clone(),
-            mode: (!entry.mode_on_create_only).then_some(entry.mode).flatten(),
-            uid: entry.user.as_ref().map(|_| uid),
-            gid: entry.group.as_ref().map(|_| gid),
-            recursive,
-        };
-        match entry.kind {
-            'd' | 'D' | 'v' | 'q' | 'Q' => {
-                if existing.is_some_and(|e| !e.is_dir() && !e.is_symlink()) {
-                    skip("exists and is not a directory");
-                    continue;
-                }
-                plan.ops.push(FsOp::CreateDir {
-                    path: path.clone(),
-                    own,
-                    update: !entry.mode_on_create_only,
-                });
-                created.insert(path.clone(), true);
+        match plan_line(&line, tree, &mut plan.ops) {
+            Ok(Some(is_dir)) => {
+                created.insert(path.clone(), is_dir);
             }
-            'f' | 'F' => {
-                if exists && !entry.plus && entry.kind == 'f' {
-                    plan.ops.push(adjust_op(false));
-                    continue;
-                }
-                let contents = entry.argument.as_deref().map(unescape).unwrap_or_default();
-                plan.ops.push(parent_op());
-                plan.ops.push(FsOp::WriteFile {
-                    path: path.clone(),
-                    contents,
-                    own,
-                });
-                created.insert(path.clone(), false);
-            }
-            'L' => {
-                if exists && !entry.plus {
-                    continue;
-                }
-                let target = entry
-                    .argument
-                    .clone()
-                    .unwrap_or_else(|| format!("/usr/share/factory/{}", path.display()));
-                plan.ops.push(parent_op());
-                plan.ops.push(FsOp::Symlink {
-                    path: path.clone(),
-                    target: PathBuf::from(target),
-                });
-                created.insert(path.clone(), false);
-            }
-            'p' | 'c' | 'b' => {
-                if exists && !entry.plus {
-                    continue;
-                }
-                let kind = if entry.kind == 'p' {
-                    EntryKind::Fifo
-                } else {
-                    let numbers = entry
-                        .argument
-                        .as_deref()
-                        .and_then(|a| a.split_once(':'))
-                        .and_then(|(a, b)| {
-                            Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
-                        });
-                    let Some((major, minor)) = numbers else {
-                        skip("device node without `major:minor`");
-                        continue;
-                    };
-                    if entry.kind == 'c' {
-                        EntryKind::CharDevice { major, minor }
-                    } else {
-                        EntryKind::BlockDevice { major, minor }
-                    }
-                };
-                plan.ops.push(parent_op());
-                plan.ops.push(FsOp::Node {
-                    path: path.clone(),
-                    kind,
-                    own,
-                });
-                created.insert(path.clone(), false);
-            }
-            'C' => {
-                if exists && !entry.plus {
-                    continue;
-                }
-                let source = entry
-                    .argument
-                    .clone()
-                    .unwrap_or_else(|| format!("/usr/share/factory/{}", path.display()));
-                match plan_copy(tree, Path::new(&source), &path) {
-                    Some(ops) => {
-                        plan.ops.push(parent_op());
-                        plan.ops.extend(ops);
-                        created.insert(path.clone(), true);
-                    }
-                    None => skip(&format!("copy source `{source}` is missing")),
-                }
-            }
-            'z' | 'Z' => {
-                if exists {
-                    plan.ops.push(adjust_op(entry.kind == 'Z'));
-                } else {
-                    skip("path does not exist");
-                }
-            }
-            'e' => {
-                if existing.is_some_and(super::tree::Entry::is_dir) {
-                    plan.ops.push(adjust_op(false));
-                }
-            }
-            'w' => match existing {
-                Some(e) if e.is_file() => plan.ops.push(FsOp::WriteFile {
-                    path: path.clone(),
-                    contents: entry.argument.as_deref().map(unescape).unwrap_or_default(),
-                    own: Ownership {
-                        mode: e.mode,
-                        uid: e.uid,
-                        gid: e.gid,
-                    },
-                }),
-                _ => skip("`w` writes only to an existing file"),
-            },
-            _ => skip("unsupported type"),
+            Ok(None) => {}
+            Err(reason) => skip(&reason),
         }
     }
     plan
+}
+
+/// One line to plan, with what the plan knows about its path.
+struct Line<'a> {
+    entry: &'a TmpfilesEntry,
+    path: &'a Path,
+    own: Ownership,
+    uid: u32,
+    gid: u32,
+    existing: Option<&'a super::tree::Entry>,
+    exists: bool,
+}
+
+/// Plans one line outside the runtime mounts. `Ok(Some(is_dir))`: the path was created;
+/// `Err`: why the line is skipped.
+fn plan_line(line: &Line<'_>, tree: &Tree, ops: &mut Vec<FsOp>) -> Result<Option<bool>, String> {
+    let Line {
+        entry,
+        path,
+        own,
+        uid,
+        gid,
+        existing,
+        exists,
+    } = *line;
+    let path = path.to_path_buf();
+    let parent_op = || FsOp::CreateDir {
+        path: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        own: Ownership::root(0o755),
+        update: false,
+    };
+    let adjust_op = |recursive: bool| FsOp::SetMetadata {
+        path: path.clone(),
+        mode: (!entry.mode_on_create_only).then_some(entry.mode).flatten(),
+        uid: entry.user.as_ref().map(|_| uid),
+        gid: entry.group.as_ref().map(|_| gid),
+        recursive,
+    };
+    match entry.kind {
+        'd' | 'D' | 'v' | 'q' | 'Q' => {
+            if existing.is_some_and(|e| !e.is_dir() && !e.is_symlink()) {
+                return Err("exists and is not a directory".to_owned());
+            }
+            ops.push(FsOp::CreateDir {
+                path: path.clone(),
+                own,
+                update: !entry.mode_on_create_only,
+            });
+            return Ok(Some(true));
+        }
+        'f' | 'F' => {
+            if exists && !entry.plus && entry.kind == 'f' {
+                ops.push(adjust_op(false));
+                return Ok(None);
+            }
+            let contents = entry.argument.as_deref().map(unescape).unwrap_or_default();
+            ops.push(parent_op());
+            ops.push(FsOp::WriteFile {
+                path: path.clone(),
+                contents,
+                own,
+            });
+            return Ok(Some(false));
+        }
+        'L' => {
+            if exists && !entry.plus {
+                return Ok(None);
+            }
+            let target = entry
+                .argument
+                .clone()
+                .unwrap_or_else(|| format!("/usr/share/factory/{}", path.display()));
+            ops.push(parent_op());
+            ops.push(FsOp::Symlink {
+                path: path.clone(),
+                target: PathBuf::from(target),
+            });
+            return Ok(Some(false));
+        }
+        'p' | 'c' | 'b' => {
+            if exists && !entry.plus {
+                return Ok(None);
+            }
+            let kind = if entry.kind == 'p' {
+                EntryKind::Fifo
+            } else {
+                let numbers = entry
+                    .argument
+                    .as_deref()
+                    .and_then(|a| a.split_once(':'))
+                    .and_then(|(a, b)| {
+                        Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
+                    });
+                let Some((major, minor)) = numbers else {
+                    return Err("device node without `major:minor`".to_owned());
+                };
+                if entry.kind == 'c' {
+                    EntryKind::CharDevice { major, minor }
+                } else {
+                    EntryKind::BlockDevice { major, minor }
+                }
+            };
+            ops.push(parent_op());
+            ops.push(FsOp::Node {
+                path: path.clone(),
+                kind,
+                own,
+            });
+            return Ok(Some(false));
+        }
+        'C' => {
+            if exists && !entry.plus {
+                return Ok(None);
+            }
+            let source = entry
+                .argument
+                .clone()
+                .unwrap_or_else(|| format!("/usr/share/factory/{}", path.display()));
+            match plan_copy(tree, Path::new(&source), &path) {
+                Some(copies) => {
+                    ops.push(parent_op());
+                    ops.extend(copies);
+                    return Ok(Some(true));
+                }
+                None => return Err(format!("copy source `{source}` is missing")),
+            }
+        }
+        'z' | 'Z' => {
+            if exists {
+                ops.push(adjust_op(entry.kind == 'Z'));
+            } else {
+                return Err("path does not exist".to_owned());
+            }
+        }
+        'e' => {
+            if existing.is_some_and(super::tree::Entry::is_dir) {
+                ops.push(adjust_op(false));
+            }
+        }
+        'w' => match existing {
+            Some(e) if e.is_file() => ops.push(FsOp::WriteFile {
+                path: path.clone(),
+                contents: entry.argument.as_deref().map(unescape).unwrap_or_default(),
+                own: Ownership {
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                },
+            }),
+            _ => return Err("`w` writes only to an existing file".to_owned()),
+        },
+        _ => return Err("unsupported type".to_owned()),
+    }
+    Ok(None)
 }
 
 /// What guest-init creates at boot for a line on `/run` or `/tmp` (`None`: nothing, and

@@ -17,6 +17,7 @@ mod help;
 mod new;
 mod publish;
 mod resolve;
+mod services;
 mod test_cmd;
 
 #[test]
