@@ -446,6 +446,62 @@ mod tests {
         .unwrap();
     }
 
+    /// Issue #11: the recipe's `/etc/sysusers.d` and `/etc/tmpfiles.d` files override the
+    /// packages' before those steps run; its `/run` directories are made at boot; accounts
+    /// a postinst creates with `adduser` exist.
+    #[test]
+    fn recipe_overrides_come_first_and_run_directories_at_boot() {
+        let dir = unpacked();
+        let mut staging = Staging::scan(dir.path(), 1_700_000_000).unwrap();
+        let mut config = config();
+        config.files.push(FileConfig {
+            path: "/etc/sysusers.d/nginx.conf".into(),
+            content: FileContent::Inline(b"u nginx 990 \"overridden\" /srv/nginx\n".to_vec()),
+            mode: None,
+            owner: None,
+            group: None,
+        });
+        config.files.push(FileConfig {
+            path: "/etc/tmpfiles.d/nginx.conf".into(),
+            content: FileContent::Inline(b"d /var/lib/nginx 0700 nginx nginx -\n".to_vec()),
+            mode: None,
+            owner: None,
+            group: None,
+        });
+        config.files.push(FileConfig {
+            path: "/run/app".into(),
+            content: FileContent::Directory,
+            mode: Some(0o750),
+            owner: Some("app".into()),
+            group: None,
+        });
+        config.scripts.push(maintainer::Script {
+            package: "pg".into(),
+            kind: "postinst".into(),
+            text: "adduser --system --group --home /var/lib/pg pg\n".into(),
+        });
+        let report = customize_rootfs(&mut staging, &config).unwrap();
+        let nginx = report.accounts.user("nginx").unwrap();
+        assert_eq!((nginx.uid, nginx.gecos.as_str()), (990, "overridden"));
+        let lib = staging.tree().get(Path::new("var/lib/nginx")).unwrap();
+        assert_eq!((lib.mode, lib.uid), (0o700, 990));
+        let app = report.accounts.user("app").unwrap();
+        assert!(report.runtime_dirs.iter().any(|d| d.path == "/run/app"
+            && d.mode == 0o750
+            && d.uid == app.uid
+            && d.kind == tmpfiles::RuntimeKind::Directory));
+        assert!(staging.tree().get(Path::new("run/app")).is_none());
+        assert_eq!(report.accounts.user("pg").unwrap().home, "/var/lib/pg");
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n == "created system user `pg` as pg postinst would have"),
+            "{:?}",
+            report.notes
+        );
+    }
+
     #[test]
     fn output_is_deterministic() {
         let (_d1, s1, _) = run();
