@@ -8,7 +8,7 @@
 //! | `adduser --system`, `useradd --system`, `addgroup --system`, `groupadd --system`, `adduser USER GROUP` | the account is created (after the packages' `sysusers.d`, so declared ids win), with a note; a name only known at run time gets a note asking for `[[system.user]]` |
 //! | `ucf SRC DEST`, `cp SRC DEST` into `/etc` | when `DEST` is missing: copied from `SRC`, or from the package's template of the same name under `/usr/share` when `SRC` is a temporary file, with a note (the script may have edited it) |
 //! | `dpkg-statoverride --add USER GROUP MODE PATH` | the owner and mode are set |
-//! | `systemd-sysusers`, `systemd-tmpfiles` | nothing more: their files are applied by the `sysusers` and `tmpfiles` steps |
+//! | `systemd-sysusers`, `systemd-tmpfiles` | nothing more: their files are applied by the `sysusers` and `tmpfiles` steps; a file outside the standard directories gets a note |
 //! | `update-alternatives` | see [`super::alternatives`] |
 //! | `> /etc/...` (files written from debconf answers) | a note naming the package and the file when the image lacks it |
 //!
@@ -430,6 +430,37 @@ fn plan_statoverride(
     }
 }
 
+/// `systemd-sysusers FILE` / `systemd-tmpfiles --create FILE`: the sysusers and tmpfiles
+/// steps apply every file of the standard directories, so only a file outside them (or
+/// missing) needs a note.
+fn note_systemd_call(script: &Script, command: &Command, tree: &Tree, plan: &mut MaintainerPlan) {
+    let program = command.words[0].as_deref().unwrap_or_default();
+    let dirs: &[&str] = if program.ends_with("systemd-sysusers") {
+        super::sysusers::SYSUSERS_DIRS
+    } else {
+        super::tmpfiles::TMPFILES_DIRS
+    };
+    for file in command.words[1..]
+        .iter()
+        .flatten()
+        .filter(|w| !w.starts_with('-') && w.ends_with(".conf"))
+    {
+        let name = Path::new(file).file_name().unwrap_or_default();
+        let standard = dirs
+            .iter()
+            .any(|dir| tree.exists_following(&Path::new(dir).join(name)));
+        if !standard {
+            plan.notes.push(format!(
+                "{}: {} line {}: `{program}` applies `{file}`, which is not in {}; add its lines to a recipe file there",
+                script.package,
+                script.kind,
+                command.line,
+                dirs.iter().map(|d| format!("/{d}")).collect::<Vec<_>>().join(" or ")
+            ));
+        }
+    }
+}
+
 /// A redirection into `/etc` of a file the image lacks (debconf-generated configuration).
 fn note_generated(script: &Script, command: &Command, tree: &Tree, plan: &mut MaintainerPlan) {
     let mut words = command.words.iter();
@@ -485,6 +516,9 @@ pub fn plan_maintainer(
                 "ucf" | "cp" => plan_config_copy(script, command, tree, &literals, &mut plan),
                 "dpkg-statoverride" => {
                     plan_statoverride(script, command, accounts, tree, &mut plan)
+                }
+                "systemd-sysusers" | "systemd-tmpfiles" => {
+                    note_systemd_call(script, command, tree, &mut plan);
                 }
                 _ => note_generated(script, command, tree, &mut plan),
             }
@@ -686,6 +720,31 @@ echo "y=$answer" >> /etc/generated.conf
             }]
         );
         assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn systemd_calls_on_packaged_files_need_nothing() {
+        let mut t = tree();
+        for d in ["usr/lib", "usr/lib/tmpfiles.d"] {
+            t.add_dir(Path::new(d), Ownership::root(0o755), 0).unwrap();
+        }
+        t.add_file(
+            Path::new("usr/lib/tmpfiles.d/openssh-client.conf"),
+            1,
+            Ownership::root(0o644),
+            0,
+        )
+        .unwrap();
+        let text = "systemd-tmpfiles ${DPKG_ROOT:+--root=\"$DPKG_ROOT\"} --create openssh-client.conf || true\nsystemd-sysusers other.conf\n";
+        let plan = plan_maintainer(
+            &[script("openssh-client", text)],
+            &t,
+            &Accounts::debian_base("/bin/sh"),
+            &BTreeSet::new(),
+        );
+        assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+        assert!(plan.notes[0].contains("`other.conf`"), "{:?}", plan.notes);
+        assert!(plan.ops.is_empty());
     }
 
     #[test]
