@@ -17,6 +17,12 @@
 //! }
 //! ```
 //!
+//! `tasks` (optional; absent in configurations written before tasks existed) are run to
+//! completion at boot, before the services they name:
+//! `{"name": "initdb", "exec": [...], "when": "first-boot", "user": "postgres",
+//! "timeout_ms": 600000, "before": ["postgres"]}`. `runtime_dirs` entries may carry
+//! `content` (a file) or `symlink` (a link target) instead of being directories.
+//!
 //! `network` is `"none"`, `"dhcp"` (default) or
 //! `{"static": {"address": "10.0.2.15", "prefix": 24, "gateway": "10.0.2.2", "dns": ["10.0.2.3"]}}`.
 
