@@ -131,6 +131,11 @@ pub struct NewArgs {
     /// Directory to write the recipe in (created if missing).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
+    /// Starter to write: `full` documents every key; `web` (nginx), `database`
+    /// (PostgreSQL, initdb on first boot), `ssh` (OpenSSH, host keys on first boot) and
+    /// `minimal` are short working appliances.
+    #[arg(long, value_enum, value_name = "TEMPLATE", default_value = "full")]
+    pub template: recipe::StarterTemplate,
 }
 
 /// `jeos check`
@@ -260,7 +265,7 @@ fn new(args: &NewArgs, session: &mut Session) -> miette::Result<ExitStatus> {
     } else {
         args.dir.join(file_name)
     };
-    let text = recipe::starter_recipe(&name);
+    let text = recipe::starter(&name, args.template);
     write_new_file(&path, &text).map_err(|source| {
         if source.kind() == io::ErrorKind::AlreadyExists {
             NewError::AlreadyExists { path: path.clone() }

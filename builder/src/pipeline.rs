@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use guest_init::config::{
     CheckConfig, CommandCheckConfig, FileCheckConfig, HttpCheckConfig, HttpProbeConfig, InitConfig,
-    NetworkConfig, ReadyConfig, RestartPolicy, RuntimeDirConfig, ServiceCheckConfig, ServiceConfig,
+    NetworkConfig, ReadyConfig, RestartPolicy, ServiceCheckConfig, ServiceConfig,
     StaticNetworkConfig, TcpCheckConfig,
 };
 use image_writer::cpio::{self, CpioEntry};
@@ -750,7 +750,6 @@ fn manifest_tree(staging: &DebStaging, epoch: i64) -> Result<Tree, BuildError> {
     Ok(tree)
 }
 
-/// The recipe as the customisation step's input.
 /// The installed packages for the image's dpkg database: the root filesystem's, then the
 /// kernel's (read from their control members).
 fn dpkg_packages(
@@ -774,9 +773,11 @@ fn dpkg_packages(
     Ok(rootfs::dpkg::packages_from_unpack(deb_staging, &kernel))
 }
 
+/// The recipe as the customisation step's input.
 fn rootfs_config(
     ctx: &BuildContext<'_>,
     postinsts: Vec<(String, String)>,
+    scripts: Vec<rootfs::maintainer::Script>,
     dpkg: Vec<rootfs::dpkg::DpkgPackage>,
 ) -> RootfsConfig {
     let r = ctx.recipe;
@@ -874,6 +875,7 @@ fn rootfs_config(
             ..PruneConfig::default()
         },
         postinsts,
+        scripts,
         files,
         dpkg,
     }
@@ -896,25 +898,31 @@ fn customize(
                 .map(|s| (p.name.clone(), s.clone()))
         })
         .collect();
-    let config = rootfs_config(ctx, postinsts, dpkg);
+    let scripts = deb_staging
+        .packages()
+        .iter()
+        .flat_map(|p| {
+            p.scripts
+                .iter()
+                .map(|(kind, text)| rootfs::maintainer::Script {
+                    package: p.name.clone(),
+                    kind: kind.clone(),
+                    text: text.clone(),
+                })
+        })
+        .collect();
+    let config = rootfs_config(ctx, postinsts, scripts, dpkg);
     let report =
         rootfs::customize_rootfs(&mut staging, &config).map_err(|source| BuildError::Rootfs {
             name: ctx.recipe.appliance.name.to_string(),
             source,
         })?;
-    let programs: Vec<ServiceExec> = ctx
-        .recipe
-        .services
-        .iter()
-        .filter_map(|s| {
-            s.exec.first().map(|path| ServiceExec {
-                service: s.name.clone(),
-                path: path.clone(),
-            })
-        })
-        .collect();
+    let programs: Vec<ServiceExec> = crate::init_tasks::programs(ctx.recipe);
     executables::check_executables(staging.tree(), &programs)?;
     executables::check_interpreters(&staging, &programs)?;
+    for warning in executables::config_program_warnings(&staging) {
+        ctx.ui.warning(&warning);
+    }
     for note in &report.notes {
         ctx.ui.info(note);
     }
@@ -1037,15 +1045,8 @@ pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
         checks,
         test_timeout_ms: millis(recipe.test.timeout),
         shutdown_timeout_ms: 10_000,
-        runtime_dirs: runtime_dirs
-            .iter()
-            .map(|d| RuntimeDirConfig {
-                path: d.path.clone(),
-                mode: d.mode,
-                uid: d.uid,
-                gid: d.gid,
-            })
-            .collect(),
+        runtime_dirs: crate::init_tasks::runtime_dir_configs(runtime_dirs),
+        tasks: crate::init_tasks::task_configs(recipe),
     }
 }
 
@@ -1441,6 +1442,7 @@ mod tests {
             mode: 0o750,
             uid: 33,
             gid: 33,
+            kind: crate::rootfs::tmpfiles::RuntimeKind::Directory,
         }];
         let config = init_config(&recipe, &dirs);
         assert_eq!(config.runtime_dirs[0].path, "/run/nginx");

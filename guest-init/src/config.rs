@@ -17,6 +17,12 @@
 //! }
 //! ```
 //!
+//! `tasks` (optional; absent in configurations written before tasks existed) are run to
+//! completion at boot, before the services they name:
+//! `{"name": "initdb", "exec": [...], "when": "first-boot", "user": "postgres",
+//! "timeout_ms": 600000, "before": ["postgres"]}`. `runtime_dirs` entries may carry
+//! `content` (a file) or `symlink` (a link target) instead of being directories.
+//!
 //! `network` is `"none"`, `"dhcp"` (default) or
 //! `{"static": {"address": "10.0.2.15", "prefix": 24, "gateway": "10.0.2.2", "dns": ["10.0.2.3"]}}`.
 
@@ -63,6 +69,81 @@ pub struct InitConfig {
     /// `tmpfiles.d` entries ask for there (the build applies the others to the image).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runtime_dirs: Vec<RuntimeDirConfig>,
+    /// Tasks: programs run to completion at boot, supervised like services (see
+    /// [`InitConfig::units`]). Absent in configurations written before tasks existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskConfig>,
+}
+
+/// Where first-boot tasks leave their markers (`<name>.done`) on the root file system.
+pub const TASK_MARKER_DIR: &str = "/var/lib/jeos/tasks";
+
+/// Default deadline of a task.
+pub const DEFAULT_TASK_TIMEOUT_MS: u64 = 300_000;
+
+/// When a task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskWhen {
+    /// Once; a marker in [`TASK_MARKER_DIR`] records that it succeeded.
+    #[default]
+    FirstBoot,
+    /// On every boot.
+    EveryBoot,
+}
+
+/// One task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Unique among services and tasks; the console prefix.
+    pub name: String,
+    /// Program (absolute path) and arguments.
+    pub exec: Vec<String>,
+    /// First boot only or every boot.
+    #[serde(default)]
+    pub when: TaskWhen,
+    /// User name or numeric uid (default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Group name or numeric gid (default the user's primary group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
+    /// Working directory (default `/`, or the user's home if it exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+    /// Kill it and fail the boot after this long (default 5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Services that start only after this task succeeded. Empty together with `after`:
+    /// every service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<String>,
+    /// Services that must be ready before the task runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+impl TaskConfig {
+    /// The task's deadline in milliseconds.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.unwrap_or(DEFAULT_TASK_TIMEOUT_MS)
+    }
+
+    /// The marker of a first-boot task (`None` for every-boot tasks).
+    pub fn marker(&self) -> Option<String> {
+        (self.when == TaskWhen::FirstBoot).then(|| format!("{TASK_MARKER_DIR}/{}.done", self.name))
+    }
+
+    fn runs_before(&self, service: &str) -> bool {
+        if self.before.is_empty() && self.after.is_empty() {
+            return true;
+        }
+        self.before.iter().any(|b| b == service)
+    }
 }
 
 /// One directory to create at boot under `/run` or `/tmp`.
@@ -77,6 +158,12 @@ pub struct RuntimeDirConfig {
     pub uid: u32,
     /// Group gid.
     pub gid: u32,
+    /// Create a file with this content instead of a directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Create a symbolic link to this target instead of a directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symlink: Option<String>,
 }
 
 impl RuntimeDirConfig {
@@ -107,6 +194,7 @@ impl Default for InitConfig {
             test_timeout_ms: default_test_timeout_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
             runtime_dirs: Vec::new(),
+            tasks: Vec::new(),
         }
     }
 }
@@ -498,8 +586,9 @@ impl InitConfig {
         {
             return Err(ConfigError::InvalidPrefix { prefix: net.prefix });
         }
+        let units = self.units();
         let mut names = BTreeSet::new();
-        for service in &self.services {
+        for service in &units {
             if !names.insert(service.name.as_str()) {
                 return Err(ConfigError::DuplicateService {
                     service: service.name.clone(),
@@ -512,6 +601,16 @@ impl InitConfig {
             }
             if let Some(ready) = &service.ready {
                 ready.probe()?;
+            }
+        }
+        for task in &self.tasks {
+            for service in task.before.iter().chain(&task.after) {
+                if !self.services.iter().any(|s| s.name == *service) {
+                    return Err(ConfigError::UnknownDependency {
+                        service: task.name.clone(),
+                        dependency: service.clone(),
+                    });
+                }
             }
         }
         self.start_order()?;
@@ -528,9 +627,46 @@ impl InitConfig {
         Ok(())
     }
 
-    /// Indices of `services` in start order: every service after the ones in its `after`
-    /// list, otherwise file order (a stable topological sort).
+    /// Services and tasks as one list for the supervisor: the tasks first (as services
+    /// that never restart and have no probe, waiting for their `after` services), then the
+    /// services, each also waiting for the tasks that run before it.
+    pub fn units(&self) -> Vec<ServiceConfig> {
+        let tasks = self.tasks.iter().map(|t| ServiceConfig {
+            name: t.name.clone(),
+            exec: t.exec.clone(),
+            user: t.user.clone(),
+            group: t.group.clone(),
+            environment: t.environment.clone(),
+            working_directory: t.working_directory.clone(),
+            restart: RestartPolicy::No,
+            after: t.after.clone(),
+            ready: None,
+        });
+        let services = self.services.iter().map(|s| {
+            let mut s = s.clone();
+            s.after.extend(
+                self.tasks
+                    .iter()
+                    .filter(|t| t.runs_before(&s.name))
+                    .map(|t| t.name.clone()),
+            );
+            s
+        });
+        tasks.chain(services).collect()
+    }
+
+    /// Indices of [`InitConfig::units`] in start order: every unit after the ones in its
+    /// `after` list, otherwise list order (a stable topological sort).
     pub fn start_order(&self) -> Result<Vec<usize>, ConfigError> {
+        let units = InitConfig {
+            services: self.units(),
+            tasks: Vec::new(),
+            ..InitConfig::default()
+        };
+        units.service_order()
+    }
+
+    fn service_order(&self) -> Result<Vec<usize>, ConfigError> {
         let index_of = |name: &str| self.services.iter().position(|s| s.name == name);
         let mut deps = Vec::with_capacity(self.services.len());
         for service in &self.services {
@@ -599,6 +735,8 @@ mod runtime_dir_tests {
             mode: 0o755,
             uid: 0,
             gid: 0,
+            content: None,
+            symlink: None,
         };
         assert!(dir("/run/nginx").is_allowed());
         assert!(dir("/tmp/app/cache").is_allowed());
@@ -608,6 +746,72 @@ mod runtime_dir_tests {
         let json = r#"{"runtime_dirs":[{"path":"/run/a","mode":493,"uid":33,"gid":33}]}"#;
         let config = InitConfig::from_json(json).expect("parses");
         assert_eq!(config.runtime_dirs[0].uid, 33);
+        let json = r#"{"runtime_dirs":[{"path":"/run/a","mode":420,"uid":0,"gid":0,"content":"x"},{"path":"/run/l","mode":511,"uid":0,"gid":0,"symlink":"/etc/x"}]}"#;
+        let config = InitConfig::from_json(json).expect("parses");
+        assert_eq!(config.runtime_dirs[0].content.as_deref(), Some("x"));
+        assert_eq!(config.runtime_dirs[1].symlink.as_deref(), Some("/etc/x"));
+    }
+}
+
+#[cfg(test)]
+mod task_tests {
+    use super::*;
+
+    fn config(json: &str) -> Result<InitConfig, ConfigError> {
+        InitConfig::from_json(json)
+    }
+
+    #[test]
+    fn tasks_run_before_services_unless_told_otherwise() {
+        let c = config(
+            r#"{"services":[{"name":"db","exec":["/db"]},{"name":"web","exec":["/web"]}],
+                "tasks":[{"name":"init","exec":["/init"]},
+                         {"name":"keys","exec":["/keys"],"when":"every-boot","before":["web"]},
+                         {"name":"seed","exec":["/seed"],"after":["db"],"timeout_ms":5}]}"#,
+        )
+        .expect("valid");
+        let units = c.units();
+        let names: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["init", "keys", "seed", "db", "web"]);
+        assert_eq!(units[3].after, ["init"]);
+        assert_eq!(units[4].after, ["init", "keys"]);
+        assert_eq!(units[2].after, ["db"]);
+        assert!(units.iter().take(3).all(|u| u.restart == RestartPolicy::No));
+        let order: Vec<&str> = c
+            .start_order()
+            .expect("acyclic")
+            .into_iter()
+            .map(|i| names[i])
+            .collect();
+        assert_eq!(order, ["init", "keys", "db", "seed", "web"]);
+        assert_eq!(
+            c.tasks[0].marker().as_deref(),
+            Some("/var/lib/jeos/tasks/init.done")
+        );
+        assert_eq!(c.tasks[1].marker(), None);
+        assert_eq!(c.tasks[2].timeout_ms(), 5);
+        assert_eq!(c.tasks[0].timeout_ms(), DEFAULT_TASK_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn task_errors() {
+        let unknown = config(r#"{"tasks":[{"name":"t","exec":["/t"],"before":["nope"]}]}"#);
+        assert!(matches!(
+            unknown,
+            Err(ConfigError::UnknownDependency { .. })
+        ));
+        let dup = config(
+            r#"{"services":[{"name":"t","exec":["/s"]}],"tasks":[{"name":"t","exec":["/t"]}]}"#,
+        );
+        assert!(matches!(dup, Err(ConfigError::DuplicateService { .. })));
+        let relative = config(r#"{"tasks":[{"name":"t","exec":["t"]}]}"#);
+        assert!(matches!(relative, Err(ConfigError::InvalidExec { .. })));
+        let cycle = config(
+            r#"{"services":[{"name":"s","exec":["/s"]}],"tasks":[{"name":"t","exec":["/t"],"before":["s"],"after":["s"]}]}"#,
+        );
+        assert!(matches!(cycle, Err(ConfigError::DependencyCycle { .. })));
+        // A configuration without tasks is unchanged.
+        assert!(config(r#"{"services":[{"name":"s","exec":["/s"]}]}"#).is_ok());
     }
 }
 

@@ -34,6 +34,7 @@ mod shutdown;
 mod smbios;
 mod supervisor;
 mod sys;
+mod task;
 mod users;
 
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -196,11 +197,24 @@ fn create_runtime_dirs(config: &InitConfig) {
             );
             continue;
         }
-        let created = std::fs::create_dir_all(&dir.path)
-            .and_then(|()| std::os::unix::fs::chown(&dir.path, Some(dir.uid), Some(dir.gid)))
+        let path = std::path::Path::new(&dir.path);
+        let parent = path.parent().unwrap_or(path);
+        let created = if let Some(target) = &dir.symlink {
+            std::fs::create_dir_all(parent)
+                .and_then(|()| std::os::unix::fs::symlink(target, path))
+                .and_then(|()| std::os::unix::fs::lchown(path, Some(dir.uid), Some(dir.gid)))
+        } else {
+            match &dir.content {
+                Some(content) => {
+                    std::fs::create_dir_all(parent).and_then(|()| std::fs::write(path, content))
+                }
+                None => std::fs::create_dir_all(path),
+            }
+            .and_then(|()| std::os::unix::fs::chown(path, Some(dir.uid), Some(dir.gid)))
             .and_then(|()| {
-                std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(dir.mode))
-            });
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(dir.mode))
+            })
+        };
         if let Err(err) = created {
             info!("cannot create runtime directory {}: {err}", dir.path);
         }
@@ -287,8 +301,9 @@ fn run_system(cmdline: &Cmdline, started: Duration) -> ! {
         Ok(order) => order,
         Err(err) => fail(cmdline, &err.to_string()),
     };
-    let mut supervisor = Supervisor::new(
-        config.services.clone(),
+    let mut supervisor = Supervisor::with_tasks(
+        config.units(),
+        task::specs(&config),
         order,
         Arc::clone(&table),
         tx.clone(),

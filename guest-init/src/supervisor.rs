@@ -16,6 +16,7 @@ use crate::log::{self, info};
 use crate::probe::{self, RunningServices};
 use crate::process::{self, Launch, ProcessTable, Tail, describe_status, exit_code};
 use crate::shutdown::ShutdownKind;
+use crate::task::{self, TaskSpec};
 use crate::users;
 
 /// Everything the main loop reacts to.
@@ -36,6 +37,13 @@ pub enum Event {
         service: usize,
         /// `Err` holds the last probe error.
         result: Result<(), String>,
+    },
+    /// A task's deadline passed (see [`crate::task::start_timer`]).
+    TaskTimeout {
+        /// Unit index.
+        service: usize,
+        /// Which start of the task the deadline belongs to.
+        generation: u64,
     },
     /// Shut the machine down.
     Shutdown(ShutdownKind),
@@ -79,6 +87,10 @@ struct Service {
     started_at: Instant,
     ready: bool,
     tail: Arc<Mutex<Tail>>,
+    /// Set for tasks: run once to completion.
+    task: Option<TaskSpec>,
+    /// The task was killed at its deadline.
+    timed_out: bool,
 }
 
 /// Supervises a fixed list of services.
@@ -110,16 +122,32 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Supervisor {
     /// Prepares the services; `order` comes from `InitConfig::start_order` (validated).
+    #[cfg(test)]
     pub fn new(
         configs: Vec<ServiceConfig>,
         order: Vec<usize>,
         table: Arc<ProcessTable>,
         events: Sender<Event>,
     ) -> Supervisor {
+        let tasks = vec![None; configs.len()];
+        Supervisor::with_tasks(configs, tasks, order, table, events)
+    }
+
+    /// Prepares services and tasks: `configs` is `InitConfig::units`, `tasks` is
+    /// [`task::specs`] (one entry per unit), `order` is `InitConfig::start_order`.
+    pub fn with_tasks(
+        configs: Vec<ServiceConfig>,
+        tasks: Vec<Option<TaskSpec>>,
+        order: Vec<usize>,
+        table: Arc<ProcessTable>,
+        events: Sender<Event>,
+    ) -> Supervisor {
         let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
+        let mut tasks = tasks.into_iter();
         let services = configs
             .into_iter()
             .map(|config| {
+                let task = tasks.next().flatten();
                 let probe = config.ready.as_ref().and_then(|r| r.probe().ok());
                 let ready_timeout =
                     Duration::from_millis(config.ready.as_ref().map_or(0, |r| r.timeout_ms()));
@@ -139,6 +167,8 @@ impl Supervisor {
                     started_at: Instant::now(),
                     ready: false,
                     tail: Arc::default(),
+                    task,
+                    timed_out: false,
                 }
             })
             .collect();
@@ -204,6 +234,20 @@ impl Supervisor {
     }
 
     fn start(&mut self, index: usize) -> Option<Outcome> {
+        if self.services[index]
+            .task
+            .as_ref()
+            .is_some_and(task::already_done)
+        {
+            let service = &mut self.services[index];
+            info!(
+                "task {} already succeeded on an earlier boot; skipped",
+                service.config.name
+            );
+            service.ready = true;
+            service.state = State::Stopped;
+            return None;
+        }
         let first_start = self.services[index].generation == 0;
         self.services[index].generation += 1;
         let generation = self.services[index].generation;
@@ -214,8 +258,11 @@ impl Supervisor {
                 let service = &mut self.services[index];
                 service.state = State::Running(pid);
                 service.started_at = Instant::now();
+                if let Some(spec) = &service.task {
+                    task::start_timer(&self.events, index, generation, spec.timeout);
+                }
                 self.set_running(index, true);
-                if first_start {
+                if first_start && self.services[index].task.is_none() {
                     self.start_probe(index);
                 }
                 None
@@ -317,12 +364,17 @@ impl Supervisor {
 
     fn not_ready(&self, index: usize, why: String) -> Outcome {
         let service = &self.services[index];
-        let tail = lock(&service.tail).last(5);
+        let (what, lines) = if service.task.is_some() {
+            ("task", 10)
+        } else {
+            ("service", 5)
+        };
+        let tail = lock(&service.tail).last(lines);
         let detail = if tail.is_empty() {
-            format!("service {} not ready: {why}", service.config.name)
+            format!("{what} {} not ready: {why}", service.config.name)
         } else {
             format!(
-                "service {} not ready: {why}; output: {tail}",
+                "{what} {} not ready: {why}; output: {tail}",
                 service.config.name
             )
         };
@@ -340,8 +392,36 @@ impl Supervisor {
         None
     }
 
+    /// A task exited: done (marker written) or the boot is not ready.
+    fn task_exited(&mut self, index: usize, status: i32) -> Option<Outcome> {
+        let service = &mut self.services[index];
+        service.state = State::Stopped;
+        if self.stopping {
+            return None;
+        }
+        let name = service.config.name.clone();
+        if service.timed_out {
+            let ms = service.task.as_ref().map_or(0, |t| t.timeout.as_millis());
+            return Some(self.not_ready(index, format!("killed after its {ms} ms deadline")));
+        }
+        if exit_code(status) != Some(0) {
+            return Some(self.not_ready(index, format!("exited with {}", describe_status(status))));
+        }
+        if let Some(spec) = &service.task
+            && let Err(err) = task::mark_done(spec)
+        {
+            info!("task {name}: cannot write its first-boot marker: {err}");
+        }
+        service.ready = true;
+        info!("task {name} finished");
+        self.check_all_ready()
+    }
+
     fn after_exit(&mut self, index: usize, status: i32) -> Option<Outcome> {
         self.set_running(index, false);
+        if self.services[index].task.is_some() {
+            return self.task_exited(index, status);
+        }
         let service = &mut self.services[index];
         let succeeded = exit_code(status) == Some(0);
         let restart = !self.stopping
@@ -410,6 +490,25 @@ impl Supervisor {
                         Some(self.not_ready(service, format!("no readiness after {ms} ms ({err})")))
                     }
                 }
+            }
+            Event::TaskTimeout {
+                service,
+                generation,
+            } => {
+                let current = self.services.get_mut(service)?;
+                if current.generation != generation {
+                    return None;
+                }
+                if let State::Running(pid) = current.state {
+                    info!(
+                        "task {} passed its deadline; killing it",
+                        current.config.name
+                    );
+                    current.timed_out = true;
+                    let _ = crate::sys::kill(-pid, libc::SIGKILL);
+                    let _ = crate::sys::kill(pid, libc::SIGKILL);
+                }
+                None
             }
             Event::Shutdown(_) | Event::ChecksDone => None,
         }
@@ -481,7 +580,7 @@ impl Supervisor {
 mod tests {
     use super::*;
     use crate::process::ReapMode;
-    use guest_init::config::{InitConfig, ReadyConfig};
+    use guest_init::config::{InitConfig, ReadyConfig, TaskConfig, TaskWhen};
     use std::collections::BTreeMap;
     use std::sync::mpsc;
 
@@ -541,6 +640,153 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A harness for services and tasks, the tasks' markers in `markers`.
+    fn with_tasks(config: InitConfig, markers: &std::path::Path) -> Harness {
+        config.validate().expect("valid config");
+        let order = config.start_order().expect("acyclic");
+        let specs = crate::task::specs(&config)
+            .into_iter()
+            .zip(config.units().iter().map(|u| u.name.clone()))
+            .map(|(spec, name)| {
+                spec.map(|mut spec| {
+                    if spec.marker.is_some() {
+                        spec.marker = Some(markers.join(format!("{name}.done")));
+                    }
+                    spec
+                })
+            })
+            .collect();
+        let table = ProcessTable::new(ReapMode::Registered);
+        table.spawn_polling_reaper();
+        let (tx, rx) = mpsc::channel();
+        let mut supervisor = Supervisor::with_tasks(config.units(), specs, order, table, tx);
+        supervisor.apply_credentials = false;
+        Harness { supervisor, rx }
+    }
+
+    fn task(name: &str, script: &str, when: TaskWhen, timeout_ms: u64) -> TaskConfig {
+        TaskConfig {
+            name: name.into(),
+            exec: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            when,
+            user: None,
+            group: None,
+            environment: BTreeMap::new(),
+            working_directory: None,
+            timeout_ms: Some(timeout_ms),
+            before: Vec::new(),
+            after: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn first_boot_task_runs_once_before_the_services() {
+        let dir = temp_dir("task-once");
+        let log = dir.join("log");
+        let l = log.display();
+        let ready = dir.join("db.ready");
+        let mut db = service(
+            "db",
+            &format!("echo db >> {l}; touch {}; exec sleep 30", ready.display()),
+            RestartPolicy::No,
+            &[],
+        );
+        db.ready = Some(ReadyConfig {
+            file: Some(ready.display().to_string()),
+            ..ReadyConfig::default()
+        });
+        let config = InitConfig {
+            services: vec![db],
+            tasks: vec![task(
+                "initdb",
+                &format!("echo initdb output; sleep 0.2; echo initdb >> {l}"),
+                TaskWhen::FirstBoot,
+                10_000,
+            )],
+            ..InitConfig::default()
+        };
+        let markers = dir.join("markers");
+        for boot in 0..2 {
+            let mut h = with_tasks(config.clone(), &markers);
+            assert_eq!(
+                h.run(Duration::from_secs(10)),
+                Some(Outcome::AllReady),
+                "boot {boot}"
+            );
+            h.supervisor.stop_all(&h.rx, Duration::from_secs(5));
+            let _ = std::fs::remove_file(&ready);
+        }
+        assert!(markers.join("initdb.done").exists());
+        // Once, and before the service; the second boot ran only the service.
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log"),
+            "initdb\ndb\ndb\n"
+        );
+    }
+
+    #[test]
+    fn failing_task_reports_its_output_and_blocks_services() {
+        let dir = temp_dir("task-fail");
+        let log = dir.join("log");
+        let config = InitConfig {
+            services: vec![service(
+                "web",
+                &format!("echo web >> {}; exec sleep 30", log.display()),
+                RestartPolicy::Always,
+                &[],
+            )],
+            tasks: vec![task(
+                "keys",
+                "echo cannot write /etc/ssh; exit 3",
+                TaskWhen::EveryBoot,
+                10_000,
+            )],
+            ..InitConfig::default()
+        };
+        let mut h = with_tasks(config, &dir);
+        match h.run(Duration::from_secs(10)) {
+            Some(Outcome::NotReady { service, detail }) => {
+                assert_eq!(service, "keys");
+                assert!(
+                    detail.starts_with("task keys not ready: exited with"),
+                    "{detail}"
+                );
+                assert!(detail.contains("cannot write /etc/ssh"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!log.exists(), "the service must not start");
+        assert!(!dir.join("keys.done").exists());
+        h.supervisor.stop_all(&h.rx, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn task_past_its_deadline_is_killed() {
+        let dir = temp_dir("task-timeout");
+        let config = InitConfig {
+            tasks: vec![task(
+                "slow",
+                "echo started; exec sleep 30",
+                TaskWhen::FirstBoot,
+                300,
+            )],
+            ..InitConfig::default()
+        };
+        let mut h = with_tasks(config, &dir);
+        let started = Instant::now();
+        match h.run(Duration::from_secs(10)) {
+            Some(Outcome::NotReady { detail, .. }) => {
+                assert!(
+                    detail.contains("killed after its 300 ms deadline"),
+                    "{detail}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!dir.join("slow.done").exists());
     }
 
     fn temp_dir(name: &str) -> std::path::PathBuf {

@@ -37,7 +37,7 @@ use std::time::Duration;
 pub use error::{RecipeError, RecipeErrorKind, RecipeErrors, RecipeLoadError};
 pub use names::AppName;
 pub use size::ByteSize;
-pub use starter::starter_recipe;
+pub use starter::{StarterTemplate, starter, starter_recipe};
 
 /// A validated appliance recipe. Immutable: the pipeline only reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,8 @@ pub struct Recipe {
     pub system: System,
     /// `[[service]]`, in file order.
     pub services: Vec<Service>,
+    /// `[[task]]`, in file order.
+    pub tasks: Vec<Task>,
     /// `[[file]]`
     pub files: Vec<FileEntry>,
     /// `[[directory]]`
@@ -292,6 +294,41 @@ pub struct Service {
     pub after: Vec<String>,
     /// Readiness probe.
     pub ready: Option<Ready>,
+}
+
+/// When a task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskWhen {
+    /// Once: on the first boot, then never again (a marker on the root file system).
+    FirstBoot,
+    /// On every boot.
+    EveryBoot,
+}
+
+/// `[[task]]`: a program run to completion at boot, before the services it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// Unique name (among services and tasks).
+    pub name: String,
+    /// argv; the first element is an absolute path.
+    pub exec: Vec<String>,
+    /// First boot only (default) or every boot.
+    pub when: TaskWhen,
+    /// User to run as (default `root`).
+    pub user: String,
+    /// Group to run as (default: the user's primary group).
+    pub group: Option<String>,
+    /// Extra environment.
+    pub environment: BTreeMap<String, String>,
+    /// Working directory (`None`: the user's home if it exists, else `/`).
+    pub working_directory: Option<String>,
+    /// Deadline (default 5 minutes).
+    pub timeout: Duration,
+    /// Services that wait for this task (every service when `before` and `after` are
+    /// both empty).
+    pub before: Vec<String>,
+    /// Services this task waits for.
+    pub after: Vec<String>,
 }
 
 /// Where a `[[file]]`'s bytes come from.

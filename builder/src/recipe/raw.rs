@@ -32,6 +32,9 @@ pub struct RecipeFile {
     pub system: Option<SystemRaw>,
     #[serde(default)]
     pub service: Vec<Spanned<ServiceRaw>>,
+    /// `[[task]]`: programs run to completion at boot (first boot only, or every boot).
+    #[serde(default)]
+    pub task: Vec<Spanned<TaskRaw>>,
     #[serde(default)]
     pub file: Vec<Spanned<FileRaw>>,
     #[serde(default)]
@@ -180,6 +183,42 @@ pub struct ServiceRaw {
     pub after: Vec<Str>,
     #[serde(default)]
     pub ready: Option<Spanned<ReadyRaw>>,
+}
+
+/// `[[task]]`: a program guest-init runs to completion at boot, supervised and logged like
+/// a service; the appliance is ready only when every task has succeeded.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TaskRaw {
+    /// Unique among services and tasks.
+    pub name: Str,
+    /// argv; the program is an absolute path.
+    pub exec: Spanned<Vec<Str>>,
+    /// `first-boot` (default: once, then a marker on the root file system) or `every-boot`.
+    #[serde(default)]
+    pub when: Option<Str>,
+    /// User to run as (default `root`).
+    #[serde(default)]
+    pub user: Option<Str>,
+    /// Group to run as (default the user's primary group).
+    #[serde(default)]
+    pub group: Option<Str>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Working directory (default the user's home, else `/`).
+    #[serde(default)]
+    pub working_directory: Option<Str>,
+    /// Give up (and fail the boot) after this long; default `5m`.
+    #[serde(default)]
+    pub timeout: Option<Spanned<Scalar>>,
+    /// Services that start only after this task succeeded (default: every service,
+    /// unless `after` is given).
+    #[serde(default)]
+    pub before: Vec<Str>,
+    /// Services that must be ready before this task runs.
+    #[serde(default)]
+    pub after: Vec<Str>,
 }
 
 /// `ready = { ... }`: exactly one probe plus an optional timeout.

@@ -18,6 +18,9 @@ use super::*;
 /// Set to `1` to let a recipe name host files outside its own directory.
 pub const ALLOW_OUTSIDE_ENV: &str = "JEOS_ALLOW_HOST_PATHS";
 
+#[path = "task.rs"]
+mod task;
+
 /// Users that Debian's base-passwd creates in every system.
 const BASE_USERS: [&str; 18] = [
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
@@ -433,6 +436,7 @@ impl Ctx<'_> {
         };
         self.check_user_groups(file.system.as_ref(), &accounts);
         let services = self.services(&file.service, &accounts);
+        let tasks = self.tasks(&file.task, &services, &accounts);
         let vm = self.vm(file.vm.as_ref());
         let template_context = serde_json::json!({
             "appliance": {
@@ -464,6 +468,7 @@ impl Ctx<'_> {
             kernel,
             system,
             services,
+            tasks,
             files,
             directories,
             symlinks,

@@ -10,8 +10,8 @@
 //!
 //! Dynamic ids are allocated deterministically: the lowest free id of the range in the
 //! order entries are added (system: 100-999 like adduser's `FIRST_SYSTEM_UID`; regular:
-//! 1000-59999). Every password is locked: `*` for system accounts (no password can ever
-//! work), `!` for the others, unless the recipe gives a hash.
+//! 1000-59999). Every password is locked: `*` (no password can ever work, yet the
+//! account is not locked, so key-based logins work), unless the recipe gives a hash.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -162,6 +162,9 @@ pub struct User {
     pub shell: String,
     /// Shadow password field (`*`, `!` or a hash).
     pub password: String,
+    /// The account has expired (shadow expiration day 1): not even a key-based login
+    /// works (`u!` in sysusers.d).
+    pub expired: bool,
 }
 
 /// One `/etc/group` + `/etc/gshadow` entry.
@@ -303,6 +306,7 @@ impl Accounts {
                     (*shell).to_owned()
                 },
                 password: "*".to_owned(),
+                expired: false,
             })
             .collect();
         let groups = BASE_GROUPS
@@ -554,8 +558,9 @@ impl Accounts {
             .unwrap_or_else(|| if config.system { NOLOGIN } else { "/bin/sh" }.to_owned());
         let password = match &config.password_hash {
             Some(hash) => hash.clone(),
-            None if config.system => "*".to_owned(),
-            None => "!".to_owned(),
+            // `*` rather than `!`: no password matches, but the account is not locked,
+            // so a key-based login (sshd without PAM refuses `!` accounts) works.
+            None => "*".to_owned(),
         };
         self.users.push(User {
             name: name.to_owned(),
@@ -565,6 +570,7 @@ impl Accounts {
             home: home.clone(),
             shell,
             password,
+            expired: false,
         });
         for group in &config.groups {
             self.add_member(group, name)?;
@@ -646,9 +652,12 @@ impl Accounts {
                 "{}:x:{}:{}:{}:{}:{}\n",
                 u.name, u.uid, u.gid, u.gecos, u.home, u.shell
             ));
-            files
-                .shadow
-                .push_str(&format!("{}:{}:{days}:0:99999:7:::\n", u.name, u.password));
+            files.shadow.push_str(&format!(
+                "{}:{}:{days}:0:99999:7::{}:\n",
+                u.name,
+                u.password,
+                if u.expired { "1" } else { "" }
+            ));
         }
         for g in &self.groups {
             let members = g.members.join(",");
@@ -758,7 +767,7 @@ mod tests {
         let u = a.user("app").unwrap().clone();
         assert_eq!(
             (u.uid, u.gid, u.password.as_str(), u.home.as_str()),
-            (1000, 1000, "!", "/home/app")
+            (1000, 1000, "*", "/home/app")
         );
         assert_eq!(a.group("video").unwrap().members, vec!["app".to_owned()]);
         assert!(matches!(

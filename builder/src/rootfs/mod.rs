@@ -7,15 +7,21 @@
 //!
 //! 1. `layout`: merged-/usr links, base directories, `/sbin/init` and friends -> guest-init;
 //! 2. `prune`: documentation, manuals, foreign locales and zones, static libraries;
-//! 3. `accounts` + `sysusers`: `/etc/passwd`, `group`, `shadow`, `gshadow`, home directories;
-//! 4. `tmpfiles`: directories and files packages declare in `tmpfiles.d`;
-//! 5. `alternatives`: `update-alternatives --install` calls found in postinst scripts;
-//! 6. `etc`: hostname, hosts, resolv.conf, os-release, machine-id, fstab, nsswitch, zone;
-//! 7. `files`: the recipe's `[[file]]` entries (last, so they can override anything);
-//! 8. `dpkg`: `/var/lib/dpkg/status` and `info/*.list` for the installed packages (conffile
+//! 3. the recipe's own `/etc/sysusers.d` and `/etc/tmpfiles.d` files, so that they override
+//!    the packages' before the next two steps read them;
+//! 4. `accounts` + `sysusers`: `/etc/passwd`, `group`, `shadow`, `gshadow`, home directories;
+//! 5. `tmpfiles`: directories and files packages declare in `tmpfiles.d` (those on `/run`
+//!    and `/tmp` are handed to guest-init);
+//! 6. `alternatives`: `update-alternatives --install` calls found in postinst scripts;
+//! 7. `etc`: hostname, hosts, resolv.conf, os-release, machine-id, fstab, nsswitch, zone;
+//! 8. `maintainer`: the other effects of the skipped maintainer scripts (`ucf` copies,
+//!    `dpkg-statoverride`; what cannot be done is reported as notes);
+//! 9. `files`: the recipe's `[[file]]` entries (last, so they can override anything);
+//!    `[[directory]]` entries below `/run` or `/tmp` become runtime directories;
+//! 10. `dpkg`: `/var/lib/dpkg/status` and `info/*.list` for the installed packages (conffile
 //!    hashes are taken before step 1, from the files as the packages shipped them).
 //!
-//! [`executables::check_executables`] then verifies each service's program.
+//! [`executables::check_executables`] then verifies each service's and task's program.
 
 pub mod accounts;
 pub mod alternatives;
@@ -24,7 +30,9 @@ pub mod etc;
 pub mod executables;
 pub mod files;
 pub mod layout;
+pub mod maintainer;
 pub mod prune;
+pub mod specifiers;
 pub mod staging;
 pub mod sysusers;
 pub mod tmpfiles;
@@ -89,6 +97,9 @@ pub struct RootfsConfig {
     pub prune: PruneConfig,
     /// `(package, postinst text)` for every package that has one.
     pub postinsts: Vec<(String, String)>,
+    /// Every maintainer script of the closure (`preinst`, `postinst`, ...), for
+    /// [`maintainer::plan_maintainer`].
+    pub scripts: Vec<maintainer::Script>,
     /// The recipe's files.
     pub files: Vec<FileConfig>,
     /// Installed packages for `/var/lib/dpkg/status` (none: no dpkg database is written).
@@ -108,6 +119,72 @@ pub struct RootfsReport {
     pub runtime_dirs: Vec<RuntimeDir>,
     /// Skipped sysusers/tmpfiles lines and alternatives, for the report.
     pub notes: Vec<String>,
+}
+
+/// A recipe file that overrides packages' `sysusers.d`/`tmpfiles.d` configuration.
+fn is_config_override(file: &FileConfig) -> bool {
+    ["/etc/sysusers.d/", "/etc/tmpfiles.d/"]
+        .iter()
+        .any(|dir| file.path.starts_with(dir))
+}
+
+/// A recipe directory on a runtime mount (`/run`, `/tmp`): created by guest-init at boot.
+fn is_runtime_directory(file: &FileConfig) -> bool {
+    matches!(file.content, files::FileContent::Directory)
+        && ["/run/", "/tmp/"]
+            .iter()
+            .any(|dir| file.path.starts_with(dir))
+}
+
+fn runtime_directories(
+    dirs: &[FileConfig],
+    accounts: &Accounts,
+) -> Result<Vec<RuntimeDir>, RootfsError> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let owner = dir.owner.as_deref().unwrap_or("root");
+        let uid = accounts
+            .resolve_uid(owner)
+            .ok_or_else(|| FilesError::UnknownOwner {
+                path: dir.path.clone(),
+                owner: owner.to_owned(),
+            })?;
+        let gid = match &dir.group {
+            Some(group) => accounts
+                .resolve_gid(group)
+                .ok_or_else(|| FilesError::UnknownGroup {
+                    path: dir.path.clone(),
+                    group: group.clone(),
+                })?,
+            None => accounts
+                .users()
+                .iter()
+                .find(|u| u.uid == uid)
+                .map_or(0, |u| u.gid),
+        };
+        out.push(RuntimeDir {
+            path: dir.path.clone(),
+            mode: dir.mode.unwrap_or(0o755),
+            uid,
+            gid,
+            kind: tmpfiles::RuntimeKind::Directory,
+        });
+    }
+    Ok(out)
+}
+
+/// The build-time values of `%` specifiers.
+fn specifiers_of(etc: &EtcConfig) -> specifiers::Specifiers {
+    let os = &etc.os_release;
+    specifiers::Specifiers {
+        hostname: etc.hostname.clone(),
+        os_id: format!("jeos-{}", os.name),
+        version_id: os.version.clone(),
+        variant_id: os.name.clone(),
+        build_id: os.build_id.clone().unwrap_or_default(),
+        image_id: os.name.clone(),
+        image_version: os.version.clone(),
+    }
 }
 
 fn read_text(staging: &Staging, path: &Path) -> Result<String, StagingError> {
@@ -142,7 +219,16 @@ pub fn customize_rootfs(
     prune::apply_prune(staging, &plan)?;
     report.prune = plan.report;
 
-    // 3. Accounts: base-passwd, the recipe, then packages' sysusers.d.
+    // 3. The recipe's sysusers.d/tmpfiles.d overrides, before those steps read them.
+    let (early, files): (Vec<FileConfig>, Vec<FileConfig>) =
+        config.files.iter().cloned().partition(is_config_override);
+    let (runtime, files): (Vec<FileConfig>, Vec<FileConfig>) =
+        files.into_iter().partition(is_runtime_directory);
+    let ops = files::plan_files(&early, &Accounts::debian_base("/bin/sh"))?;
+    staging.apply(&ops)?;
+    let specifiers = specifiers_of(&config.etc);
+
+    // 4. Accounts: base-passwd, the recipe, then packages' sysusers.d.
     let root_shell = if staging.tree().exists_following(Path::new("usr/bin/bash")) {
         "/bin/bash"
     } else {
@@ -152,48 +238,64 @@ pub fn customize_rootfs(
     let homes = accounts.apply_config(&config.groups, &config.users)?;
     let mut lines = Vec::new();
     for file in sysusers::find_config_files(staging.tree(), sysusers::SYSUSERS_DIRS) {
-        let (parsed, notes) = sysusers::parse_sysusers(&file, &read_text(staging, &file)?)?;
+        let text = read_text(staging, &file)?;
+        let (parsed, notes) = sysusers::parse_sysusers(&file, &text, &specifiers)?;
         lines.extend(parsed);
         report.notes.extend(notes);
     }
+    // What adduser/useradd in the skipped maintainer scripts would have created.
+    let (script_lines, notes) = maintainer::scan_accounts(&config.scripts);
+    report.notes.extend(notes);
+    lines.extend(script_lines.iter().cloned());
+    let before = accounts.clone();
     report.notes.extend(sysusers::apply_sysusers(
         &mut accounts,
         staging.tree(),
         &lines,
     )?);
+    report
+        .notes
+        .extend(maintainer::account_notes(&script_lines, &before));
     accounts.validate()?;
     staging.apply(&accounts.plan_files(epoch))?;
     staging.apply(&homes)?;
 
-    // 4. tmpfiles.d.
+    // 5. tmpfiles.d.
     let mut entries = Vec::new();
     for file in sysusers::find_config_files(staging.tree(), tmpfiles::TMPFILES_DIRS) {
-        entries.extend(tmpfiles::parse_tmpfiles(
-            &file,
-            &read_text(staging, &file)?,
-        )?);
+        let text = read_text(staging, &file)?;
+        entries.extend(tmpfiles::parse_tmpfiles(&file, &text, &specifiers)?);
     }
     let plan = tmpfiles::plan_tmpfiles(&entries, staging.tree(), &accounts);
     staging.apply(&plan.ops)?;
     report.runtime_dirs = plan.runtime_dirs;
     report.notes.extend(plan.notes);
 
-    // 5. Alternatives.
+    // 6. Alternatives.
     let scan = alternatives::scan_postinsts(&config.postinsts);
     let plan = alternatives::plan_alternatives(&scan, staging.tree());
     staging.apply(&plan.ops)?;
     report.alternatives = plan.selected;
     report.notes.extend(plan.notes);
 
-    // 6. System files.
+    // 7. System files.
     let ops = etc::plan_etc(&config.etc, staging.tree())?;
     staging.apply(&ops)?;
 
-    // 7. The recipe's files.
-    let ops = files::plan_files(&config.files, &accounts)?;
-    staging.apply(&ops)?;
+    // 8. The other maintainer-script effects (after the system files, which they may name).
+    let provided = config.files.iter().map(|f| f.path.clone()).collect();
+    let plan = maintainer::plan_maintainer(&config.scripts, staging.tree(), &accounts, &provided);
+    staging.apply(&plan.ops)?;
+    report.notes.extend(plan.notes);
 
-    // 8. The dpkg database.
+    // 9. The recipe's files; its directories on `/run` and `/tmp` are made at boot.
+    let ops = files::plan_files(&files, &accounts)?;
+    staging.apply(&ops)?;
+    report
+        .runtime_dirs
+        .extend(runtime_directories(&runtime, &accounts)?);
+
+    // 10. The dpkg database.
     if !dpkg_packages.is_empty() {
         let ops = dpkg::plan_dpkg(&dpkg_packages, staging.tree())?;
         staging.apply(&ops)?;
@@ -354,10 +456,67 @@ mod tests {
             tree,
             &[ServiceExec {
                 service: "nginx".into(),
+                kind: crate::rootfs::executables::UnitKind::Service,
                 path: "/usr/sbin/nginx".into(),
             }],
         )
         .unwrap();
+    }
+
+    /// Issue #11: the recipe's `/etc/sysusers.d` and `/etc/tmpfiles.d` files override the
+    /// packages' before those steps run; its `/run` directories are made at boot; accounts
+    /// a postinst creates with `adduser` exist.
+    #[test]
+    fn recipe_overrides_come_first_and_run_directories_at_boot() {
+        let dir = unpacked();
+        let mut staging = Staging::scan(dir.path(), 1_700_000_000).unwrap();
+        let mut config = config();
+        config.files.push(FileConfig {
+            path: "/etc/sysusers.d/nginx.conf".into(),
+            content: FileContent::Inline(b"u nginx 990 \"overridden\" /srv/nginx\n".to_vec()),
+            mode: None,
+            owner: None,
+            group: None,
+        });
+        config.files.push(FileConfig {
+            path: "/etc/tmpfiles.d/nginx.conf".into(),
+            content: FileContent::Inline(b"d /var/lib/nginx 0700 nginx nginx -\n".to_vec()),
+            mode: None,
+            owner: None,
+            group: None,
+        });
+        config.files.push(FileConfig {
+            path: "/run/app".into(),
+            content: FileContent::Directory,
+            mode: Some(0o750),
+            owner: Some("app".into()),
+            group: None,
+        });
+        config.scripts.push(maintainer::Script {
+            package: "pg".into(),
+            kind: "postinst".into(),
+            text: "adduser --system --group --home /var/lib/pg pg\n".into(),
+        });
+        let report = customize_rootfs(&mut staging, &config).unwrap();
+        let nginx = report.accounts.user("nginx").unwrap();
+        assert_eq!((nginx.uid, nginx.gecos.as_str()), (990, "overridden"));
+        let lib = staging.tree().get(Path::new("var/lib/nginx")).unwrap();
+        assert_eq!((lib.mode, lib.uid), (0o700, 990));
+        let app = report.accounts.user("app").unwrap();
+        assert!(report.runtime_dirs.iter().any(|d| d.path == "/run/app"
+            && d.mode == 0o750
+            && d.uid == app.uid
+            && d.kind == tmpfiles::RuntimeKind::Directory));
+        assert!(staging.tree().get(Path::new("run/app")).is_none());
+        assert_eq!(report.accounts.user("pg").unwrap().home, "/var/lib/pg");
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n == "created system user `pg` as pg postinst would have"),
+            "{:?}",
+            report.notes
+        );
     }
 
     #[test]

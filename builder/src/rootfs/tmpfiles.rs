@@ -11,13 +11,17 @@
 //! | `p` `p+`, `c` `b` | record a FIFO/device node in the metadata |
 //! | `C` `C+` | copy a file or directory tree if the target is missing |
 //! | `z` `Z` | adjust mode/owner of an existing path (`Z` recursively) |
-//! | `w` `x` `X` `r` `R` `e` `a` `A` `h` `H` `t` `T` | skipped: they act on live state (cleaning, writing to `/proc`, ACLs, attributes) |
+//! | `e` | adjust mode/owner of an existing directory (its cleaning age is irrelevant in an image) |
+//! | `w` | write the argument into an existing file, keeping its metadata |
+//! | `x` `X` | nothing to do: they exclude paths from cleaning, and an image is never cleaned |
+//! | `w+` `r` `R` `a` `A` `h` `H` `t` `T` | skipped with a note: they act on live state (appending, removal at boot, ACLs, attributes) |
 //!
 //! Paths under `/run`, `/tmp`, `/dev`, `/proc` and `/sys` are mounted over at boot (guest-init
-//! mounts tmpfs on `/run` and `/tmp`), so their directories are returned as
-//! [`RuntimeDir`]s for the init to create instead. Lines using specifiers other than
-//! `%t %S %C %L %T %V %E %%`, globs, credentials (`^`) or base64 arguments (`~`) are skipped,
-//! as are lines whose owner is unknown; every skip is noted for the build report.
+//! mounts tmpfs on `/run` and `/tmp`), so `d D v q Q` directories, `f F` files and `L`
+//! symlinks there are returned as [`RuntimeDir`]s for the init to create instead. Specifiers
+//! are expanded with [`Specifiers`] (in the path and in the argument of `f w L C`); lines
+//! using a run-time-only specifier, globs, credentials (`^`) or base64 arguments (`~`) are
+//! skipped, as are lines whose owner is unknown; every skip is noted for the build report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -25,6 +29,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::accounts::Accounts;
+use super::specifiers::{Flavour, Specifiers};
 use super::staging::FsOp;
 use super::tree::{EntryKind, Ownership, Tree, normalize};
 use super::words::split_fields;
@@ -79,7 +84,18 @@ pub struct TmpfilesEntry {
     pub unsupported: Option<String>,
 }
 
-/// A directory guest-init should create at boot, on a runtime mount.
+/// What a [`RuntimeDir`] entry creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// A directory.
+    Directory,
+    /// A file with this content.
+    File(String),
+    /// A symbolic link to this target.
+    Symlink(String),
+}
+
+/// A directory (or file, or symlink) guest-init should create at boot, on a runtime mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeDir {
     /// Absolute path.
@@ -90,6 +106,8 @@ pub struct RuntimeDir {
     pub uid: u32,
     /// Group.
     pub gid: u32,
+    /// What to create.
+    pub kind: RuntimeKind,
 }
 
 /// What applying the tmpfiles.d entries means.
@@ -103,31 +121,12 @@ pub struct TmpfilesPlan {
     pub notes: Vec<String>,
 }
 
-fn expand_specifiers(path: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut chars = path.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        out.push_str(match chars.next()? {
-            '%' => "%",
-            't' => "/run",
-            'S' => "/var/lib",
-            'C' => "/var/cache",
-            'L' => "/var/log",
-            'T' => "/tmp",
-            'V' => "/var/tmp",
-            'E' => "/etc",
-            _ => return None,
-        });
-    }
-    Some(out)
-}
-
-/// Parses one tmpfiles.d file.
-pub fn parse_tmpfiles(file: &Path, text: &str) -> Result<Vec<TmpfilesEntry>, TmpfilesError> {
+/// Parses one tmpfiles.d file, expanding specifiers with `specifiers`.
+pub fn parse_tmpfiles(
+    file: &Path,
+    text: &str,
+    specifiers: &Specifiers,
+) -> Result<Vec<TmpfilesEntry>, TmpfilesError> {
     let mut entries = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
@@ -180,11 +179,11 @@ pub fn parse_tmpfiles(file: &Path, text: &str) -> Result<Vec<TmpfilesEntry>, Tmp
                 other => return Err(err(format!("unknown modifier `{other}` in `{type_field}`"))),
             }
         }
-        entry.path = expand_specifiers(&fields[1]);
-        if entry.path.is_none() {
-            entry
-                .unsupported
-                .get_or_insert_with(|| format!("unsupported specifier in `{}`", fields[1]));
+        match specifiers.expand(&fields[1], Flavour::Tmpfiles) {
+            Ok(path) => entry.path = Some(path),
+            Err(why) => {
+                entry.unsupported.get_or_insert_with(|| why.to_string());
+            }
         }
         let column = |i: usize| fields.get(i).map(String::as_str).filter(|v| *v != "-");
         if let Some(mode) = column(2) {
@@ -203,7 +202,18 @@ pub fn parse_tmpfiles(file: &Path, text: &str) -> Result<Vec<TmpfilesEntry>, Tmp
         }
         entry.user = column(3).map(str::to_owned);
         entry.group = column(4).map(str::to_owned);
-        entry.argument = argument.map(str::to_owned);
+        entry.argument = match argument {
+            Some(argument) if "fFwLC".contains(kind) => {
+                match specifiers.expand(argument, Flavour::Tmpfiles) {
+                    Ok(expanded) => Some(expanded),
+                    Err(why) => {
+                        entry.unsupported.get_or_insert_with(|| why.to_string());
+                        None
+                    }
+                }
+            }
+            other => other.map(str::to_owned),
+        };
         entries.push(entry);
     }
     Ok(entries)
@@ -260,7 +270,10 @@ pub fn plan_tmpfiles(entries: &[TmpfilesEntry], tree: &Tree, accounts: &Accounts
             skip(reason);
             continue;
         }
-        if "wxXrReaAhHtT".contains(entry.kind) {
+        if "xX".contains(entry.kind) {
+            continue;
+        }
+        if "rRaAhHtT".contains(entry.kind) || (entry.kind == 'w' && entry.plus) {
             skip("acts on live state only");
             continue;
         }
@@ -295,7 +308,7 @@ pub fn plan_tmpfiles(entries: &[TmpfilesEntry], tree: &Tree, accounts: &Accounts
             ));
             continue;
         };
-        let adjusts = "zZ".contains(entry.kind);
+        let adjusts = "zZew".contains(entry.kind);
         if !seen.insert((adjusts, path.clone())) {
             skip("an earlier line handles this path");
             continue;
@@ -308,15 +321,10 @@ pub fn plan_tmpfiles(entries: &[TmpfilesEntry], tree: &Tree, accounts: &Accounts
         let mode = entry.mode.unwrap_or(default_mode);
         let own = Ownership { mode, uid, gid };
         if is_runtime(&path) {
-            if "dDvqQ".contains(entry.kind) {
-                plan.runtime_dirs.push(RuntimeDir {
-                    path: format!("/{}", path.display()),
-                    mode,
-                    uid,
-                    gid,
-                });
-            } else {
-                skip("on a runtime mount; nothing to do in the image");
+            match runtime_entry(entry, &path, own) {
+                Some(dir) => plan.runtime_dirs.push(dir),
+                None if entry.kind == 'e' => {}
+                None => skip("on a runtime mount; nothing to do in the image"),
             }
             continue;
         }
@@ -327,120 +335,203 @@ pub fn plan_tmpfiles(entries: &[TmpfilesEntry], tree: &Tree, accounts: &Accounts
             .filter(|r| r.exists)
             .and_then(|r| tree.get(&r.path));
         let exists = existing.is_some() || created.contains_key(&path);
-        let parent_op = || FsOp::CreateDir {
-            path: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            own: Ownership::root(0o755),
-            update: false,
+        let line = Line {
+            entry,
+            path: &path,
+            own,
+            uid,
+            gid,
+            existing,
+            exists,
         };
-        let adjust_op = |recursive: bool| FsOp::SetMetadata {
-            path: path.clone(),
-            mode: (!entry.mode_on_create_only).then_some(entry.mode).flatten(),
-            uid: entry.user.as_ref().map(|_| uid),
-            gid: entry.group.as_ref().map(|_| gid),
-            recursive,
-        };
-        match entry.kind {
-            'd' | 'D' | 'v' | 'q' | 'Q' => {
-                if existing.is_some_and(|e| !e.is_dir() && !e.is_symlink()) {
-                    skip("exists and is not a directory");
-                    continue;
-                }
-                plan.ops.push(FsOp::CreateDir {
-                    path: path.clone(),
-                    own,
-                    update: !entry.mode_on_create_only,
-                });
-                created.insert(path.clone(), true);
+        match plan_line(&line, tree, &mut plan.ops) {
+            Ok(Some(is_dir)) => {
+                created.insert(path.clone(), is_dir);
             }
-            'f' | 'F' => {
-                if exists && !entry.plus && entry.kind == 'f' {
-                    plan.ops.push(adjust_op(false));
-                    continue;
-                }
-                let contents = entry.argument.as_deref().map(unescape).unwrap_or_default();
-                plan.ops.push(parent_op());
-                plan.ops.push(FsOp::WriteFile {
-                    path: path.clone(),
-                    contents,
-                    own,
-                });
-                created.insert(path.clone(), false);
-            }
-            'L' => {
-                if exists && !entry.plus {
-                    continue;
-                }
-                let target = entry
-                    .argument
-                    .clone()
-                    .unwrap_or_else(|| format!("/usr/share/factory/{}", path.display()));
-                plan.ops.push(parent_op());
-                plan.ops.push(FsOp::Symlink {
-                    path: path.clone(),
-                    target: PathBuf::from(target),
-                });
-                created.insert(path.clone(), false);
-            }
-            'p' | 'c' | 'b' => {
-                if exists && !entry.plus {
-                    continue;
-                }
-                let kind = if entry.kind == 'p' {
-                    EntryKind::Fifo
-                } else {
-                    let numbers = entry
-                        .argument
-                        .as_deref()
-                        .and_then(|a| a.split_once(':'))
-                        .and_then(|(a, b)| {
-                            Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
-                        });
-                    let Some((major, minor)) = numbers else {
-                        skip("device node without `major:minor`");
-                        continue;
-                    };
-                    if entry.kind == 'c' {
-                        EntryKind::CharDevice { major, minor }
-                    } else {
-                        EntryKind::BlockDevice { major, minor }
-                    }
-                };
-                plan.ops.push(parent_op());
-                plan.ops.push(FsOp::Node {
-                    path: path.clone(),
-                    kind,
-                    own,
-                });
-                created.insert(path.clone(), false);
-            }
-            'C' => {
-                if exists && !entry.plus {
-                    continue;
-                }
-                let source = entry
-                    .argument
-                    .clone()
-                    .unwrap_or_else(|| format!("/usr/share/factory/{}", path.display()));
-                match plan_copy(tree, Path::new(&source), &path) {
-                    Some(ops) => {
-                        plan.ops.push(parent_op());
-                        plan.ops.extend(ops);
-                        created.insert(path.clone(), true);
-                    }
-                    None => skip(&format!("copy source `{source}` is missing")),
-                }
-            }
-            'z' | 'Z' => {
-                if exists {
-                    plan.ops.push(adjust_op(entry.kind == 'Z'));
-                } else {
-                    skip("path does not exist");
-                }
-            }
-            _ => skip("unsupported type"),
+            Ok(None) => {}
+            Err(reason) => skip(&reason),
         }
     }
     plan
+}
+
+/// One line to plan, with what the plan knows about its path.
+struct Line<'a> {
+    entry: &'a TmpfilesEntry,
+    path: &'a Path,
+    own: Ownership,
+    uid: u32,
+    gid: u32,
+    existing: Option<&'a super::tree::Entry>,
+    exists: bool,
+}
+
+/// Plans one line outside the runtime mounts. `Ok(Some(is_dir))`: the path was created;
+/// `Err`: why the line is skipped.
+fn plan_line(line: &Line<'_>, tree: &Tree, ops: &mut Vec<FsOp>) -> Result<Option<bool>, String> {
+    let Line {
+        entry,
+        path,
+        own,
+        uid,
+        gid,
+        existing,
+        exists,
+    } = *line;
+    let path = path.to_path_buf();
+    let parent_op = || FsOp::CreateDir {
+        path: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        own: Ownership::root(0o755),
+        update: false,
+    };
+    let adjust_op = |recursive: bool| FsOp::SetMetadata {
+        path: path.clone(),
+        mode: (!entry.mode_on_create_only).then_some(entry.mode).flatten(),
+        uid: entry.user.as_ref().map(|_| uid),
+        gid: entry.group.as_ref().map(|_| gid),
+        recursive,
+    };
+    match entry.kind {
+        'd' | 'D' | 'v' | 'q' | 'Q' => {
+            if existing.is_some_and(|e| !e.is_dir() && !e.is_symlink()) {
+                return Err("exists and is not a directory".to_owned());
+            }
+            ops.push(FsOp::CreateDir {
+                path: path.clone(),
+                own,
+                update: !entry.mode_on_create_only,
+            });
+            return Ok(Some(true));
+        }
+        'f' | 'F' => {
+            if exists && !entry.plus && entry.kind == 'f' {
+                ops.push(adjust_op(false));
+                return Ok(None);
+            }
+            let contents = entry.argument.as_deref().map(unescape).unwrap_or_default();
+            ops.push(parent_op());
+            ops.push(FsOp::WriteFile {
+                path: path.clone(),
+                contents,
+                own,
+            });
+            return Ok(Some(false));
+        }
+        'L' => {
+            if exists && !entry.plus {
+                return Ok(None);
+            }
+            let target = entry
+                .argument
+                .clone()
+                .unwrap_or_else(|| format!("/usr/share/factory/{}", path.display()));
+            ops.push(parent_op());
+            ops.push(FsOp::Symlink {
+                path: path.clone(),
+                target: PathBuf::from(target),
+            });
+            return Ok(Some(false));
+        }
+        'p' | 'c' | 'b' => {
+            if exists && !entry.plus {
+                return Ok(None);
+            }
+            let kind = if entry.kind == 'p' {
+                EntryKind::Fifo
+            } else {
+                let numbers = entry
+                    .argument
+                    .as_deref()
+                    .and_then(|a| a.split_once(':'))
+                    .and_then(|(a, b)| {
+                        Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
+                    });
+                let Some((major, minor)) = numbers else {
+                    return Err("device node without `major:minor`".to_owned());
+                };
+                if entry.kind == 'c' {
+                    EntryKind::CharDevice { major, minor }
+                } else {
+                    EntryKind::BlockDevice { major, minor }
+                }
+            };
+            ops.push(parent_op());
+            ops.push(FsOp::Node {
+                path: path.clone(),
+                kind,
+                own,
+            });
+            return Ok(Some(false));
+        }
+        'C' => {
+            if exists && !entry.plus {
+                return Ok(None);
+            }
+            let source = entry
+                .argument
+                .clone()
+                .unwrap_or_else(|| format!("/usr/share/factory/{}", path.display()));
+            match plan_copy(tree, Path::new(&source), &path) {
+                Some(copies) => {
+                    ops.push(parent_op());
+                    ops.extend(copies);
+                    return Ok(Some(true));
+                }
+                None => return Err(format!("copy source `{source}` is missing")),
+            }
+        }
+        'z' | 'Z' => {
+            if exists {
+                ops.push(adjust_op(entry.kind == 'Z'));
+            } else {
+                return Err("path does not exist".to_owned());
+            }
+        }
+        'e' => {
+            if existing.is_some_and(super::tree::Entry::is_dir) {
+                ops.push(adjust_op(false));
+            }
+        }
+        'w' => match existing {
+            Some(e) if e.is_file() => ops.push(FsOp::WriteFile {
+                path: path.clone(),
+                contents: entry.argument.as_deref().map(unescape).unwrap_or_default(),
+                own: Ownership {
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                },
+            }),
+            _ => return Err("`w` writes only to an existing file".to_owned()),
+        },
+        _ => return Err("unsupported type".to_owned()),
+    }
+    Ok(None)
+}
+
+/// What guest-init creates at boot for a line on `/run` or `/tmp` (`None`: nothing, and
+/// nothing at all for `/dev`, `/proc` and `/sys`, which the kernel fills).
+fn runtime_entry(entry: &TmpfilesEntry, path: &Path, own: Ownership) -> Option<RuntimeDir> {
+    let first = path.components().next()?.as_os_str().to_str()?;
+    if first != "run" && first != "tmp" {
+        return None;
+    }
+    let kind = match entry.kind {
+        'd' | 'D' | 'v' | 'q' | 'Q' => RuntimeKind::Directory,
+        'f' | 'F' => RuntimeKind::File(
+            String::from_utf8_lossy(&entry.argument.as_deref().map(unescape).unwrap_or_default())
+                .into_owned(),
+        ),
+        'L' => RuntimeKind::Symlink(entry.argument.clone()?),
+        _ => return None,
+    };
+    Some(RuntimeDir {
+        path: format!("/{}", path.display()),
+        mode: own.mode,
+        uid: own.uid,
+        gid: own.gid,
+        kind,
+    })
 }
 
 /// Plans copying `source` (a file or a directory tree of the image) to `target`.
@@ -495,8 +586,15 @@ fn plan_copy(tree: &Tree, source: &Path, target: &Path) -> Option<Vec<FsOp>> {
 mod tests {
     use super::*;
 
+    fn specs() -> Specifiers {
+        Specifiers {
+            hostname: "box".into(),
+            ..Specifiers::default()
+        }
+    }
+
     fn parse(text: &str) -> Vec<TmpfilesEntry> {
-        parse_tmpfiles(Path::new("usr/lib/tmpfiles.d/t.conf"), text).unwrap()
+        parse_tmpfiles(Path::new("usr/lib/tmpfiles.d/t.conf"), text, &specs()).unwrap()
     }
 
     fn tree() -> Tree {
@@ -536,14 +634,17 @@ mod tests {
         );
         assert!(e[1].plus);
         assert_eq!(e[1].argument.as_deref(), Some("hello\\nworld"));
-        let e = parse("d %h/x\nf /x :0600\n");
-        assert!(e[0].unsupported.is_some());
+        let e = parse("d %h/x\nf /x :0600\nd /var/lib/%m\nL /run/%H - - - - %t/x\n");
+        assert_eq!(e[0].path.as_deref(), Some("/root/x"));
         assert!(e[1].mode_on_create_only);
+        assert!(e[2].unsupported.as_deref().unwrap().contains("%m"));
+        assert_eq!(e[3].path.as_deref(), Some("/run/box"));
+        assert_eq!(e[3].argument.as_deref(), Some("/run/x"));
     }
 
     #[test]
     fn parse_errors() {
-        let p = |t: &str| parse_tmpfiles(Path::new("a.conf"), t);
+        let p = |t: &str| parse_tmpfiles(Path::new("a.conf"), t, &specs());
         assert_eq!(
             p("y /x").unwrap_err().to_string(),
             "a.conf:1: unknown line type `y`"
@@ -613,11 +714,87 @@ mod tests {
                 path: "/run/app".into(),
                 mode: 0o755,
                 uid: 33,
-                gid: 33
+                gid: 33,
+                kind: RuntimeKind::Directory,
             }]
         );
         // r, the unknown owner and the duplicate are noted.
         assert_eq!(plan.notes.len(), 3, "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn every_type_of_the_man_page() {
+        let accounts = Accounts::debian_base("/bin/sh");
+        let entries = parse(concat!(
+            "D /var/lib/d 0700\n",
+            "v /var/lib/v\n",
+            "q /var/lib/q\n",
+            "Q /var/lib/qq\n",
+            "e /var/log 0700\n",
+            "e /var/nothing 0700\n",
+            "w /etc/existing - - - - on\n",
+            "w /etc/missing - - - - on\n",
+            "w+ /etc/existing - - - - more\n",
+            "x /var/tmp/keep*\n",
+            "X /var/tmp/keep\n",
+            "f /run/app.pid 0644 www-data - -\n",
+            "f /run/motd - - - - hi\\n\n",
+            "L /run/link - - - - /etc/existing\n",
+            "L+ /tmp/l2 - - - - %t/x\n",
+            "e /run/app\n",
+            "d /dev/shm/x\n",
+            "w /proc/sys/net/ipv4/ip_forward - - - - 1\n",
+            "a /var/log - - - - u:www-data:rwx\n",
+            "h /var/log - - - - +i\n",
+            "t /var/log - - - - user.x=y\n",
+            "R /var/tmp/old\n",
+        ));
+        let plan = plan_tmpfiles(&entries, &tree(), &accounts);
+        for dir in ["var/lib/d", "var/lib/v", "var/lib/q", "var/lib/qq"] {
+            assert!(
+                plan.ops
+                    .iter()
+                    .any(|o| matches!(o, FsOp::CreateDir { path, .. } if path == Path::new(dir))),
+                "{dir}"
+            );
+        }
+        assert!(plan.ops.contains(&FsOp::SetMetadata {
+            path: "var/log".into(),
+            mode: Some(0o700),
+            uid: None,
+            gid: None,
+            recursive: false
+        }));
+        assert!(plan.ops.contains(&FsOp::WriteFile {
+            path: "etc/existing".into(),
+            contents: b"on".to_vec(),
+            own: Ownership::root(0o600)
+        }));
+        let runtime: Vec<(&str, &RuntimeKind)> = plan
+            .runtime_dirs
+            .iter()
+            .map(|d| (d.path.as_str(), &d.kind))
+            .collect();
+        assert_eq!(
+            runtime,
+            [
+                ("/run/app.pid", &RuntimeKind::File(String::new())),
+                ("/run/motd", &RuntimeKind::File("hi\n".into())),
+                ("/run/link", &RuntimeKind::Symlink("/etc/existing".into())),
+                ("/tmp/l2", &RuntimeKind::Symlink("/run/x".into())),
+            ]
+        );
+        assert_eq!(plan.runtime_dirs[0].uid, 33);
+        // Noted: `w` of a missing file, `w+`, /dev, /proc, a, h, t, R.
+        assert_eq!(plan.notes.len(), 8, "{:#?}", plan.notes);
+        assert!(
+            !plan
+                .notes
+                .iter()
+                .any(|n| n.contains("`x`") || n.contains("`X`")),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod new;
 mod publish;
 mod resolve;
 mod supply_chain;
+mod services;
 mod test_cmd;
 
 #[test]

@@ -90,3 +90,41 @@ fn new_rejects_bad_name() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!dir.path().join("Web_App.toml").exists());
 }
+
+/// Issue #11: `jeos new --template` writes short working starters that pass `jeos check`.
+#[test]
+fn new_templates_pass_check() {
+    let dir = TestDir::new();
+    for (template, needle) in [
+        ("web", "/usr/sbin/nginx"),
+        ("database", "[[task]]\nname = \"initdb\""),
+        ("ssh", "/usr/bin/ssh-keygen"),
+        ("minimal", "busybox"),
+    ] {
+        let name = format!("t-{template}");
+        let out = dir
+            .jeos()
+            .args(["new", &name, "--template", template])
+            .output()
+            .expect("run jeos new");
+        assert_eq!(out.status.code(), Some(0), "{template}: {out:?}");
+        let path = dir.path().join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&path).expect("recipe written");
+        assert!(text.contains(needle), "{template}: {text}");
+        assert!(text.contains(&format!("name = \"{name}\"")), "{template}");
+        let out = dir
+            .jeos()
+            .args(["check"])
+            .arg(&path)
+            .output()
+            .expect("run jeos check");
+        assert_eq!(out.status.code(), Some(0), "{template}: {out:?}");
+    }
+    let out = dir
+        .jeos()
+        .args(["new", "x", "--template", "nosuch"])
+        .output()
+        .expect("run jeos new");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
+}
