@@ -154,6 +154,21 @@ pub fn read_boot_files(raw: &Path) -> Result<BootFiles, EspError> {
     read_entry(&mut volume)
 }
 
+/// Like [`read_boot_files`], for an EFI system partition of `len` bytes read through
+/// `reader` (a partition of an image opened by [`crate::image::open_image`]); `name` is
+/// used in errors.
+///
+/// # Errors
+/// [`EspError`] describing the first problem found.
+pub fn read_boot_files_from<R: Read + Seek>(
+    reader: R,
+    name: &Path,
+    len: u64,
+) -> Result<BootFiles, EspError> {
+    let mut volume = FatVolume::open(reader, name, 0, len)?;
+    read_entry(&mut volume)
+}
+
 fn read_entry<R: Read + Seek>(volume: &mut FatVolume<R>) -> Result<BootFiles, EspError> {
     let Found::Dir(dir) = volume.lookup(LOADER_ENTRIES_DIR, Kind::Dir)? else {
         return Err(EspError::WrongKind {
