@@ -16,6 +16,9 @@ use crate::recipe::{self, AppName, Recipe, RecipeLoadError};
 use crate::resolve::{LockMode, ResolveOptions};
 
 mod build;
+mod diff;
+mod image;
+mod inspect;
 mod resolve;
 mod run;
 mod test;
@@ -114,6 +117,14 @@ pub enum Command {
     Test(test::TestArgs),
     /// Boot a built image interactively with QEMU (serial console on the terminal).
     Run(run::RunArgs),
+    /// Show what an image holds: packages, services, kernel, sizes, SBOM (no root needed).
+    Inspect(inspect::InspectArgs),
+    /// List a directory inside an image (`.raw`, `.qcow2`, `.vmdk`, `.ova`).
+    Ls(image::LsArgs),
+    /// Print files from inside an image.
+    Cat(image::CatArgs),
+    /// Compare two images: packages and files added, removed and changed.
+    Diff(diff::DiffArgs),
 }
 
 /// `jeos new`
@@ -191,6 +202,10 @@ pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus
         Command::Build(args) => build::build(&args, session),
         Command::Test(args) => test::test(&args, session),
         Command::Run(args) => run::run(&args, session),
+        Command::Inspect(args) => inspect::inspect(&args, session),
+        Command::Ls(args) => image::ls(&args, session),
+        Command::Cat(args) => image::cat(&args, session),
+        Command::Diff(args) => diff::diff(&args, session),
     };
     session.ui.finish();
     status

@@ -11,6 +11,8 @@
 //! loaders, keyed by the SHA-256 of their `.deb`). Nothing appears under
 //! `DIR/<name>-<version>/` until every artifact is complete.
 
+mod replace;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -1259,20 +1261,11 @@ fn write_report(
 
 /// Renames the finished directory to `DIR/<name>-<version>`, replacing an older build.
 fn move_into_place(stage: &Path, final_dir: &Path) -> Result<(), BuildError> {
-    if final_dir.exists() {
-        let parent = final_dir.parent().unwrap_or(Path::new("."));
-        let old = tempfile::Builder::new()
-            .prefix(".jeos-build-old-")
-            .tempdir_in(parent)
-            .map_err(io_err("create a directory in", parent))?;
-        let old_path = old.path().join("previous");
-        fs::rename(final_dir, &old_path).map_err(io_err("move aside", final_dir))?;
-        fs::rename(stage, final_dir).map_err(io_err("rename into", final_dir))?;
-        drop(old);
-    } else {
-        fs::rename(stage, final_dir).map_err(io_err("rename into", final_dir))?;
-    }
-    Ok(())
+    replace::replace_dir(stage, final_dir, &replace::SystemRenamer).map_err(|e| BuildError::Io {
+        action: e.action,
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

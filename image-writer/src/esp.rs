@@ -810,6 +810,50 @@ mod tests {
         f.write_all(bytes).unwrap();
     }
 
+    /// The same ESP through `image::open_image` as raw, qcow2 and VMDK (the readers of
+    /// `jeos inspect`); the compressed copies seed the `disk_image` fuzz target.
+    #[test]
+    fn reads_back_through_every_image_format() {
+        use crate::ova::reporter::NoReporter;
+        let (file, _) = disk(8, &tree(ENTRY));
+        let dir = tempfile::tempdir().unwrap();
+        let qcow2 = dir.path().join("esp.qcow2");
+        crate::qcow2::write_qcow2(
+            file.path(),
+            &qcow2,
+            &crate::qcow2::Qcow2Config { compress: true },
+            &NoReporter,
+        )
+        .unwrap();
+        let vmdk = dir.path().join("esp.vmdk");
+        crate::vmdk::write_vmdk(
+            file.path(),
+            &vmdk,
+            &crate::vmdk::VmdkConfig::default(),
+            &NoReporter,
+        )
+        .unwrap();
+        for path in [file.path(), qcow2.as_path(), vmdk.as_path()] {
+            let image = crate::image::open_image(path).unwrap();
+            let boot = image.boot_files().unwrap();
+            assert!(boot.kernel == kernel(), "{}", path.display());
+            assert_eq!(boot.cmdline, "root=UUID=1234 console=ttyS0,115200 quiet");
+            let kinds: Vec<_> = image
+                .partitions()
+                .unwrap()
+                .into_iter()
+                .map(|p| p.kind)
+                .collect();
+            assert_eq!(kinds, ["esp", "root"]);
+            // The root partition holds no ext4 here.
+            assert!(image.root_fs().is_err());
+        }
+        for path in [&qcow2, &vmdk] {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            crate::image::tests::write_seed("disk_image", &name, &std::fs::read(path).unwrap());
+        }
+    }
+
     #[test]
     fn reads_back_fat16_and_fat32() {
         for esp_mib in [8, 40] {

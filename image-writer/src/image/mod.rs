@@ -395,8 +395,10 @@ fn describe_non_image(path: &Path) -> String {
     let head = &head[..n];
     if n == 0 {
         "the file is empty".into()
-    } else if head.starts_with(b"[") || std::str::from_utf8(head).is_ok() {
+    } else if path.extension().is_some_and(|e| e == "toml") {
         "it is a text file (a recipe? build it with `jeos build` first)".into()
+    } else if std::str::from_utf8(head).is_ok() {
+        "it is a text file".into()
     } else {
         "no qcow2, VMDK, tar or GPT signature found".into()
     }
@@ -618,5 +620,80 @@ impl ext4_view::Ext4Read for PartitionReader {
         dst: &mut [u8],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
         Ok(self.read_exact_at(start_byte, dst)?)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Writes a seed input for fuzz target `target` (`fuzz/corpus/<target>/`, ignored by git):
+    /// the fuzz crate's corpora come from these unit-test inputs.
+    pub(crate) fn write_seed(target: &str, name: &str, bytes: &[u8]) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+
+    #[test]
+    fn non_images_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = dir.path().join("site.toml");
+        std::fs::write(&recipe, "[appliance]\nname = \"x\"\n").unwrap();
+        let err = open_image(&recipe).unwrap_err();
+        assert!(
+            matches!(&err, ImageError::NotAnImage { what, .. } if what.contains("text file")),
+            "{err:?}"
+        );
+        let err = open_image(dir.path()).unwrap_err();
+        assert!(matches!(&err, ImageError::NotAnImage { what, .. } if what.contains("directory")));
+        let empty = dir.path().join("empty.raw");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(
+            open_image(&empty),
+            Err(ImageError::NotAnImage { .. })
+        ));
+        assert!(matches!(
+            open_image(&dir.path().join("missing.qcow2")),
+            Err(ImageError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn corrupt_containers_are_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.qcow2");
+        let mut bytes = crate::qcow2::QCOW2_MAGIC.to_be_bytes().to_vec();
+        bytes.resize(4096, 0);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            open_image(&path),
+            Err(ImageError::Invalid {
+                format: "qcow2",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn mem_and_file_sources_check_ranges() {
+        let mut mem = MemSource(vec![1, 2, 3]);
+        let mut buf = [0u8; 2];
+        mem.read_at(1, &mut buf).unwrap();
+        assert_eq!(buf, [2, 3]);
+        assert!(mem.read_at(2, &mut buf).is_err());
+        assert!(mem.read_at(u64::MAX, &mut buf).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = FileSource::open(&path).unwrap();
+        let mut window = file.window(2, 5).unwrap();
+        let mut five = [0u8; 5];
+        window.read_at(0, &mut five).unwrap();
+        assert_eq!(&five, b"23456");
+        assert!(window.read_at(1, &mut five).is_err());
+        assert!(file.window(8, 5).is_err());
     }
 }

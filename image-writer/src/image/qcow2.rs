@@ -256,6 +256,8 @@ mod tests {
 
     #[test]
     fn random_access_matches_the_disk() {
+        crate::image::tests::write_seed("qcow2", "plain.qcow2", &sample(false));
+        crate::image::tests::write_seed("qcow2", "compressed.qcow2", &sample(true));
         let expected = disk();
         for compress in [false, true] {
             let mut src = Qcow2Source::open(Box::new(MemSource(sample(compress)))).unwrap();

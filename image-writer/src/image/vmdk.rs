@@ -218,6 +218,7 @@ mod tests {
 
     #[test]
     fn random_access_matches_the_disk() {
+        crate::image::tests::write_seed("vmdk", "stream.vmdk", &sample());
         let expected = disk();
         let mut src = VmdkSource::open(Box::new(MemSource(sample()))).unwrap();
         assert_eq!(src.len(), expected.len() as u64);
