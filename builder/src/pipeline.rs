@@ -235,6 +235,8 @@ pub struct BuildReport {
     pub maintainer_scripts: BTreeMap<String, Vec<String>>,
     /// Files shipped by two packages (the later one kept).
     pub overlaps: Vec<String>,
+    /// Package files the recipe's files replace: `/path (package)`.
+    pub overwrites: Vec<String>,
     /// Notes from customisation (skipped sysusers/tmpfiles lines, alternatives).
     pub notes: Vec<String>,
     /// `SOURCE_DATE_EPOCH` used.
@@ -425,6 +427,10 @@ pub fn build(
             .iter()
             .map(|o| format!("{} ({} and {})", o.path, o.first, o.second))
             .collect(),
+        overwrites: rootfs::files::package_overwrites(
+            &rootfs_report.recipe_paths,
+            deb_staging.manifest(),
+        ),
         notes: rootfs_report.notes.clone(),
         source_date_epoch: ctx.epoch,
         cmdline,

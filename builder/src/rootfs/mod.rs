@@ -99,6 +99,8 @@ pub struct RootfsReport {
     pub runtime_dirs: Vec<RuntimeDir>,
     /// Skipped sysusers/tmpfiles lines and alternatives, for the report.
     pub notes: Vec<String>,
+    /// Files and symlinks the recipe's `[[file]]`/`[[symlink]]` entries wrote (relative).
+    pub recipe_paths: Vec<PathBuf>,
 }
 
 fn read_text(staging: &Staging, path: &Path) -> Result<String, StagingError> {
@@ -181,6 +183,7 @@ pub fn customize_rootfs(
     // 7. The recipe's files.
     let ops = files::plan_files(&config.files, &accounts)?;
     staging.apply(&ops)?;
+    report.recipe_paths = files::written_paths(&ops);
 
     report.accounts = accounts;
     Ok(report)

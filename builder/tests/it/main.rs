@@ -14,6 +14,7 @@ mod appliances;
 mod boot;
 mod check;
 mod help;
+mod image_tools;
 mod new;
 mod publish;
 mod resolve;
