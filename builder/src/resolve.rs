@@ -3,9 +3,15 @@
 //!
 //! ```text
 //! recipe [source] ──▶ mirror (recipe > --mirror > host apt sources)
-//!                     InRelease (verified against the keyring) ──▶ Packages per component
+//!                     + security archive (recipe `security-mirror` > host apt sources)
+//!   <suite>, <suite>-updates (mirror), <suite>-security (security archive):
+//!     InRelease (verified against the keyring) ──▶ Packages per component
+//!   union of the three indexes; the highest version of each package wins
 //! recipe [packages] + kernel ──▶ solver ──▶ Resolution ──▶ <recipe>.lock
 //! ```
+//!
+//! Security and stable updates are on by default: a JeOS appliance exists to be patched.
+//! A recipe opts out per suite with `[source] updates = false` / `security = false`.
 //!
 //! With a lock file that matches the recipe, nothing is solved and the network is not used:
 //! the lock is the closure. `--locked` turns a mismatch into an error, `--update` always
@@ -21,8 +27,8 @@ use miette::Diagnostic;
 use package_resolver::cache::{Cache, CacheError};
 use package_resolver::client::{ClientError, Repository};
 use package_resolver::lock::{
-    Difference, DropSnapshot, LockError, LockFile, LockMismatch, LockSource, LockedPackage,
-    RequestSnapshot,
+    Difference, DropSnapshot, LockError, LockFile, LockMismatch, LockRelease, LockSource,
+    LockedPackage, RequestSnapshot,
 };
 use package_resolver::packages::{PackageIndex, PackagesError};
 use package_resolver::release::{Keyring, ReleaseError};
@@ -99,11 +105,89 @@ pub enum LockStatus {
     Updated,
 }
 
+/// The archive a suite is served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Archive {
+    /// The Debian archive (`<suite>`, `<suite>-updates`).
+    Main,
+    /// The security archive (`<suite>-security`).
+    Security,
+}
+
+impl Archive {
+    /// `main` or `security`, as in the lock file.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Main => "main",
+            Self::Security => "security",
+        }
+    }
+}
+
+/// The suites whose union is the index, in order: `<suite>`, then `-updates` and
+/// `-security` unless the recipe opts out.
+#[must_use]
+pub fn index_suites(recipe: &Recipe) -> Vec<(String, Archive)> {
+    let suite = &recipe.source.suite;
+    let mut out = vec![(suite.clone(), Archive::Main)];
+    if recipe.source.updates {
+        out.push((format!("{suite}-updates"), Archive::Main));
+    }
+    if recipe.source.security {
+        out.push((format!("{suite}-security"), Archive::Security));
+    }
+    out
+}
+
+/// The names of [`index_suites`].
+#[must_use]
+pub fn index_suite_names(recipe: &Recipe) -> Vec<String> {
+    index_suites(recipe).into_iter().map(|(s, _)| s).collect()
+}
+
+/// The repositories of a recipe: the Debian archive and (unless opted out) the security
+/// archive, with one keyring and one cache.
+pub struct Repositories {
+    /// The Debian archive.
+    pub main: Repository,
+    /// Where it came from.
+    pub mirror: MirrorOrigin,
+    /// The security archive, when the recipe includes `-security`.
+    pub security: Option<(Repository, MirrorOrigin)>,
+}
+
+impl Repositories {
+    /// The repository serving `archive`.
+    #[must_use]
+    pub fn get(&self, archive: Archive) -> &Repository {
+        match (archive, &self.security) {
+            (Archive::Security, Some((repo, _))) => repo,
+            _ => &self.main,
+        }
+    }
+}
+
+/// One suite's verified release, as used for the index.
+#[derive(Debug, Clone)]
+pub struct SuiteRelease {
+    /// Suite name.
+    pub suite: String,
+    /// Archive.
+    pub archive: Archive,
+    /// The verified InRelease.
+    pub release: package_resolver::release::VerifiedRelease,
+}
+
 /// Facts about the index a fresh resolution used.
 #[derive(Debug, Clone)]
 pub struct IndexFacts {
     /// Mirror used.
     pub mirror: MirrorOrigin,
+    /// Security archive used (absent with `security = false`).
+    pub security_mirror: Option<MirrorOrigin>,
+    /// Suites of the index, in order.
+    pub suites: Vec<String>,
     /// Fingerprint of the key that made the first good signature.
     pub signed_by: String,
     /// Packages in the index.
@@ -349,6 +433,33 @@ pub fn choose_mirror(
     })
 }
 
+/// Chooses the security archive: the recipe's `security-mirror`, else the host's apt
+/// sources (an entry for the Debian security archive).
+pub fn choose_security_mirror(
+    recipe: &Recipe,
+    apt_root: &Path,
+) -> Result<MirrorOrigin, ResolveError> {
+    if let Some(url) = &recipe.source.security_mirror {
+        return Ok(MirrorOrigin {
+            url: url.trim_end_matches('/').to_owned(),
+            origin: "recipe".to_owned(),
+        });
+    }
+    let suite = format!("{}-security", recipe.source.suite);
+    let no_mirror = |source| ResolveError::NoMirror {
+        suite: suite.clone(),
+        source,
+    };
+    let sources = AptSources::load(apt_root).map_err(no_mirror)?;
+    let choice = sources
+        .security_mirror_for_suite(&recipe.source.suite)
+        .map_err(no_mirror)?;
+    Ok(MirrorOrigin {
+        url: choice.uri,
+        origin: format!("{}:{}", choice.file.display(), choice.line),
+    })
+}
+
 /// Opens the cache at `dir`.
 pub fn open_cache(dir: &Path) -> Result<Cache, ResolveError> {
     Cache::open(dir).map_err(|source| ResolveError::Cache {
@@ -384,6 +495,39 @@ pub fn open_repository(
     Ok((repo, mirror))
 }
 
+/// Opens the Debian archive and, unless the recipe opts out, the security archive.
+pub fn open_repositories(
+    recipe: &Recipe,
+    options: &ResolveOptions,
+    reporter: Arc<dyn ResolverReporter>,
+) -> Result<Repositories, ResolveError> {
+    let (main, mirror) = open_repository(recipe, options, Arc::clone(&reporter))?;
+    let security = if recipe.source.security {
+        let origin = choose_security_mirror(recipe, &options.apt_root)?;
+        let keyring_path = recipe
+            .source
+            .keyring
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING));
+        let keyring =
+            Keyring::from_file(&keyring_path).map_err(|source| ResolveError::Keyring {
+                path: keyring_path.clone(),
+                source,
+            })?;
+        let repo = Repository::new(&origin.url, keyring, reporter)
+            .with_cache(open_cache(&options.cache_dir)?)
+            .offline(options.offline);
+        Some((repo, origin))
+    } else {
+        None
+    };
+    Ok(Repositories {
+        main,
+        mirror,
+        security,
+    })
+}
+
 /// Step `resolve_packages`.
 pub fn resolve_packages(
     recipe: &Recipe,
@@ -397,7 +541,14 @@ pub fn resolve_packages(
     if let Some(lock) = &existing {
         let matches = lock
             .check_request(&snapshot)
-            .and_then(|()| lock.check_source(&recipe.source.suite, &recipe.source.components, ARCH))
+            .and_then(|()| {
+                lock.check_source(
+                    &recipe.source.suite,
+                    &recipe.source.components,
+                    ARCH,
+                    &index_suite_names(recipe),
+                )
+            })
             .and_then(|()| check_tools(lock));
         match (matches, options.lock_mode) {
             (Ok(()), LockMode::Use | LockMode::Locked) => {
@@ -436,40 +587,91 @@ pub fn resolve_packages(
     })
 }
 
-/// Fetches, verifies and parses the index of the recipe's suite and components.
+/// Fetches, verifies and parses the index: every suite of [`index_suites`] and every
+/// component of the recipe. The `Packages` texts are in suite order, so
+/// [`package_resolver::packages::Package::source_index`] `/ components` is the suite.
 pub fn load_index(
     recipe: &Recipe,
-    repo: &Repository,
+    repos: &Repositories,
     now: SystemTime,
-) -> Result<(PackageIndex, package_resolver::release::VerifiedRelease), ResolveError> {
-    let suite = &recipe.source.suite;
-    let fetch_err = |source| ResolveError::Fetch {
-        suite: suite.clone(),
-        mirror: repo.mirror().to_owned(),
-        source: Box::new(source),
-    };
-    let release = repo.fetch_release(suite, now).map_err(fetch_err)?;
+) -> Result<(PackageIndex, Vec<SuiteRelease>, Vec<String>), ResolveError> {
     let mut texts = Vec::new();
-    for component in &recipe.source.components {
-        if !release.release.components.is_empty()
-            && !release.release.components.iter().any(|c| c == component)
-        {
-            return Err(ResolveError::NoComponent {
-                suite: suite.clone(),
-                component: component.clone(),
-                available: release.release.components.join(", "),
-            });
+    let mut text_suites = Vec::new();
+    let mut releases = Vec::new();
+    for (suite, archive) in index_suites(recipe) {
+        let repo = repos.get(archive);
+        let fetch_err = |source| ResolveError::Fetch {
+            suite: suite.clone(),
+            mirror: repo.mirror().to_owned(),
+            source: Box::new(source),
+        };
+        let release = repo.fetch_release(&suite, now).map_err(fetch_err)?;
+        for component in &recipe.source.components {
+            // The security archive lists `updates/main` but serves `main/binary-*/` (as
+            // apt, accept the historical prefix).
+            let listed = |c: &String| {
+                c == component || c.strip_prefix("updates/") == Some(component.as_str())
+            };
+            if !release.release.components.is_empty()
+                && !release.release.components.iter().any(listed)
+            {
+                return Err(ResolveError::NoComponent {
+                    suite: suite.clone(),
+                    component: component.clone(),
+                    available: release.release.components.join(", "),
+                });
+            }
+            let index = repo
+                .fetch_packages(&release, component, ARCH)
+                .map_err(fetch_err)?;
+            texts.push(index.text);
+            text_suites.push(suite.clone());
         }
-        let index = repo
-            .fetch_packages(&release, component, ARCH)
-            .map_err(fetch_err)?;
-        texts.push(index.text);
+        releases.push(SuiteRelease {
+            suite,
+            archive,
+            release,
+        });
     }
     let index = PackageIndex::parse(&texts, ARCH).map_err(|source| ResolveError::Index {
-        suite: suite.clone(),
+        suite: recipe.source.suite.clone(),
         source,
     })?;
-    Ok((index, release))
+    Ok((index, releases, text_suites))
+}
+
+/// `[source]` of the lock: the base suite's codename and InRelease hash, the newest `Date`
+/// of all suites (it becomes the default `SOURCE_DATE_EPOCH`), and every suite's release.
+fn lock_source(recipe: &Recipe, releases: &[SuiteRelease]) -> LockSource {
+    let base = &releases[0].release;
+    let newest = releases
+        .iter()
+        .max_by_key(|r| r.release.release.date.unix_seconds)
+        .map_or_else(
+            || base.release.date.text.clone(),
+            |r| r.release.release.date.text.clone(),
+        );
+    LockSource {
+        suite: recipe.source.suite.clone(),
+        codename: base
+            .release
+            .codename
+            .clone()
+            .unwrap_or_else(|| recipe.source.suite.clone()),
+        components: recipe.source.components.clone(),
+        arch: ARCH.to_owned(),
+        date: newest,
+        sha256: base.inrelease_sha256.clone(),
+        releases: releases
+            .iter()
+            .map(|r| LockRelease {
+                suite: r.suite.clone(),
+                archive: r.archive.as_str().to_owned(),
+                date: r.release.release.date.text.clone(),
+                sha256: r.release.inrelease_sha256.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn solve_fresh(
@@ -479,8 +681,8 @@ fn solve_fresh(
     snapshot: RequestSnapshot,
 ) -> Result<(Resolution, LockFile, IndexFacts), ResolveError> {
     let start = Instant::now();
-    let (repo, mirror) = open_repository(recipe, options, reporter)?;
-    let (index, release) = load_index(recipe, &repo, SystemTime::now())?;
+    let repos = open_repositories(recipe, options, reporter)?;
+    let (index, releases, text_suites) = load_index(recipe, &repos, SystemTime::now())?;
     let elapsed = start.elapsed();
     let resolution =
         solver::solve(&index, &solve_request(recipe)).map_err(|source| match source {
@@ -494,19 +696,8 @@ fn solve_fresh(
                 source,
             },
         })?;
-    let source = LockSource {
-        suite: recipe.source.suite.clone(),
-        codename: release
-            .release
-            .codename
-            .clone()
-            .unwrap_or_else(|| recipe.source.suite.clone()),
-        components: recipe.source.components.clone(),
-        arch: ARCH.to_owned(),
-        date: release.release.date.text.clone(),
-        sha256: release.inrelease_sha256.clone(),
-    };
-    let mut lock = LockFile::from_resolution(&resolution, source, snapshot);
+    let source = lock_source(recipe, &releases);
+    let mut lock = LockFile::from_resolution(&resolution, source, snapshot, &text_suites);
     for name in BOOT_TOOLS {
         let package = index
             .candidate(name)
@@ -519,6 +710,7 @@ fn solve_fresh(
             name: package.name().to_owned(),
             version: package.version().clone(),
             arch: package.architecture().to_owned(),
+            suite: text_suites.get(package.source_index()).cloned(),
             filename: package.filename().to_owned(),
             size: package.size_bytes(),
             sha256: package.sha256().to_owned(),
@@ -528,12 +720,30 @@ fn solve_fresh(
         });
     }
     let facts = IndexFacts {
-        mirror,
-        signed_by: release.signed_by.clone(),
+        mirror: repos.mirror.clone(),
+        security_mirror: repos.security.as_ref().map(|(_, m)| m.clone()),
+        suites: releases.iter().map(|r| r.suite.clone()).collect(),
+        signed_by: releases[0].release.signed_by.clone(),
         packages: index.len(),
         elapsed,
     };
     Ok((resolution, lock, facts))
+}
+
+/// The archive a locked package is fetched from: the security archive for packages from
+/// `<suite>-security`, the Debian archive otherwise.
+#[must_use]
+pub fn archive_of(lock: &LockFile, package: &LockedPackage) -> Archive {
+    let security = lock
+        .source
+        .releases
+        .iter()
+        .any(|r| r.archive == "security" && package.suite.as_deref() == Some(r.suite.as_str()));
+    if security {
+        Archive::Security
+    } else {
+        Archive::Main
+    }
 }
 
 /// A lock made without the boot-loader tools (or with other ones) must be refreshed.

@@ -139,6 +139,8 @@ struct Span {
 
 #[derive(Debug, Clone)]
 struct Entry {
+    /// Which of the input texts of [`PackageIndex::parse`] it came from.
+    source_index: u32,
     name: Span,
     version: Version,
     arch: Span,
@@ -251,6 +253,12 @@ impl<'a> Package<'a> {
     #[must_use]
     pub fn filename(&self) -> &'a str {
         self.text(self.entry.filename)
+    }
+    /// Index of the `Packages` text (in [`PackageIndex::parse`]'s input) it came from:
+    /// with one text per suite, the suite that ships this version.
+    #[must_use]
+    pub fn source_index(&self) -> usize {
+        self.entry.source_index as usize
     }
     /// `SHA256` of the `.deb` (lowercase hex as in the index).
     #[must_use]
@@ -651,6 +659,7 @@ impl PackageIndex {
             }
         };
         self.entries.push(Entry {
+            source_index: to_u32(source_index),
             name: span(Known::Package),
             version,
             arch: span(Known::Architecture),

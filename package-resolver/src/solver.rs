@@ -232,6 +232,8 @@ pub struct ResolvedPackage {
     pub multi_arch: MultiArch,
     /// Source package name.
     pub source: String,
+    /// Which `Packages` text of the index it came from ([`crate::packages::Package::source_index`]).
+    pub source_index: usize,
     /// Why it is here.
     pub reason: Reason,
 }
@@ -1075,6 +1077,7 @@ pub fn solve(index: &PackageIndex, request: &SolveRequest) -> Result<Resolution,
                 sha256: p.sha256().to_owned(),
                 multi_arch: p.multi_arch(),
                 source: p.source().to_owned(),
+                source_index: p.source_index(),
                 reason: reasons.remove(&id).unwrap_or(Reason::Root {
                     request: p.name().to_owned(),
                 }),

@@ -74,6 +74,17 @@ pub enum SourcesError {
         /// Every file that was read.
         files_read: Vec<PathBuf>,
     },
+    /// No entry names the Debian security archive.
+    #[error(
+        "no Debian security archive entry for `{suite}` in the apt configuration (read: {files})\nhint: set `security-mirror` in the recipe's `[source]`, or `security = false` to build without security updates",
+        files = list_files(.files_read)
+    )]
+    NoSecurityMirror {
+        /// Requested suite (`trixie-security`).
+        suite: String,
+        /// Every file that was read.
+        files_read: Vec<PathBuf>,
+    },
 }
 
 fn list_files(files: &[PathBuf]) -> String {
@@ -273,6 +284,48 @@ impl AptSources {
     }
 }
 
+impl AptSources {
+    /// The Debian security archive entry to use for `<suite>-security`: an enabled `deb`
+    /// entry with component `main` that lists a `*-security` suite or whose URI ends in
+    /// `/debian-security`. One listing `<suite>-security` itself wins; otherwise the first
+    /// security entry's URI is reused (a bookworm host building a trixie appliance).
+    pub fn security_mirror_for_suite(&self, suite: &str) -> Result<MirrorChoice, SourcesError> {
+        let wanted = format!("{suite}-security");
+        let candidates = || {
+            self.entries
+                .iter()
+                .filter(|e| {
+                    e.enabled
+                        && e.kind == SourceType::Deb
+                        && e.components.iter().any(|c| c == "main")
+                })
+                .flat_map(|e| e.uris.iter().map(move |u| (e, u)))
+                .filter(|(e, u)| {
+                    uri_path(u).rsplit('/').next() == Some("debian-security")
+                        || e.suites.iter().any(|s| s.ends_with("-security"))
+                })
+        };
+        let listed = candidates().find(|(e, _)| e.suites.contains(&wanted));
+        let chosen = listed
+            .map(|c| (c, true))
+            .or_else(|| candidates().next().map(|c| (c, false)));
+        match chosen {
+            Some(((entry, uri), suite_listed)) => Ok(MirrorChoice {
+                uri: uri.trim_end_matches('/').to_owned(),
+                suite: wanted,
+                signed_by: entry.signed_by.clone(),
+                suite_listed,
+                file: entry.file.clone(),
+                line: entry.line,
+            }),
+            None => Err(SourcesError::NoSecurityMirror {
+                suite: wanted,
+                files_read: self.files_read.clone(),
+            }),
+        }
+    }
+}
+
 fn read_optional(path: &Path) -> Result<Option<String>, SourcesError> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
@@ -439,6 +492,30 @@ mod tests {
 
     fn p() -> PathBuf {
         PathBuf::from("/etc/apt/sources.list")
+    }
+
+    #[test]
+    fn the_security_archive_is_found_for_another_release() {
+        let text = "deb http://deb.invalid/debian bookworm main\n\
+            deb http://sec.invalid/debian-security bookworm-security main\n";
+        let sources = AptSources {
+            entries: parse_one_line(text, Path::new("sources.list")).unwrap(),
+            files_read: vec![],
+        };
+        let choice = sources.security_mirror_for_suite("trixie").unwrap();
+        assert_eq!(choice.uri, "http://sec.invalid/debian-security");
+        assert_eq!(choice.suite, "trixie-security");
+        assert!(!choice.suite_listed);
+        assert_eq!(choice.line, 2);
+        let plain = AptSources {
+            entries: parse_one_line(
+                "deb http://deb.invalid/debian trixie main\n",
+                Path::new("s"),
+            )
+            .unwrap(),
+            files_read: vec![],
+        };
+        assert!(plain.security_mirror_for_suite("trixie").is_err());
     }
 
     #[test]

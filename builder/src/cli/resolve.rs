@@ -149,8 +149,13 @@ fn print_closure(resolved: &Resolved, session: &mut Session) {
         } else {
             ""
         };
+        let from = match p.suite.as_deref() {
+            Some(s) if s.ends_with("-security") => "  (security)",
+            Some(s) if s.ends_with("-updates") => "  (updates)",
+            _ => "",
+        };
         session.printer.stdout_line(&format!(
-            "{:width$}  {:vwidth$}  {:>10}  {:>10}{kernel}",
+            "{:width$}  {:vwidth$}  {:>10}  {:>10}{kernel}{from}",
             p.name,
             p.version.to_string(),
             format_bytes(p.installed_size * 1024),
@@ -192,9 +197,14 @@ fn print_closure(resolved: &Resolved, session: &mut Session) {
         }
     }
     if let Some(index) = &resolved.index {
+        let security = index
+            .security_mirror
+            .as_ref()
+            .map(|m| format!(", security from {} ({})", m.url, m.origin))
+            .unwrap_or_default();
         session.printer.stderr_line(&format!(
-            "index: {} from {} ({}), {} packages, signed by {}, {}",
-            lock.source.codename,
+            "index: {} from {} ({}){security}, {} packages, signed by {}, {}",
+            index.suites.join(" + "),
             index.mirror.url,
             index.mirror.origin,
             index.packages,
@@ -227,6 +237,7 @@ fn resolve_json(resolved: &Resolved) -> serde_json::Value {
                 "download_size": p.size,
                 "sha256": p.sha256,
                 "filename": p.filename,
+                "suite": p.suite,
                 "kernel": resolve::is_kernel_package(lock, p),
                 "parent": p.parent,
             })
@@ -242,6 +253,9 @@ fn resolve_json(resolved: &Resolved) -> serde_json::Value {
         "suite": lock.source.suite,
         "codename": lock.source.codename,
         "inrelease_sha256": lock.source.sha256,
+        "releases": lock.source.releases.iter().map(|r| serde_json::json!({
+            "suite": r.suite, "archive": r.archive, "date": r.date, "sha256": r.sha256,
+        })).collect::<Vec<_>>(),
         "lock": resolved.lock_path.display().to_string(),
         "lock_status": resolved.lock_status,
         "packages": packages,

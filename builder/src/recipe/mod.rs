@@ -108,6 +108,13 @@ pub struct Source {
     /// Keyring to verify `InRelease` with (absolute, resolved against the recipe);
     /// `None` means the Debian archive keyring of the host.
     pub keyring: Option<PathBuf>,
+    /// `security-mirror`: base URL of the Debian security archive that serves
+    /// `<suite>-security`; `None` means the host's apt sources.
+    pub security_mirror: Option<String>,
+    /// `updates` (default `true`): the index includes `<suite>-updates`.
+    pub updates: bool,
+    /// `security` (default `true`): the index includes `<suite>-security`.
+    pub security: bool,
 }
 
 /// A package to install, optionally with a version constraint (`nginx (>= 1.22)`).

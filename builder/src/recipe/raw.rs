@@ -77,6 +77,16 @@ pub struct SourceRaw {
     pub components: Option<Spanned<Vec<Str>>>,
     #[serde(default)]
     pub keyring: Option<Str>,
+    /// Base URL of the Debian security archive (`<suite>-security`); default: the host's
+    /// apt sources.
+    #[serde(default)]
+    pub security_mirror: Option<Str>,
+    /// Include `<suite>-updates` (default `true`).
+    #[serde(default)]
+    pub updates: Option<bool>,
+    /// Include `<suite>-security` (default `true`).
+    #[serde(default)]
+    pub security: Option<bool>,
 }
 
 /// `[packages]`

@@ -568,12 +568,19 @@ impl Ctx<'_> {
             .keyring
             .as_ref()
             .and_then(|k| self.host_file("source.keyring", k));
+        let security_mirror = raw
+            .security_mirror
+            .as_ref()
+            .and_then(|m| self.checked("source.security-mirror", m, names::check_url));
         Source {
             distribution: "debian".into(),
             suite,
             mirror,
             components,
             keyring,
+            security_mirror,
+            updates: raw.updates.unwrap_or(true),
+            security: raw.security.unwrap_or(true),
         }
     }
 

@@ -101,9 +101,10 @@ fn check_example(name: &str, app: &str, must_not_contain: &[&str]) {
         lock_mode: LockMode::Update,
         apt_root: PathBuf::from("/"),
     };
-    let (repo, _) =
-        resolve::open_repository(&recipe, &options, Arc::new(NoReporter)).expect("repository");
-    let (index, _) = resolve::load_index(&recipe, &repo, SystemTime::now()).expect("index");
+    let repos =
+        resolve::open_repositories(&recipe, &options, Arc::new(NoReporter)).expect("repository");
+    let (index, releases, text_suites) =
+        resolve::load_index(&recipe, &repos, SystemTime::now()).expect("index");
     let resolution = solver::solve(&index, &resolve::solve_request(&recipe)).expect("solves");
     solver::verify_closure(&index, &resolution).expect("closed, conflict-free and minimal");
 
@@ -128,12 +129,30 @@ fn check_example(name: &str, app: &str, must_not_contain: &[&str]) {
             .contains("linux-initramfs-tool")),
         "{dropped:?}"
     );
-    // Every package carries a pool path and a SHA-256 taken from the verified index.
+    // Every package carries a pool path and a SHA-256 taken from the verified index: the
+    // highest version of the three suites, and the suite it came from.
     for p in &lock.packages {
         let indexed = index.candidate(&p.name).expect("in the index");
         assert_eq!(p.sha256, indexed.sha256());
         assert_eq!(p.filename, indexed.filename());
+        assert_eq!(
+            p.suite.as_deref(),
+            Some(text_suites[indexed.source_index()].as_str())
+        );
     }
+    // The lock names three suites, each with its verified InRelease date and hash.
+    let suites: Vec<&str> = lock
+        .source
+        .releases
+        .iter()
+        .map(|r| r.suite.as_str())
+        .collect();
+    assert_eq!(suites, ["trixie", "trixie-updates", "trixie-security"]);
+    for (locked, fetched) in lock.source.releases.iter().zip(&releases) {
+        assert_eq!(locked.sha256, fetched.release.inrelease_sha256);
+        assert_eq!(locked.date, fetched.release.release.date.text);
+    }
+    assert_eq!(lock.source.releases[2].archive, "security");
 
     // A second run uses the lock as is; `--locked` accepts it.
     let (again, _) = resolve_json(&dir, &recipe_path, &["--locked"]);
@@ -157,6 +176,62 @@ fn redis_closure_is_closed_conflict_free_and_minimal() {
         "redis-server",
         &["initramfs-tools", "kmod", "apt", "dpkg"],
     );
+}
+
+/// Issue #8: the nginx lock takes `nginx` from `trixie-security` whenever that suite has a
+/// newer version than `trixie` (and from the newest suite in any case).
+#[test]
+fn issue_8_nginx_comes_from_security_when_that_is_newest() {
+    let Some(_) = reachable_mirror("trixie") else {
+        return;
+    };
+    let dir = TestDir::new();
+    let recipe_path = copy_recipe(&dir, "nginx.toml");
+    resolve_json(&dir, &recipe_path, &[]);
+    let lock_path = recipe_path.with_extension("lock");
+    let lock = LockFile::parse(&std::fs::read_to_string(&lock_path).unwrap(), &lock_path)
+        .expect("lock parses");
+    let recipe = builder::recipe::load(&recipe_path).expect("recipe loads");
+    let options = ResolveOptions {
+        mirror_override: None,
+        cache_dir: shared_cache(),
+        offline: false,
+        lock_mode: LockMode::Update,
+        apt_root: PathBuf::from("/"),
+    };
+    let repos =
+        resolve::open_repositories(&recipe, &options, Arc::new(NoReporter)).expect("repository");
+    let (index, _, text_suites) =
+        resolve::load_index(&recipe, &repos, SystemTime::now()).expect("index");
+    let versions: Vec<(String, String)> = index
+        .versions("nginx")
+        .map(|p| {
+            (
+                p.version().to_string(),
+                text_suites[p.source_index()].clone(),
+            )
+        })
+        .collect();
+    let nginx = lock
+        .packages
+        .iter()
+        .find(|p| p.name == "nginx")
+        .expect("nginx");
+    eprintln!(
+        "nginx versions: {versions:?}; locked {} from {:?}",
+        nginx.version, nginx.suite
+    );
+    assert_eq!(
+        nginx.version.to_string(),
+        versions[0].0,
+        "the highest version wins"
+    );
+    let security_newest = versions[0].1 == "trixie-security";
+    if security_newest {
+        assert_eq!(nginx.suite.as_deref(), Some("trixie-security"));
+    }
+    let (json, _) = resolve_json(&dir, &recipe_path, &["--locked"]);
+    assert_eq!(json["releases"].as_array().map(Vec::len), Some(3), "{json}");
 }
 
 #[test]

@@ -93,8 +93,10 @@ fn index_solve_verify_lock_round_trip() {
             arch: "amd64".into(),
             date: "Sat, 10 May 2025 09:07:43 UTC".into(),
             sha256: "0".repeat(64),
+            releases: Vec::new(),
         },
         snapshot.clone(),
+        &[],
     );
     let text = lock.to_toml_string();
     let parsed = LockFile::parse(&text, Path::new("web.lock")).unwrap();
