@@ -86,12 +86,14 @@ fn issue_10_inspect_ls_cat_on_every_format() {
         assert_eq!(v["services"][0]["name"], "nginx", "{format}");
         assert_eq!(v["hostname"], "nginx");
         assert!(v["root_fs"]["files"].as_u64().unwrap() > 100, "{format}");
-        if let Some(packages) = v["packages"].as_array().filter(|p| !p.is_empty()) {
-            assert!(
-                packages.iter().any(|p| p["name"] == "nginx"),
-                "{format}: {packages:?}"
-            );
-        }
+        // From the image's /var/lib/dpkg/status.
+        let packages = v["packages"].as_array().unwrap();
+        let nginx = packages.iter().find(|p| p["name"] == "nginx");
+        assert!(
+            nginx.is_some_and(|p| p["version"].as_str().is_some_and(|v| !v.is_empty())),
+            "{format}: {packages:?}"
+        );
+        assert!(packages.iter().any(|p| p["name"] == "libc6"), "{format}");
         disk_bytes.push(v["disk_bytes"].as_u64().unwrap());
         eprintln!("jeos inspect {format}: {:?}", start.elapsed());
 
@@ -102,6 +104,7 @@ fn issue_10_inspect_ls_cat_on_every_format() {
             "{text}"
         );
         assert!(text.contains("Kernel:     6."), "{text}");
+        assert!(text.contains("\n  nginx "), "package list: {text}");
 
         let (code, listing, stderr) = run(args!("ls", &path, "/var/www/html"));
         assert_eq!(code, 0, "{stderr}");
