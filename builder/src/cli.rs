@@ -17,6 +17,9 @@ use crate::resolve::{LockMode, ResolveOptions};
 
 mod audit;
 mod build;
+mod diff;
+mod image;
+mod inspect;
 mod resolve;
 mod run;
 mod test;
@@ -121,6 +124,14 @@ pub enum Command {
     Run(run::RunArgs),
     /// List an appliance's pending updates; exit 1 when a security update is pending.
     Audit(audit::AuditArgs),
+    /// Show what an image holds: packages, services, kernel, sizes, SBOM (no root needed).
+    Inspect(inspect::InspectArgs),
+    /// List a directory inside an image (`.raw`, `.qcow2`, `.vmdk`, `.ova`).
+    Ls(image::LsArgs),
+    /// Print files from inside an image.
+    Cat(image::CatArgs),
+    /// Compare two images: packages and files added, removed and changed.
+    Diff(diff::DiffArgs),
 }
 
 /// `jeos new`
@@ -204,6 +215,10 @@ pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus
         Command::Test(args) => test::test(&args, session),
         Command::Run(args) => run::run(&args, session),
         Command::Audit(args) => audit::audit(&args, session),
+        Command::Inspect(args) => inspect::inspect(&args, session),
+        Command::Ls(args) => image::ls(&args, session),
+        Command::Cat(args) => image::cat(&args, session),
+        Command::Diff(args) => diff::diff(&args, session),
     };
     session.ui.finish();
     status

@@ -11,6 +11,8 @@
 //! loaders, keyed by the SHA-256 of their `.deb`). Nothing appears under
 //! `DIR/<name>-<version>/` until every artifact is complete.
 
+mod replace;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -233,6 +235,8 @@ pub struct BuildReport {
     pub maintainer_scripts: BTreeMap<String, Vec<String>>,
     /// Files shipped by two packages (the later one kept).
     pub overlaps: Vec<String>,
+    /// Package files the recipe's files replace: `/path (package)`.
+    pub overwrites: Vec<String>,
     /// Notes from customisation (skipped sysusers/tmpfiles lines, alternatives).
     pub notes: Vec<String>,
     /// `SOURCE_DATE_EPOCH` used.
@@ -438,6 +442,10 @@ pub fn build(
             .iter()
             .map(|o| format!("{} ({} and {})", o.path, o.first, o.second))
             .collect(),
+        overwrites: rootfs::files::package_overwrites(
+            &rootfs_report.recipe_paths,
+            deb_staging.manifest(),
+        ),
         notes: rootfs_report.notes.clone(),
         source_date_epoch: ctx.epoch,
         cmdline,
@@ -1385,20 +1393,11 @@ fn write_report(
 
 /// Renames the finished directory to `DIR/<name>-<version>`, replacing an older build.
 fn move_into_place(stage: &Path, final_dir: &Path) -> Result<(), BuildError> {
-    if final_dir.exists() {
-        let parent = final_dir.parent().unwrap_or(Path::new("."));
-        let old = tempfile::Builder::new()
-            .prefix(".jeos-build-old-")
-            .tempdir_in(parent)
-            .map_err(io_err("create a directory in", parent))?;
-        let old_path = old.path().join("previous");
-        fs::rename(final_dir, &old_path).map_err(io_err("move aside", final_dir))?;
-        fs::rename(stage, final_dir).map_err(io_err("rename into", final_dir))?;
-        drop(old);
-    } else {
-        fs::rename(stage, final_dir).map_err(io_err("rename into", final_dir))?;
-    }
-    Ok(())
+    replace::replace_dir(stage, final_dir, &replace::SystemRenamer).map_err(|e| BuildError::Io {
+        action: e.action,
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

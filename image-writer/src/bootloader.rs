@@ -35,7 +35,7 @@
     clippy::cast_possible_wrap
 )]
 
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::ext4::{Ext4Config, Ext4Error, write_ext4};
@@ -460,6 +460,35 @@ pub fn esp_tree(plan: &DiskPlan, images: &SyslinuxImages) -> Result<FatDir, Boot
     Ok(tree)
 }
 
+/// Copies `src` to `file` at `offset`, leaving all-zero 64 KiB blocks as holes: the file
+/// was sized with `set_len`, so skipped blocks read as zeros and take no disk space (the
+/// `.raw` is sparse; its allocated size is roughly what the image holds).
+fn write_sparse(file: &mut std::fs::File, offset: u64, src: &mut dyn Read) -> std::io::Result<()> {
+    const BLOCK: usize = 64 * 1024;
+    let mut buf = vec![0u8; BLOCK];
+    let mut position = offset;
+    loop {
+        let mut filled = 0;
+        while filled < BLOCK {
+            match src.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        if !crate::ova::atomic::is_zero(&buf[..filled]) {
+            file.seek(SeekFrom::Start(position))?;
+            file.write_all(&buf[..filled])?;
+        }
+        position += filled as u64;
+        if filled < BLOCK {
+            return Ok(());
+        }
+    }
+}
+
 /// Writes a complete bootable disk to `out` atomically (a temporary file next to it is
 /// renamed into place once complete).
 ///
@@ -534,13 +563,14 @@ pub fn write_disk(plan: &DiskPlan, out: &Path) -> Result<DiskReport, BootloaderE
     let result = (|| {
         let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         file.set_len(layout.total_size_bytes).map_err(io(&tmp))?;
-        file.seek(SeekFrom::Start(esp_part.offset_bytes()))
-            .map_err(io(&tmp))?;
-        file.write_all(&esp.bytes).map_err(io(&tmp))?;
-        file.seek(SeekFrom::Start(root_part.offset_bytes()))
-            .map_err(io(&tmp))?;
+        write_sparse(
+            &mut file,
+            esp_part.offset_bytes(),
+            &mut esp.bytes.as_slice(),
+        )
+        .map_err(io(&tmp))?;
         let mut root = std::fs::File::open(&root_tmp).map_err(io(&root_tmp))?;
-        std::io::copy(&mut root, &mut file).map_err(io(&tmp))?;
+        write_sparse(&mut file, root_part.offset_bytes(), &mut root).map_err(io(&tmp))?;
         drop(file);
         write_gpt(&tmp, &layout, Some(&plan.loaders.gptmbr)).map_err(BootloaderError::Gpt)?;
         let file = std::fs::File::options()
@@ -569,6 +599,28 @@ pub fn write_disk(plan: &DiskPlan, out: &Path) -> Result<DiskReport, BootloaderE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sparse_copy_keeps_zero_blocks_as_holes() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let size = 64 * 1024 * 1024;
+        file.set_len(size).unwrap();
+        let mut data = vec![0u8; 8 * 1024 * 1024 + 100];
+        data[..10].fill(1);
+        let n = data.len();
+        data[n - 3..].fill(2);
+        write_sparse(&mut file, 1024 * 1024, &mut data.as_slice()).unwrap();
+        drop(file);
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len() as u64, size);
+        assert!(back[1024 * 1024..1024 * 1024 + n] == data[..]);
+        assert!(back[..1024 * 1024].iter().all(|b| *b == 0));
+        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated < 1024 * 1024, "{allocated} bytes allocated");
+    }
 
     /// A fake installer: some bytes, a boot sector, ldlinux.sys with a patch area and an
     /// extended patch area, then an ELF header.

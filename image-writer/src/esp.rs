@@ -168,6 +168,21 @@ fn open_esp(raw: &Path) -> Result<FatVolume<File>, EspError> {
     FatVolume::open(file, raw, offset, len)
 }
 
+/// Like [`read_boot_files`], for an EFI system partition of `len` bytes read through
+/// `reader` (a partition of an image opened by [`crate::image::open_image`]); `name` is
+/// used in errors.
+///
+/// # Errors
+/// [`EspError`] describing the first problem found.
+pub fn read_boot_files_from<R: Read + Seek>(
+    reader: R,
+    name: &Path,
+    len: u64,
+) -> Result<BootFiles, EspError> {
+    let mut volume = FatVolume::open(reader, name, 0, len)?;
+    read_entry(&mut volume)
+}
+
 fn read_entry<R: Read + Seek>(volume: &mut FatVolume<R>) -> Result<BootFiles, EspError> {
     let Found::Dir(dir) = volume.lookup(LOADER_ENTRIES_DIR, Kind::Dir)? else {
         return Err(EspError::WrongKind {
@@ -807,6 +822,50 @@ mod tests {
             .unwrap();
         f.seek(SeekFrom::Start(offset)).unwrap();
         f.write_all(bytes).unwrap();
+    }
+
+    /// The same ESP through `image::open_image` as raw, qcow2 and VMDK (the readers of
+    /// `jeos inspect`); the compressed copies seed the `disk_image` fuzz target.
+    #[test]
+    fn reads_back_through_every_image_format() {
+        use crate::ova::reporter::NoReporter;
+        let (file, _) = disk(8, &tree(ENTRY));
+        let dir = tempfile::tempdir().unwrap();
+        let qcow2 = dir.path().join("esp.qcow2");
+        crate::qcow2::write_qcow2(
+            file.path(),
+            &qcow2,
+            &crate::qcow2::Qcow2Config { compress: true },
+            &NoReporter,
+        )
+        .unwrap();
+        let vmdk = dir.path().join("esp.vmdk");
+        crate::vmdk::write_vmdk(
+            file.path(),
+            &vmdk,
+            &crate::vmdk::VmdkConfig::default(),
+            &NoReporter,
+        )
+        .unwrap();
+        for path in [file.path(), qcow2.as_path(), vmdk.as_path()] {
+            let image = crate::image::open_image(path).unwrap();
+            let boot = image.boot_files().unwrap();
+            assert!(boot.kernel == kernel(), "{}", path.display());
+            assert_eq!(boot.cmdline, "root=UUID=1234 console=ttyS0,115200 quiet");
+            let kinds: Vec<_> = image
+                .partitions()
+                .unwrap()
+                .into_iter()
+                .map(|p| p.kind)
+                .collect();
+            assert_eq!(kinds, ["esp", "root"]);
+            // The root partition holds no ext4 here.
+            assert!(image.root_fs().is_err());
+        }
+        for path in [&qcow2, &vmdk] {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            crate::image::tests::write_seed("disk_image", &name, &std::fs::read(path).unwrap());
+        }
     }
 
     #[test]

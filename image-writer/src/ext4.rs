@@ -236,10 +236,12 @@ pub fn debugfs_script(
     timestamp: u64,
 ) -> Result<String, Ext4Error> {
     let mut s = String::new();
+    // debugfs reads a bare number as a `YYYYMMDD[HHMM[SS]]` date when its digits form
+    // one (1733123456 would be year 1733) and only `@N` as seconds since the epoch.
     let stamp = |s: &mut String, q: &str, t: u64| {
         for field in ["atime", "mtime", "ctime", "crtime"] {
             let value = if field == "mtime" { t } else { timestamp };
-            let _ = writeln!(s, "sif {q} {field} {value}");
+            let _ = writeln!(s, "sif {q} {field} @{value}");
         }
     };
     // Create nodes that are not in the staging tree first.
@@ -350,7 +352,8 @@ fn mkfs(config: &Ext4Config, out: &Path, size: u64, inodes: Option<u64>) -> Resu
     let uuid = root_fs_uuid(&config.seed);
     let hash_seed = config.seed.guid("ext4:hash-seed");
     let mut cmd = Command::new("mkfs.ext4");
-    cmd.env("MKE2FS_CONFIG", &conf)
+    cmd.env("LC_ALL", "C")
+        .env("MKE2FS_CONFIG", &conf)
         .env("E2FSPROGS_FAKE_TIME", config.timestamp.to_string())
         .env("SOURCE_DATE_EPOCH", config.timestamp.to_string())
         .args([
@@ -433,6 +436,7 @@ pub fn write_ext4(config: &Ext4Config, out: &Path) -> Result<Ext4Report, Ext4Err
     let result = run(
         "debugfs",
         Command::new("debugfs")
+            .env("LC_ALL", "C")
             .env("E2FSPROGS_FAKE_TIME", config.timestamp.to_string())
             .env("SOURCE_DATE_EPOCH", config.timestamp.to_string())
             .arg("-w")
@@ -487,7 +491,9 @@ mod tests {
                     uid: 0,
                     gid: 0,
                     permissions: 0o4755,
-                    mtime: Some(1_600_000_000),
+                    // Its digits form a date (2012-12-31 23h): debugfs must still read it
+                    // as seconds.
+                    mtime: Some(2_012_123_123),
                     kind: Ext4NodeKind::File,
                 },
                 Ext4Metadata {
@@ -519,7 +525,7 @@ mod tests {
     #[test]
     fn script_quotes_and_rejects_bad_paths() {
         let s = debugfs_script(&["/a b".into()], &[], 5).unwrap();
-        assert!(s.contains("sif \"/a b\" mtime 5"));
+        assert!(s.contains("sif \"/a b\" mtime @5"), "{s}");
         assert!(matches!(
             debugfs_script(&["/a\"b".into()], &[], 5),
             Err(Ext4Error::BadPath { .. })
@@ -571,6 +577,7 @@ mod tests {
 
         let stat = |p: &str| {
             let out = Command::new("debugfs")
+                .env("LC_ALL", "C")
                 .arg("-R")
                 .arg(format!("stat {p}"))
                 .arg(&a)
@@ -584,7 +591,7 @@ mod tests {
         let tool = stat("/usr/bin/tool");
         assert!(tool.contains("Mode:  04755"), "{tool}");
         assert!(tool.contains("Links: 2"), "{tool}");
-        assert!(tool.contains("mtime: 0x5f5e1000"), "{tool}");
+        assert!(tool.contains("mtime: 0x77ee8ff3"), "{tool}");
         let console = stat("/dev/console");
         assert!(console.contains("Type: character special"), "{console}");
         assert!(

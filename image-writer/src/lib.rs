@@ -12,6 +12,7 @@ pub mod esp;
 pub mod ext4;
 pub mod fat;
 pub mod gpt;
+pub mod image;
 pub mod layout;
 pub mod manifest;
 pub mod ova;

@@ -456,14 +456,16 @@ pub fn read_qcow2(path: &Path, out: &mut dyn Write) -> Result<u64, Qcow2Error> {
             } else if entry & OFLAG_COMPRESSED != 0 {
                 let host = entry & ((1u64 << COMPRESSED_OFFSET_BITS) - 1);
                 let sectors = ((entry & !OFLAG_COMPRESSED) >> COMPRESSED_OFFSET_BITS) + 1;
-                let end = (host & !511) + sectors * 512;
-                if end > len.next_multiple_of(512) {
+                // The stored length ends on a sector boundary and may run past the end
+                // of the file; the data itself must start inside it.
+                let end = ((host & !511) + sectors * 512).min(len);
+                if host >= end {
                     return Err(invalid(
                         l2_offset + i * 8,
                         "compressed cluster out of range",
                     ));
                 }
-                packed.resize(usize::try_from(end.min(len) - host).expect("small"), 0);
+                packed.resize(usize::try_from(end - host).expect("below 2 clusters"), 0);
                 f.seek(SeekFrom::Start(host)).map_err(io_err)?;
                 f.read_exact(&mut packed).map_err(io_err)?;
                 inflate.reset(false);
@@ -549,6 +551,32 @@ mod tests {
             );
             assert!(back == data, "content differs (compress={compress})");
         }
+    }
+
+    /// Issue #10: a compressed cluster starting past the end of a file whose length is not
+    /// a multiple of 512 underflowed the length computation (panic or a huge allocation).
+    #[test]
+    fn issue_10_compressed_cluster_past_an_unaligned_end_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("d.raw");
+        std::fs::write(&raw, disk()).unwrap();
+        let out = dir.path().join("d.qcow2");
+        write_qcow2(&raw, &out, &Qcow2Config { compress: false }, &NoReporter).unwrap();
+        let mut image = std::fs::read(&out).unwrap();
+        image.extend_from_slice(&[0xa5; 100]);
+        let len = u64::try_from(image.len()).unwrap();
+        let be64 = |b: &[u8], o: usize| u64::from_be_bytes(b[o..o + 8].try_into().unwrap());
+        let l1_offset = usize::try_from(be64(&image, 40)).unwrap();
+        let l2_offset = usize::try_from(be64(&image, l1_offset) & ((1 << 56) - 1)).unwrap();
+        // One sector (size field 0) at `len + 1`: inside the rounded-up length.
+        let entry = OFLAG_COMPRESSED | (len + 1);
+        image[l2_offset..l2_offset + 8].copy_from_slice(&entry.to_be_bytes());
+        std::fs::write(&out, &image).unwrap();
+        let err = read_qcow2(&out, &mut std::io::sink()).unwrap_err();
+        assert!(
+            matches!(&err, Qcow2Error::Invalid { reason, .. } if reason.contains("compressed cluster out of range")),
+            "{err:?}"
+        );
     }
 
     #[test]

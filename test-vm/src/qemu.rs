@@ -357,6 +357,7 @@ pub fn run_qemu(
         ConsoleCapture::create(&config.console_log, config.echo_console, reporter, started)
             .map_err(QemuError::Console)?;
     let mut child = Command::new(QEMU_BINARY)
+        .env("LC_ALL", "C")
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

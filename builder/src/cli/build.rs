@@ -119,6 +119,13 @@ fn print_report(report: &BuildReport, session: &mut Session) {
             ));
         }
     }
+    if !report.overwrites.is_empty() {
+        p.stdout_line(&format!(
+            "  replaced  {} package file(s) with the recipe's: {}",
+            report.overwrites.len(),
+            report.overwrites.join(", ")
+        ));
+    }
     if session.global.quiet {
         return;
     }

@@ -185,6 +185,7 @@ pub(super) fn run(args: &RunArgs, session: &mut Session) -> miette::Result<ExitS
         p.stderr_line("  quit      Ctrl-A X   (Ctrl-A C: QEMU monitor)");
     }
     let status = Command::new(QEMU_BINARY)
+        .env("LC_ALL", "C")
         .args(&qemu)
         .status()
         .map_err(RunCmdError::Spawn)?;

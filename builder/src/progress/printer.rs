@@ -96,6 +96,12 @@ impl Printer {
         let _ = self.stdout.flush();
     }
 
+    /// Raw bytes on stdout (`jeos cat`).
+    pub fn stdout_bytes(&mut self, bytes: &[u8]) {
+        let _ = self.stdout.write_all(bytes);
+        let _ = self.stdout.flush();
+    }
+
     /// A line on stderr (messages for people).
     pub fn stderr_line(&mut self, line: &str) {
         let _ = writeln!(self.stderr, "{line}");

@@ -336,7 +336,8 @@ pub struct Task {
 pub enum FileContent {
     /// Inline `content`, or a `template` already rendered with the recipe values.
     Inline(String),
-    /// `source`: a host file, resolved against the recipe's directory.
+    /// `source`: a host file or directory (copied recursively, host modes, recipe owner),
+    /// resolved against the recipe's directory.
     Source(PathBuf),
 }
 

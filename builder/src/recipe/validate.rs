@@ -413,6 +413,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// Like [`Self::host_file`], also accepting a directory (`[[file]] source` copies it).
+    fn host_file_or_dir(&mut self, key: &str, value: &Str) -> Option<PathBuf> {
+        match self.base_dir {
+            Some(base) if !value.get_ref().is_empty() && base.join(value.get_ref()).is_dir() => {
+                Some(base.join(value.get_ref()))
+            }
+            _ => self.host_file(key, value),
+        }
+    }
+
     fn recipe(&mut self, file: raw::RecipeFile) -> Recipe {
         let appliance = self.appliance(file.appliance.get_ref());
         let source = self.source(file.source.get_ref());
@@ -1193,7 +1203,8 @@ impl Ctx<'_> {
             } else if let Some(c) = &f.content {
                 Some(FileContent::Inline(c.get_ref().clone()))
             } else if let Some(s) = &f.source {
-                self.host_file("file.source", s).map(FileContent::Source)
+                self.host_file_or_dir("file.source", s)
+                    .map(FileContent::Source)
             } else if let Some(t) = &f.template {
                 self.render_template(t, context).map(FileContent::Inline)
             } else {

@@ -1,6 +1,8 @@
-//! The recipe's `[[file]]` entries: inline content, a source file (path resolved by the
-//! caller), a handlebars template (strict mode, rendered from a JSON value), a directory or
-//! a symlink, with mode and owner names resolved through the generated account database.
+//! The recipe's `[[file]]` entries: inline content, a source file or directory (path
+//! resolved by the caller; a directory is copied recursively with the host's modes and the
+//! recipe's owner), a handlebars template (strict mode, rendered from a JSON value), a
+//! directory or a symlink, with mode and owner names resolved through the generated account
+//! database. [`package_overwrites`] names the package files the recipe replaces.
 //!
 //! Paths must be absolute and plain (no `..`); the parent is resolved inside the image, so
 //! a symlinked parent pointing "outside" still lands inside the root (chroot semantics).
@@ -59,6 +61,16 @@ pub enum FilesError {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// A source directory holds something that is not a file, directory or symlink.
+    #[error("source `{source_path}` for `{path}` holds `{}`, which is not a file, directory or symlink", .entry.display())]
+    SpecialFile {
+        /// The file.
+        path: String,
+        /// The source directory on the host.
+        source_path: PathBuf,
+        /// The offending entry.
+        entry: PathBuf,
     },
     /// A template failed to render (unknown variable in strict mode, syntax error).
     #[error("cannot render the template for `{path}`")]
@@ -169,6 +181,11 @@ pub fn plan_files(files: &[FileConfig], accounts: &Accounts) -> Result<Vec<FsOp>
                 });
                 continue;
             }
+            FileContent::Source(source) if source.is_dir() => {
+                ops.push(parent_op);
+                plan_tree(path, source, &relative, own, &mut ops)?;
+                continue;
+            }
             FileContent::Inline(bytes) => bytes.clone(),
             FileContent::Source(source) => fs::read(source).map_err(|e| FilesError::Source {
                 path: path.clone(),
@@ -187,6 +204,104 @@ pub fn plan_files(files: &[FileConfig], accounts: &Accounts) -> Result<Vec<FsOp>
         });
     }
     Ok(ops)
+}
+
+/// Copies the host directory `source` to `dest` (recursively, sorted, symlinks not
+/// followed): permission bits from the host, owner and group from the recipe.
+fn plan_tree(
+    path: &str,
+    source: &Path,
+    dest: &Path,
+    own: Ownership,
+    ops: &mut Vec<FsOp>,
+) -> Result<(), FilesError> {
+    let err = |e, at: &Path| FilesError::Source {
+        path: path.to_owned(),
+        source_path: at.to_owned(),
+        source: e,
+    };
+    let host_mode = |meta: &fs::Metadata| {
+        use std::os::unix::fs::PermissionsExt as _;
+        meta.permissions().mode() & 0o7777
+    };
+    let top = fs::metadata(source).map_err(|e| err(e, source))?;
+    ops.push(FsOp::CreateDir {
+        path: dest.to_owned(),
+        own: Ownership {
+            mode: host_mode(&top),
+            ..own
+        },
+        update: true,
+    });
+    let mut stack = vec![(source.to_owned(), dest.to_owned())];
+    while let Some((dir, inside)) = stack.pop() {
+        let mut entries = fs::read_dir(&dir)
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| err(e, &dir))?;
+        entries.sort_by_key(fs::DirEntry::file_name);
+        for entry in entries {
+            let host = entry.path();
+            let target = inside.join(entry.file_name());
+            let meta = fs::symlink_metadata(&host).map_err(|e| err(e, &host))?;
+            let mode = host_mode(&meta);
+            if meta.is_dir() {
+                ops.push(FsOp::CreateDir {
+                    path: target.clone(),
+                    own: Ownership { mode, ..own },
+                    update: true,
+                });
+                stack.push((host, target));
+            } else if meta.is_file() {
+                ops.push(FsOp::WriteFile {
+                    path: target,
+                    contents: fs::read(&host).map_err(|e| err(e, &host))?,
+                    own: Ownership { mode, ..own },
+                });
+            } else if meta.file_type().is_symlink() {
+                ops.push(FsOp::Symlink {
+                    path: target,
+                    target: fs::read_link(&host).map_err(|e| err(e, &host))?,
+                });
+            } else {
+                return Err(FilesError::SpecialFile {
+                    path: path.to_owned(),
+                    source_path: source.to_owned(),
+                    entry: host,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Paths (relative to the root) that planned ops write as files or symlinks.
+pub fn written_paths(ops: &[FsOp]) -> Vec<PathBuf> {
+    ops.iter()
+        .filter_map(|op| match op {
+            FsOp::WriteFile { path, .. } | FsOp::Symlink { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The package files among `paths` (relative, as [`written_paths`] gives them): what a
+/// recipe's files replace, as `/path (package)`, sorted and without duplicates.
+pub fn package_overwrites(
+    paths: &[PathBuf],
+    manifest: &package_resolver::deb::Manifest,
+) -> Vec<String> {
+    let mut out: Vec<String> = paths
+        .iter()
+        .filter_map(|p| {
+            let key = p.to_str()?;
+            let entry = manifest.get(key)?;
+            (!matches!(entry.kind, package_resolver::deb::EntryKind::Dir))
+                .then(|| format!("/{key} ({})", entry.package))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Renders a template in strict mode without HTML escaping (these are config files).
@@ -271,6 +386,107 @@ mod tests {
             path: "etc/link".into(),
             target: "/etc/motd".into()
         }));
+    }
+
+    #[test]
+    fn source_directory_is_copied_with_host_modes_and_recipe_owner() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let accounts = Accounts::debian_base("/bin/sh");
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site");
+        fs::create_dir_all(site.join("css")).unwrap();
+        fs::write(site.join("index.html"), b"<h1>site</h1>").unwrap();
+        fs::write(site.join("css/a.css"), b"body{}").unwrap();
+        fs::write(site.join("run.sh"), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(site.join("run.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::set_permissions(&site, fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("index.html", site.join("home.html")).unwrap();
+        let mut entry = file("/var/www/html", FileContent::Source(site.clone()));
+        entry.owner = Some("www-data".into());
+        let ops = plan_files(&[entry], &accounts).unwrap();
+        let www = |mode| Ownership {
+            mode,
+            uid: 33,
+            gid: 33,
+        };
+        assert!(ops.contains(&FsOp::CreateDir {
+            path: "var/www/html".into(),
+            own: www(0o755),
+            update: true
+        }));
+        assert!(ops.contains(&FsOp::CreateDir {
+            path: "var/www/html/css".into(),
+            own: www(0o755),
+            update: true
+        }));
+        assert!(ops.contains(&FsOp::WriteFile {
+            path: "var/www/html/css/a.css".into(),
+            contents: b"body{}".to_vec(),
+            own: www(0o644)
+        }));
+        assert!(ops.contains(&FsOp::WriteFile {
+            path: "var/www/html/run.sh".into(),
+            contents: b"#!/bin/sh\n".to_vec(),
+            own: www(0o750)
+        }));
+        assert!(ops.contains(&FsOp::Symlink {
+            path: "var/www/html/home.html".into(),
+            target: "index.html".into()
+        }));
+        let written = written_paths(&ops);
+        assert_eq!(written.len(), 4, "{written:?}");
+    }
+
+    #[test]
+    fn source_directory_with_a_fifo_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site");
+        fs::create_dir(&site).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            site.join("pipe").as_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from(0o644),
+            0,
+        )
+        .unwrap();
+        let err = plan_files(
+            &[file("/srv", FileContent::Source(site))],
+            &Accounts::debian_base("/bin/sh"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, FilesError::SpecialFile { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn overwritten_package_files_are_named() {
+        use package_resolver::deb::{EntryKind, ManifestEntry};
+        let entry = |kind, package: &str| ManifestEntry {
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: "root".into(),
+            gname: "root".into(),
+            mtime: 0,
+            size: 1,
+            package: package.into(),
+        };
+        let mut manifest = package_resolver::deb::Manifest::new();
+        manifest.insert(
+            "var/www/html/index.nginx-debian.html".into(),
+            entry(EntryKind::File, "nginx"),
+        );
+        manifest.insert("var/www/html".into(), entry(EntryKind::Dir, "nginx"));
+        let paths = [
+            PathBuf::from("var/www/html/index.nginx-debian.html"),
+            PathBuf::from("var/www/html"),
+            PathBuf::from("var/www/html/new.html"),
+        ];
+        assert_eq!(
+            package_overwrites(&paths, &manifest),
+            ["/var/www/html/index.nginx-debian.html (nginx)"]
+        );
     }
 
     #[test]

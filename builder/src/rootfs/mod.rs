@@ -119,6 +119,8 @@ pub struct RootfsReport {
     pub runtime_dirs: Vec<RuntimeDir>,
     /// Skipped sysusers/tmpfiles lines and alternatives, for the report.
     pub notes: Vec<String>,
+    /// Files and symlinks the recipe's `[[file]]`/`[[symlink]]` entries wrote (relative).
+    pub recipe_paths: Vec<PathBuf>,
 }
 
 /// A recipe file that overrides packages' `sysusers.d`/`tmpfiles.d` configuration.
@@ -291,6 +293,7 @@ pub fn customize_rootfs(
     // 9. The recipe's files; its directories on `/run` and `/tmp` are made at boot.
     let ops = files::plan_files(&files, &accounts)?;
     staging.apply(&ops)?;
+    report.recipe_paths = files::written_paths(&ops);
     report
         .runtime_dirs
         .extend(runtime_directories(&runtime, &accounts)?);

@@ -16,6 +16,7 @@ mod check;
 mod dpkg_status;
 mod help;
 mod nested;
+mod image_tools;
 mod new;
 mod publish;
 mod resolve;
