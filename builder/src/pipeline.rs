@@ -120,6 +120,10 @@ pub enum BuildError {
         /// Module name.
         module: String,
     },
+    /// The `[vm]` hardware is not drivable by the kernel.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Hardware(#[from] crate::kernel::hardware::HardwareError),
     /// Converting the unpacked metadata failed.
     #[error("unpacked metadata is inconsistent at `{path}`")]
     Metadata {
@@ -1049,6 +1053,7 @@ fn build_initramfs(
     let kernel = KernelPackage::open(kernel_dir, None).map_err(kernel_err)?;
     let mut wanted: Vec<&str> = DEFAULT_MODULES.to_vec();
     wanted.extend(EXTRA_MODULES);
+    wanted.extend(crate::kernel::hardware::vm_modules(&ctx.recipe.vm));
     wanted.extend(ctx.recipe.kernel.extra_modules.iter().map(String::as_str));
     let required: Vec<&str> = ctx
         .recipe
@@ -1066,6 +1071,7 @@ fn build_initramfs(
             module: module.clone(),
         });
     }
+    crate::kernel::hardware::check_vm_drivers(&ctx.recipe.vm, ctx.recipe.kernel.flavour, &plan)?;
     if !plan.missing.is_empty() {
         ctx.ui.info(&format!(
             "kernel {} lacks {} (those devices will not be driven)",

@@ -4,6 +4,8 @@
 //! raw ──▶ <name>-<version>.qcow2                       (qcow2)
 //!     ──▶ <name>-<version>-disk1.vmdk                  (vmdk, streamOptimized)
 //!     ──▶ .ovf + .mf (+ .cert) + -disk1.vmdk + .ova    (ova)
+//!     ──▶ <name>-<version>.vhd                         (vhd, fixed)
+//!     ──▶ <name>-<version>.gce.tar.gz                  (gce, `disk.raw` inside)
 //! ```
 //!
 //! The recipe's `[appliance]`, `[vm]` and `[ovf]` tables become image-writer's OVF inputs
@@ -17,9 +19,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use image_writer::gce::{GceError, write_gce};
 use image_writer::manifest::{DigestAlgorithm, ManifestError, digest_file};
 use image_writer::ovf::{self, Finding, OvfDisk, OvfNetwork, OvfOs, OvfProduct, Severity};
 use image_writer::qcow2::{Qcow2Config, Qcow2Error, write_qcow2};
+use image_writer::vhd::{VhdError, write_vhd};
 use image_writer::vmdk::{AdapterType, VmdkConfig, VmdkError, write_vmdk};
 use image_writer::{
     OvfInputs, PackageError, PackageSpec, PublishReporter, SigningConfig, write_ovf_package,
@@ -100,6 +104,12 @@ pub enum PublishError {
     /// Writing the qcow2 image failed.
     #[error("writing the qcow2 image failed")]
     Qcow2(#[source] Qcow2Error),
+    /// Writing the VHD failed.
+    #[error("writing the vhd failed")]
+    Vhd(#[source] VhdError),
+    /// Writing the GCE archive failed.
+    #[error("writing the gce image archive failed")]
+    Gce(#[source] GceError),
     /// Writing the VMDK failed.
     #[error("writing the vmdk failed")]
     Vmdk(#[source] VmdkError),
@@ -156,7 +166,7 @@ pub struct PublishedFile {
 /// What [`publish_artifacts`] wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct PublishReport {
-    /// Files in the order: qcow2, vmdk, ovf, mf, cert, ova (those requested).
+    /// Files in the order: qcow2, vmdk, vhd, gce, ovf, mf, cert, ova (those requested).
     pub files: Vec<PublishedFile>,
     /// Virtual disk size in bytes.
     pub capacity_bytes: u64,
@@ -398,6 +408,24 @@ pub fn publish_artifacts(
         vmdk_populated_bytes = Some(report.populated_bytes);
         files.push(describe(path)?);
         ui.step_finished("write vmdk", started.elapsed());
+    }
+    if formats.contains(&DiskFormat::Vhd) {
+        let started = Instant::now();
+        ui.step_started("write vhd");
+        let path = out_dir.join(format!("{stem}.vhd"));
+        write_vhd(raw, &path, epoch, &reporter).map_err(PublishError::Vhd)?;
+        written.0.push(path.clone());
+        files.push(describe(path)?);
+        ui.step_finished("write vhd", started.elapsed());
+    }
+    if formats.contains(&DiskFormat::Gce) {
+        let started = Instant::now();
+        ui.step_started("write gce");
+        let path = out_dir.join(format!("{stem}.gce.tar.gz"));
+        write_gce(raw, &path, epoch, &reporter).map_err(PublishError::Gce)?;
+        written.0.push(path.clone());
+        files.push(describe(path)?);
+        ui.step_finished("write gce", started.elapsed());
     }
     if ova {
         let started = Instant::now();

@@ -368,6 +368,10 @@ pub enum DiskFormat {
     Vmdk,
     /// OVF package in one tar (implies a VMDK inside).
     Ova,
+    /// Fixed VHD (Azure, Hyper-V): `<name>-<version>.vhd`.
+    Vhd,
+    /// Google Compute Engine image: `disk.raw` in `<name>-<version>.gce.tar.gz`.
+    Gce,
 }
 
 /// `[disk]`

@@ -1393,6 +1393,8 @@ impl Ctx<'_> {
             ("qcow2", DiskFormat::Qcow2),
             ("vmdk", DiskFormat::Vmdk),
             ("ova", DiskFormat::Ova),
+            ("vhd", DiskFormat::Vhd),
+            ("gce", DiskFormat::Gce),
         ];
         let mut formats = Vec::new();
         match raw.and_then(|d| d.formats.as_ref()) {
@@ -1405,7 +1407,8 @@ impl Ctx<'_> {
                             value: "[]".into(),
                             reason: "at least one format is needed".into(),
                             hint: Some(
-                                "use `[\"raw\"]`, or any of `raw`, `qcow2`, `vmdk`, `ova`".into(),
+                                "use `[\"raw\"]`, or any of `raw`, `qcow2`, `vmdk`, `ova`, `vhd`, `gce`"
+                                    .into(),
                             ),
                         },
                         span(list),
