@@ -208,6 +208,10 @@ pub struct FileRaw {
     pub source: Option<Str>,
     #[serde(default)]
     pub template: Option<Str>,
+    /// When `template` is rendered: `build` (default, from the recipe) or `boot` (by the
+    /// appliance's init before services start, from the deploy-time OVF properties).
+    #[serde(default)]
+    pub template_at: Option<Str>,
     #[serde(default)]
     pub mode: Option<Spanned<Scalar>>,
     #[serde(default)]
@@ -298,6 +302,14 @@ pub struct OvfRaw {
     pub eula: Option<Str>,
     #[serde(default)]
     pub annotation: Option<String>,
+    /// Hypervisor families the descriptor is written for: `vmware`, `virtualbox`,
+    /// `generic` (default: every one the `[vm]` hardware allows).
+    #[serde(default)]
+    pub targets: Option<Spanned<Vec<Str>>>,
+    /// Add the deploy-time network properties (`jeos.hostname`, `jeos.ipv4.address`,
+    /// ...) to the OVF (default: true).
+    #[serde(default)]
+    pub network_properties: Option<bool>,
     #[serde(default)]
     pub property: Vec<Spanned<OvfPropertyRaw>>,
 }
@@ -309,10 +321,18 @@ pub struct OvfPropertyRaw {
     pub key: Str,
     #[serde(default, rename = "type")]
     pub type_: Option<Str>,
-    #[serde(default)]
+    /// The default value (`value` is accepted too).
+    #[serde(default, rename = "default", alias = "value")]
     pub value: Option<Str>,
     #[serde(default)]
     pub label: Option<String>,
+    /// Longer help text shown by the deployment wizard.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A secret: deployment tools mask the input.
+    #[serde(default)]
+    pub password: bool,
+    /// Whether the user may change it at deployment (default: false).
     #[serde(default)]
     pub user_configurable: bool,
 }

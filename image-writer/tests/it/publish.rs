@@ -308,7 +308,7 @@ use image_writer::ova::list_ova;
 use image_writer::ova::package::{OvfInputs, PackageSpec, SigningConfig, write_ovf_package};
 use image_writer::ovf::{
     DiskController, Firmware, NicModel, OvfContext, OvfDisk, OvfNetwork, OvfOs, OvfProduct,
-    OvfProperty, OvfVm, render_ovf,
+    OvfProperty, OvfTarget, OvfVm, render_ovf,
 };
 
 fn ovf_inputs() -> OvfInputs {
@@ -324,6 +324,7 @@ fn ovf_inputs() -> OvfInputs {
             controller: DiskController::LsiLogic,
             nic: NicModel::E1000,
             hardware_version: 14,
+            targets: vec![OvfTarget::Vmware, OvfTarget::Virtualbox, OvfTarget::Generic],
         },
         os: OvfOs::default(),
         product: OvfProduct {
@@ -339,6 +340,8 @@ fn ovf_inputs() -> OvfInputs {
                 user_configurable: true,
                 label: "Hostname".into(),
                 description: "The appliance's <hostname>".into(),
+                password: false,
+                category: Some("Network".into()),
             }],
         },
         annotation: Some("Static web server built by jeos".into()),
@@ -402,6 +405,21 @@ fn ovf_descriptor_is_schema_valid() {
     c.product.product_url = None;
     c.product.properties.clear();
     variants.push(c);
+    // One descriptor per target set a recipe can ask for, with a virtio NIC where allowed.
+    for targets in [
+        vec![OvfTarget::Vmware],
+        vec![OvfTarget::Virtualbox],
+        vec![OvfTarget::Generic],
+        vec![OvfTarget::Virtualbox, OvfTarget::Generic],
+    ] {
+        let mut c = typical_context();
+        if !targets.contains(&OvfTarget::Vmware) {
+            c.vm.nic = NicModel::Virtio;
+        }
+        c.product.properties[0].password = true;
+        c.vm.targets = targets;
+        variants.push(c);
+    }
     for (i, ctx) in variants.iter().enumerate() {
         let path = dir.path().join(format!("v{i}.ovf"));
         fs::write(&path, render_ovf(ctx).unwrap()).unwrap();
@@ -728,6 +746,7 @@ fn package_reports_each_file_once() {
     fs::create_dir(&out).unwrap();
     let mut spec = package_spec(&raw, &out, None);
     spec.ovf.vm.nic = NicModel::Vmxnet3; // a warning finding, not an error
+    spec.ovf.vm.targets = vec![OvfTarget::Vmware, OvfTarget::Virtualbox];
     let reporter = RecordingReporter::default();
     let report = write_ovf_package(&spec, &reporter).unwrap();
     assert_eq!(
