@@ -9,6 +9,7 @@
 
 pub mod boot;
 pub mod cli;
+pub mod deploy;
 pub mod kernel;
 pub mod pipeline;
 pub mod progress;

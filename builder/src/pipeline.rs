@@ -731,11 +731,16 @@ fn rootfs_config(ctx: &BuildContext<'_>, postinsts: Vec<(String, String)>) -> Ro
         });
     }
     for f in &r.files {
+        if let recipe::FileContent::BootTemplate(text) = &f.content {
+            files.extend(crate::deploy::boot_file_configs(f, text));
+            continue;
+        }
         files.push(FileConfig {
             path: f.path.clone(),
             content: match &f.content {
                 recipe::FileContent::Inline(text) => FileContent::Inline(text.clone().into_bytes()),
                 recipe::FileContent::Source(path) => FileContent::Source(path.clone()),
+                recipe::FileContent::BootTemplate(_) => unreachable!("handled above"),
             },
             mode: Some(f.mode),
             owner: Some(f.owner.clone()),
@@ -751,13 +756,8 @@ fn rootfs_config(ctx: &BuildContext<'_>, postinsts: Vec<(String, String)>) -> Ro
             group: None,
         });
     }
-    let resolv = match &r.network {
-        recipe::Network::Static(s) if !s.dns.is_empty() => ResolvConfig::Static {
-            nameservers: s.dns.clone(),
-            search: Vec::new(),
-        },
-        _ => ResolvConfig::Runtime,
-    };
+    // guest-init writes /run/resolv.conf for DHCP, static and deploy-time name servers.
+    let resolv = ResolvConfig::Runtime;
     let timezone = Some(r.system.timezone.clone()).filter(|t| !t.is_empty() && t != "UTC");
     RootfsConfig {
         init_path: PathBuf::from(DEFAULT_INIT_PATH),
@@ -960,14 +960,14 @@ pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
                 address: s.address,
                 prefix: s.prefix,
                 gateway: s.gateway,
-                dns: s
-                    .dns
-                    .iter()
-                    .filter_map(|a| match a {
-                        std::net::IpAddr::V4(v4) => Some(*v4),
-                        std::net::IpAddr::V6(_) => None,
-                    })
-                    .collect(),
+                dns: s.dns.clone(),
+                ipv6: s
+                    .ipv6
+                    .map(|(address, prefix)| guest_init::config::StaticIpv6Config {
+                        address,
+                        prefix,
+                        gateway: s.gateway6,
+                    }),
             }),
         },
         root_rw: true,
@@ -984,6 +984,8 @@ pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
                 gid: d.gid,
             })
             .collect(),
+        properties: crate::deploy::property_defaults(recipe),
+        boot_files: crate::deploy::boot_files(recipe),
     }
 }
 

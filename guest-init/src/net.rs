@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use guest_init::config::{NetworkConfig, StaticNetworkConfig};
+use guest_init::config::NetworkConfig;
 
 use crate::dhcp::{self, MessageType, Reply};
 use crate::log::info;
@@ -413,12 +413,17 @@ fn keep_lease(interface: String, hostname: Option<String>, mut lease: Lease) {
     }
 }
 
-/// Brings up loopback and configures the first interface per `config`.
-pub fn configure(config: &NetworkConfig, hostname: Option<&str>) {
+/// Brings up loopback and configures the first interface per `config`, or with the
+/// deploy-time static settings when the platform supplied some (`deployed`).
+pub fn configure(
+    config: &NetworkConfig,
+    hostname: Option<&str>,
+    deployed: Option<&guest_init::deploy::Settings>,
+) {
     if let Err(err) = set_address("lo", Ipv4Addr::LOCALHOST, 8).and_then(|()| interface_up("lo")) {
         info!("cannot bring up loopback: {err}");
     }
-    if *config == NetworkConfig::None {
+    if *config == NetworkConfig::None && deployed.is_none() {
         return;
     }
     let Some(interface) = first_interface(Duration::from_secs(5)) else {
@@ -429,14 +434,15 @@ pub fn configure(config: &NetworkConfig, hostname: Option<&str>) {
         info!("cannot bring up {interface}: {err}");
         return;
     }
+    if let Some(settings) = deployed {
+        crate::net6::apply_static(&interface, settings);
+        return;
+    }
     match config {
         NetworkConfig::None => {}
-        NetworkConfig::Static(StaticNetworkConfig {
-            address,
-            prefix,
-            gateway,
-            dns,
-        }) => apply(&interface, *address, *prefix, *gateway, dns),
+        NetworkConfig::Static(s) => {
+            crate::net6::apply_static(&interface, &crate::net6::settings_of(s))
+        }
         NetworkConfig::Dhcp => {
             let started = Instant::now();
             match dhcp_lease(&interface, hostname, Duration::from_secs(30)) {

@@ -258,6 +258,12 @@ pub struct StaticRaw {
     pub address: Str,
     #[serde(default)]
     pub gateway: Option<Str>,
+    /// IPv6 address with prefix length, e.g. `2001:db8::10/64`.
+    #[serde(default)]
+    pub address6: Option<Str>,
+    /// IPv6 default gateway.
+    #[serde(default)]
+    pub gateway6: Option<Str>,
     #[serde(default)]
     pub dns: Vec<Str>,
 }
