@@ -123,6 +123,16 @@ pub fn resolv_conf(servers: &[IpAddr]) -> String {
     text
 }
 
+/// Sends one empty datagram to the gateway's discard port. Resolving the gateway makes the
+/// kernel broadcast an ARP request carrying our new address, so the router (and QEMU's
+/// user network, which learns guests only from their traffic) can reach a statically
+/// configured appliance before it has sent anything else.
+fn announce(address: std::net::Ipv4Addr, gateway: std::net::Ipv4Addr) {
+    if let Ok(socket) = std::net::UdpSocket::bind((address, 0)) {
+        let _ = socket.send_to(&[], (gateway, 9));
+    }
+}
+
 /// Applies a static configuration to `interface`; failures are logged, not fatal.
 pub fn apply_static(interface: &str, settings: &Settings) {
     if let Some((address, prefix)) = settings.ipv4 {
@@ -130,11 +140,13 @@ pub fn apply_static(interface: &str, settings: &Settings) {
             Ok(()) => info!("{interface}: {address}/{prefix}"),
             Err(err) => info!("cannot set {address}/{prefix} on {interface}: {err}"),
         }
-        if let Some(gw) = settings.gateway4
-            && let Err(err) = net::add_default_route(gw)
-            && err.raw_os_error() != Some(libc::EEXIST)
-        {
-            info!("cannot add the default route via {gw}: {err}");
+        if let Some(gw) = settings.gateway4 {
+            if let Err(err) = net::add_default_route(gw)
+                && err.raw_os_error() != Some(libc::EEXIST)
+            {
+                info!("cannot add the default route via {gw}: {err}");
+            }
+            announce(address, gw);
         }
     }
     if let Some((address, prefix)) = settings.ipv6 {

@@ -13,6 +13,7 @@ mod common;
 mod appliances;
 mod boot;
 mod check;
+mod deploy;
 mod help;
 mod new;
 mod publish;
