@@ -362,8 +362,10 @@ pub fn build(
         ctx.step("unpack_rootfs", |c| unpack_rootfs(c, &lock, &debs))?;
     let kernel_dir = ctx.step("unpack_kernel", |c| unpack_kernel(c, &lock, &debs))?;
     let loaders_dir = ctx.step("unpack_boot_loaders", |c| unpack_tools(c, &lock, &debs))?;
-    let (mut staging, rootfs_report) =
-        ctx.step("customize_rootfs", |c| customize(c, &deb_staging))?;
+    let dpkg_packages = dpkg_packages(&lock, &debs, &deb_staging)?;
+    let (mut staging, rootfs_report) = ctx.step("customize_rootfs", |c| {
+        customize(c, &deb_staging, dpkg_packages)
+    })?;
     ctx.step("install_init", |c| {
         install_init(c, &mut staging, &rootfs_report.runtime_dirs)
     })?;
@@ -718,7 +720,34 @@ fn manifest_tree(staging: &DebStaging, epoch: i64) -> Result<Tree, BuildError> {
 }
 
 /// The recipe as the customisation step's input.
-fn rootfs_config(ctx: &BuildContext<'_>, postinsts: Vec<(String, String)>) -> RootfsConfig {
+/// The installed packages for the image's dpkg database: the root filesystem's, then the
+/// kernel's (read from their control members).
+fn dpkg_packages(
+    lock: &LockFile,
+    debs: &BTreeMap<String, PathBuf>,
+    deb_staging: &DebStaging,
+) -> Result<Vec<rootfs::dpkg::DpkgPackage>, BuildError> {
+    let mut kernel = Vec::new();
+    for p in lock
+        .packages
+        .iter()
+        .filter(|p| resolve::is_kernel_package(lock, p))
+    {
+        let report = deb::read_package_control(deb_path(debs, &p.name), &UnpackOptions::default())
+            .map_err(|source| BuildError::Unpack {
+                package: p.name.clone(),
+                source,
+            })?;
+        kernel.push(report);
+    }
+    Ok(rootfs::dpkg::packages_from_unpack(deb_staging, &kernel))
+}
+
+fn rootfs_config(
+    ctx: &BuildContext<'_>,
+    postinsts: Vec<(String, String)>,
+    dpkg: Vec<rootfs::dpkg::DpkgPackage>,
+) -> RootfsConfig {
     let r = ctx.recipe;
     let mut files: Vec<FileConfig> = Vec::new();
     for d in &r.directories {
@@ -815,6 +844,7 @@ fn rootfs_config(ctx: &BuildContext<'_>, postinsts: Vec<(String, String)>) -> Ro
         },
         postinsts,
         files,
+        dpkg,
     }
 }
 
@@ -822,6 +852,7 @@ fn rootfs_config(ctx: &BuildContext<'_>, postinsts: Vec<(String, String)>) -> Ro
 fn customize(
     ctx: &mut BuildContext<'_>,
     deb_staging: &DebStaging,
+    dpkg: Vec<rootfs::dpkg::DpkgPackage>,
 ) -> Result<(Staging, RootfsReport), BuildError> {
     let tree = manifest_tree(deb_staging, ctx.epoch)?;
     let mut staging = Staging::new(ctx.rootfs_dir(), tree, ctx.epoch);
@@ -834,7 +865,7 @@ fn customize(
                 .map(|s| (p.name.clone(), s.clone()))
         })
         .collect();
-    let config = rootfs_config(ctx, postinsts);
+    let config = rootfs_config(ctx, postinsts, dpkg);
     let report =
         rootfs::customize_rootfs(&mut staging, &config).map_err(|source| BuildError::Rootfs {
             name: ctx.recipe.appliance.name.to_string(),

@@ -337,6 +337,10 @@ pub struct PackageReport {
     pub control: String,
     /// Maintainer scripts present, name → text (lossy UTF-8).
     pub scripts: BTreeMap<String, String>,
+    /// Paths listed in the `conffiles` control member (absolute, as dpkg records them).
+    pub conffiles: Vec<String>,
+    /// The `md5sums` control member (`<md5>  <path>` lines), if the package has one.
+    pub md5sums: Option<String>,
     /// Non-directory entries.
     pub files: u64,
     /// Bytes of regular files.
@@ -970,6 +974,8 @@ fn read_control<R: Read + Seek>(
     };
     let mut archive = tar::Archive::new(reader);
     let mut control = None;
+    let mut conffiles = Vec::new();
+    let mut md5sums = None;
     let mut scripts = BTreeMap::new();
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
@@ -980,7 +986,8 @@ fn read_control<R: Read + Seek>(
         let Some(name) = normalize_path(&raw, false, false)? else {
             continue;
         };
-        let keep = name == "control" || SCRIPTS.contains(&name.as_str());
+        let keep = ["control", "conffiles", "md5sums"].contains(&name.as_str())
+            || SCRIPTS.contains(&name.as_str());
         if !keep {
             continue;
         }
@@ -1004,6 +1011,10 @@ fn read_control<R: Read + Seek>(
         let text = String::from_utf8_lossy(&buf).into_owned();
         if name == "control" {
             control = Some(text);
+        } else if name == "conffiles" {
+            conffiles = parse_conffiles(&text);
+        } else if name == "md5sums" {
+            md5sums = Some(text);
         } else {
             scripts.insert(name, text);
         }
@@ -1031,9 +1042,51 @@ fn read_control<R: Read + Seek>(
         architecture,
         control,
         scripts,
+        conffiles,
+        md5sums,
         files: 0,
         bytes: 0,
     })
+}
+
+/// The `conffiles` member: one absolute path per line; dpkg ≥ 1.20 allows a `remove-on-upgrade`
+/// flag before the path. Relative or empty lines are ignored (dpkg rejects such packages).
+fn parse_conffiles(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = line
+                .strip_prefix("remove-on-upgrade ")
+                .unwrap_or(line)
+                .trim();
+            path.starts_with('/').then(|| path.to_owned())
+        })
+        .collect()
+}
+
+/// Reads only the control member of the `.deb` at `path` (no data is unpacked): its
+/// `control` text, maintainer scripts and conffiles. `files` and `bytes` are 0.
+///
+/// # Errors
+/// [`DebError`] for an unreadable or malformed package (wrapped with the path).
+pub fn read_package_control(
+    path: &Path,
+    options: &UnpackOptions,
+) -> Result<PackageReport, DebError> {
+    let wrap = |source| DebError::InFile {
+        deb: path.to_owned(),
+        source: Box::new(source),
+    };
+    let mut file = File::open(path).map_err(|e| wrap(io_at(path)(e)))?;
+    let len = file.metadata().map_err(|e| wrap(io_at(path)(e)))?.len();
+    let members = read_ar_members(&mut file, len).map_err(wrap)?;
+    let control = members
+        .iter()
+        .find(|m| m.name.starts_with("control.tar"))
+        .ok_or(DebError::MissingMember("control.tar"))
+        .map_err(wrap)?;
+    let compression = compression_of(&control.name, "control.tar").map_err(wrap)?;
+    read_control(&mut file, control, &compression, options).map_err(wrap)
 }
 
 #[cfg(test)]

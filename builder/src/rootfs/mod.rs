@@ -11,12 +11,15 @@
 //! 4. `tmpfiles`: directories and files packages declare in `tmpfiles.d`;
 //! 5. `alternatives`: `update-alternatives --install` calls found in postinst scripts;
 //! 6. `etc`: hostname, hosts, resolv.conf, os-release, machine-id, fstab, nsswitch, zone;
-//! 7. `files`: the recipe's `[[file]]` entries (last, so they can override anything).
+//! 7. `files`: the recipe's `[[file]]` entries (last, so they can override anything);
+//! 8. `dpkg`: `/var/lib/dpkg/status` and `info/*.list` for the installed packages (conffile
+//!    hashes are taken before step 1, from the files as the packages shipped them).
 //!
 //! [`executables::check_executables`] then verifies each service's program.
 
 pub mod accounts;
 pub mod alternatives;
+pub mod dpkg;
 pub mod etc;
 pub mod executables;
 pub mod files;
@@ -34,6 +37,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use accounts::{Accounts, AccountsError, GroupConfig, UserConfig};
+use dpkg::{DpkgError, DpkgPackage};
 use etc::{EtcConfig, EtcError};
 use files::{FileConfig, FilesError};
 use prune::{PruneConfig, PruneReport};
@@ -65,6 +69,9 @@ pub enum RootfsError {
     /// A recipe file could not be planned.
     #[error(transparent)]
     Files(#[from] FilesError),
+    /// The dpkg database could not be written.
+    #[error("cannot write the dpkg database")]
+    Dpkg(#[from] DpkgError),
 }
 
 /// Everything customisation needs, filled by the pipeline from the validated recipe.
@@ -84,6 +91,8 @@ pub struct RootfsConfig {
     pub postinsts: Vec<(String, String)>,
     /// The recipe's files.
     pub files: Vec<FileConfig>,
+    /// Installed packages for `/var/lib/dpkg/status` (none: no dpkg database is written).
+    pub dpkg: Vec<DpkgPackage>,
 }
 
 /// What customisation did, for the build report.
@@ -112,6 +121,8 @@ pub fn customize_rootfs(
 ) -> Result<RootfsReport, RootfsError> {
     let mut report = RootfsReport::default();
     let epoch = staging.epoch();
+    let mut dpkg_packages = config.dpkg.clone();
+    dpkg::hash_conffiles(staging, &mut dpkg_packages)?;
 
     // 1. Skeleton.
     let init_path = if config.init_path.as_os_str().is_empty() {
@@ -181,6 +192,12 @@ pub fn customize_rootfs(
     // 7. The recipe's files.
     let ops = files::plan_files(&config.files, &accounts)?;
     staging.apply(&ops)?;
+
+    // 8. The dpkg database.
+    if !dpkg_packages.is_empty() {
+        let ops = dpkg::plan_dpkg(&dpkg_packages, staging.tree())?;
+        staging.apply(&ops)?;
+    }
 
     report.accounts = accounts;
     Ok(report)

@@ -14,6 +14,7 @@ mod appliances;
 mod boot;
 mod check;
 mod deploy;
+mod dpkg_status;
 mod help;
 mod new;
 mod publish;
