@@ -144,7 +144,7 @@ pub fn read_root_file(
             continue; // malformed or a directory
         }
         let iso_name = &rec[33..33 + name_len];
-        let su_start = 33 + name_len + usize::from(name_len % 2 == 0);
+        let su_start = 33 + name_len + usize::from(name_len.is_multiple_of(2));
         let rr = rec.get(su_start..).and_then(rock_ridge_name);
         if !matches(name, iso_name, rr.as_deref()) {
             continue;
@@ -172,7 +172,7 @@ pub(crate) mod tests {
         r[25] = if dir { 2 } else { 0 };
         r[32] = u8::try_from(name.len()).unwrap();
         r.extend_from_slice(name);
-        if name.len() % 2 == 0 {
+        if name.len().is_multiple_of(2) {
             r.push(0);
         }
         if let Some(rr) = rr {
@@ -181,7 +181,7 @@ pub(crate) mod tests {
             r.extend_from_slice(&[1, 0]);
             r.extend_from_slice(rr.as_bytes());
         }
-        if r.len() % 2 == 1 {
+        if !r.len().is_multiple_of(2) {
             r.push(0);
         }
         r[0] = u8::try_from(r.len()).unwrap();
