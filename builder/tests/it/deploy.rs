@@ -255,3 +255,38 @@ fn issue_15_nocloud_seed_and_fw_cfg_set_address_hostname_and_page() {
         "IPv6 address not applied:\n{console}"
     );
 }
+
+/// Issue #15: hardware the kernel cannot drive is a build error naming the module and the
+/// fix (the cloud kernel has no e1000), and nothing is written.
+#[test]
+fn issue_15_cloud_kernel_with_e1000_fails_the_build() {
+    if crate::resolve::reachable_mirror("trixie").is_none() {
+        return;
+    }
+    let text = std::fs::read_to_string(crate::common::recipes_dir().join("memcached.toml"))
+        .expect("memcached recipe")
+        .replace("nic = \"virtio\"", "nic = \"e1000\"");
+    assert!(text.contains("flavour = \"cloud\"") && text.contains("nic = \"e1000\""));
+    let dir = TestDir::new();
+    let recipe = dir.create("cloudnic/memcached.toml", &text);
+    let out = dir.path().join("dist");
+    let output = crate::appliances::build_into(&recipe, &out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    for needle in [
+        "`[vm] nic = \"e1000\"` needs the kernel module `e1000`",
+        "cloud-amd64",
+        "nic = \"virtio\"",
+        "[kernel] flavour =",
+        "\"generic\"",
+    ] {
+        assert!(stderr.contains(needle), "`{needle}` not in:\n{stderr}");
+    }
+    let leftovers = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        leftovers,
+        0,
+        "the failed build left files in {}",
+        out.display()
+    );
+}
