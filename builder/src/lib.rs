@@ -11,6 +11,7 @@ pub mod audit;
 pub mod boot;
 pub mod cli;
 pub mod init_tasks;
+pub mod deploy;
 pub mod kernel;
 pub mod ovf_hardware;
 pub mod pipeline;

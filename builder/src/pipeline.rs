@@ -122,6 +122,10 @@ pub enum BuildError {
         /// Module name.
         module: String,
     },
+    /// The `[vm]` hardware is not drivable by the kernel.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Hardware(#[from] crate::kernel::hardware::HardwareError),
     /// Converting the unpacked metadata failed.
     #[error("unpacked metadata is inconsistent at `{path}`")]
     Metadata {
@@ -800,11 +804,16 @@ fn rootfs_config(
         });
     }
     for f in &r.files {
+        if let recipe::FileContent::BootTemplate(text) = &f.content {
+            files.extend(crate::deploy::boot_file_configs(f, text));
+            continue;
+        }
         files.push(FileConfig {
             path: f.path.clone(),
             content: match &f.content {
                 recipe::FileContent::Inline(text) => FileContent::Inline(text.clone().into_bytes()),
                 recipe::FileContent::Source(path) => FileContent::Source(path.clone()),
+                recipe::FileContent::BootTemplate(_) => unreachable!("handled above"),
             },
             mode: Some(f.mode),
             owner: Some(f.owner.clone()),
@@ -820,13 +829,8 @@ fn rootfs_config(
             group: None,
         });
     }
-    let resolv = match &r.network {
-        recipe::Network::Static(s) if !s.dns.is_empty() => ResolvConfig::Static {
-            nameservers: s.dns.clone(),
-            search: Vec::new(),
-        },
-        _ => ResolvConfig::Runtime,
-    };
+    // guest-init writes /run/resolv.conf for DHCP, static and deploy-time name servers.
+    let resolv = ResolvConfig::Runtime;
     let timezone = Some(r.system.timezone.clone()).filter(|t| !t.is_empty() && t != "UTC");
     RootfsConfig {
         init_path: PathBuf::from(DEFAULT_INIT_PATH),
@@ -1038,14 +1042,14 @@ pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
                 address: s.address,
                 prefix: s.prefix,
                 gateway: s.gateway,
-                dns: s
-                    .dns
-                    .iter()
-                    .filter_map(|a| match a {
-                        std::net::IpAddr::V4(v4) => Some(*v4),
-                        std::net::IpAddr::V6(_) => None,
-                    })
-                    .collect(),
+                dns: s.dns.clone(),
+                ipv6: s
+                    .ipv6
+                    .map(|(address, prefix)| guest_init::config::StaticIpv6Config {
+                        address,
+                        prefix,
+                        gateway: s.gateway6,
+                    }),
             }),
         },
         root_rw: true,
@@ -1055,6 +1059,8 @@ pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
         shutdown_timeout_ms: 10_000,
         runtime_dirs: crate::init_tasks::runtime_dir_configs(runtime_dirs),
         tasks: crate::init_tasks::task_configs(recipe),
+        properties: crate::deploy::property_defaults(recipe),
+        boot_files: crate::deploy::boot_files(recipe),
     }
 }
 
@@ -1124,6 +1130,7 @@ fn build_initramfs(
     let kernel = KernelPackage::open(kernel_dir, None).map_err(kernel_err)?;
     let mut wanted: Vec<&str> = DEFAULT_MODULES.to_vec();
     wanted.extend(EXTRA_MODULES);
+    wanted.extend(crate::kernel::hardware::vm_modules(&ctx.recipe.vm));
     wanted.extend(ctx.recipe.kernel.extra_modules.iter().map(String::as_str));
     let required: Vec<&str> = ctx
         .recipe
@@ -1141,6 +1148,7 @@ fn build_initramfs(
             module: module.clone(),
         });
     }
+    crate::kernel::hardware::check_vm_drivers(&ctx.recipe.vm, ctx.recipe.kernel.flavour, &plan)?;
     if !plan.missing.is_empty() {
         ctx.ui.info(&format!(
             "kernel {} lacks {} (those devices will not be driven)",

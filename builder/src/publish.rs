@@ -4,6 +4,8 @@
 //! raw ──▶ <name>-<version>.qcow2                       (qcow2)
 //!     ──▶ <name>-<version>-disk1.vmdk                  (vmdk, streamOptimized)
 //!     ──▶ .ovf + .mf (+ .cert) + -disk1.vmdk + .ova    (ova)
+//!     ──▶ <name>-<version>.vhd                         (vhd, fixed)
+//!     ──▶ <name>-<version>.gce.tar.gz                  (gce, `disk.raw` inside)
 //! ```
 //!
 //! The recipe's `[appliance]`, `[vm]` and `[ovf]` tables become image-writer's OVF inputs
@@ -17,9 +19,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use image_writer::gce::{GceError, write_gce};
 use image_writer::manifest::{DigestAlgorithm, ManifestError, digest_file};
 use image_writer::ovf::{self, Finding, OvfDisk, OvfNetwork, OvfOs, OvfProduct, Severity};
 use image_writer::qcow2::{Qcow2Config, Qcow2Error, write_qcow2};
+use image_writer::vhd::{VhdError, write_vhd};
 use image_writer::vmdk::{AdapterType, VmdkConfig, VmdkError, write_vmdk};
 use image_writer::{
     OvfInputs, PackageError, PackageSpec, PublishReporter, SigningConfig, write_ovf_package,
@@ -28,10 +32,7 @@ use miette::Diagnostic;
 use serde::Serialize;
 
 use crate::progress::{Ui, format_bytes};
-use crate::recipe::{DiskController, DiskFormat, Firmware, Nic, Recipe};
-
-/// OVF hardware family written as `vmx-NN` and as the VMDK's `ddb.virtualHWVersion`.
-pub const HARDWARE_VERSION: u32 = 14;
+use crate::recipe::{DiskController, DiskFormat, Firmware, Nic, OvfTarget, Recipe};
 
 /// Largest EULA file read into the descriptor.
 pub const MAX_EULA_BYTES: u64 = 1 << 20;
@@ -100,6 +101,12 @@ pub enum PublishError {
     /// Writing the qcow2 image failed.
     #[error("writing the qcow2 image failed")]
     Qcow2(#[source] Qcow2Error),
+    /// Writing the VHD failed.
+    #[error("writing the vhd failed")]
+    Vhd(#[source] VhdError),
+    /// Writing the GCE archive failed.
+    #[error("writing the gce image archive failed")]
+    Gce(#[source] GceError),
     /// Writing the VMDK failed.
     #[error("writing the vmdk failed")]
     Vmdk(#[source] VmdkError),
@@ -156,7 +163,7 @@ pub struct PublishedFile {
 /// What [`publish_artifacts`] wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct PublishReport {
-    /// Files in the order: qcow2, vmdk, ovf, mf, cert, ova (those requested).
+    /// Files in the order: qcow2, vmdk, vhd, gce, ovf, mf, cert, ova (those requested).
     pub files: Vec<PublishedFile>,
     /// Virtual disk size in bytes.
     pub capacity_bytes: u64,
@@ -187,63 +194,84 @@ impl PublishReporter for UiReporter<'_> {
     // Findings are linted and shown before anything is written; see `publish_artifacts`.
 }
 
+/// The OVF targets of a recipe: `[ovf] targets`, else every target the `[vm]` hardware
+/// allows (VMware has no virtio-net adapter).
+pub fn ovf_targets(recipe: &Recipe) -> Vec<ovf::OvfTarget> {
+    let map = |t: &OvfTarget| match t {
+        OvfTarget::Vmware => ovf::OvfTarget::Vmware,
+        OvfTarget::Virtualbox => ovf::OvfTarget::Virtualbox,
+        OvfTarget::Generic => ovf::OvfTarget::Generic,
+    };
+    if !recipe.ovf.targets.is_empty() {
+        return recipe.ovf.targets.iter().map(map).collect();
+    }
+    let mut targets = Vec::new();
+    if recipe.vm.nic != Nic::Virtio {
+        targets.push(ovf::OvfTarget::Vmware);
+    }
+    targets.extend([ovf::OvfTarget::Virtualbox, ovf::OvfTarget::Generic]);
+    targets
+}
+
 /// The OVF inputs of a recipe, plus warnings about settings OVF cannot express exactly.
 /// `eula` is the text of `[ovf] eula`, already read.
 pub fn ovf_inputs(recipe: &Recipe, eula: Option<String>) -> (OvfInputs, Vec<String>) {
-    let mut warnings = Vec::new();
+    let warnings = Vec::new();
     let vm = &recipe.vm;
     let nic = match vm.nic {
         Nic::E1000 => ovf::NicModel::E1000,
         Nic::Vmxnet3 => ovf::NicModel::Vmxnet3,
-        Nic::Virtio => {
-            warnings.push(
-                "OVF has no virtio-net adapter VMware and VirtualBox import: the descriptor \
-                 declares `e1000` (the appliance still drives virtio-net under KVM)"
-                    .to_owned(),
-            );
-            ovf::NicModel::E1000
-        }
+        Nic::Virtio => ovf::NicModel::Virtio,
     };
     let app = &recipe.appliance;
+    let network = crate::deploy::network_properties(recipe);
+    let properties = recipe
+        .ovf
+        .properties
+        .iter()
+        .map(|p| (p, "Application"))
+        .chain(network.iter().map(|p| (p, "Network")))
+        .map(|(p, category)| ovf::OvfProperty {
+            key: p.key.clone(),
+            kind: p.type_.clone(),
+            value: p.value.clone().unwrap_or_default(),
+            user_configurable: p.user_configurable,
+            label: p.label.clone().unwrap_or_else(|| p.key.clone()),
+            description: p.description.clone().unwrap_or_default(),
+            password: p.password,
+            category: Some(category.to_owned()),
+        })
+        .collect();
     let product = OvfProduct {
         product: app.name.as_str().to_owned(),
         vendor: app.vendor.clone().unwrap_or_default(),
         version: app.version.clone(),
         full_version: app.version.clone(),
         product_url: recipe.ovf.product_url.clone().or_else(|| app.url.clone()),
-        properties: recipe
-            .ovf
-            .properties
-            .iter()
-            .map(|p| ovf::OvfProperty {
-                key: p.key.clone(),
-                kind: p.type_.clone(),
-                value: p.value.clone().unwrap_or_default(),
-                user_configurable: p.user_configurable,
-                label: p.label.clone().unwrap_or_else(|| p.key.clone()),
-                description: String::new(),
-            })
-            .collect(),
+        properties,
     };
+    let mut ovf_vm = ovf::OvfVm {
+        cpus: vm.cpus,
+        memory_mib: vm.memory.0 >> 20,
+        firmware: match vm.firmware {
+            Firmware::Bios => ovf::Firmware::Bios,
+            Firmware::Efi => ovf::Firmware::Efi,
+        },
+        controller: match vm.disk_controller {
+            DiskController::LsiLogic => ovf::DiskController::LsiLogic,
+            DiskController::Sata => ovf::DiskController::Sata,
+        },
+        nic,
+        hardware_version: 0,
+        targets: ovf_targets(recipe),
+    };
+    ovf_vm.hardware_version = ovf::min_hardware_version(&ovf_vm);
     let inputs = OvfInputs {
         network: OvfNetwork {
             name: "VM Network".into(),
             description: "The network the appliance's first NIC connects to".into(),
         },
-        vm: ovf::OvfVm {
-            cpus: vm.cpus,
-            memory_mib: vm.memory.0 >> 20,
-            firmware: match vm.firmware {
-                Firmware::Bios => ovf::Firmware::Bios,
-                Firmware::Efi => ovf::Firmware::Efi,
-            },
-            controller: match vm.disk_controller {
-                DiskController::LsiLogic => ovf::DiskController::LsiLogic,
-                DiskController::Sata => ovf::DiskController::Sata,
-            },
-            nic,
-            hardware_version: HARDWARE_VERSION,
-        },
+        vm: ovf_vm,
         os: OvfOs::default(),
         product,
         annotation: recipe
@@ -390,7 +418,7 @@ pub fn publish_artifacts(
         let path = out_dir.join(format!("{stem}-disk1.vmdk"));
         let config = VmdkConfig {
             adapter_type: AdapterType::LsiLogic,
-            virtual_hw_version: HARDWARE_VERSION,
+            virtual_hw_version: inputs.vm.hardware_version,
             ..VmdkConfig::default()
         };
         let report = write_vmdk(raw, &path, &config, &reporter).map_err(PublishError::Vmdk)?;
@@ -398,6 +426,24 @@ pub fn publish_artifacts(
         vmdk_populated_bytes = Some(report.populated_bytes);
         files.push(describe(path)?);
         ui.step_finished("write vmdk", started.elapsed());
+    }
+    if formats.contains(&DiskFormat::Vhd) {
+        let started = Instant::now();
+        ui.step_started("write vhd");
+        let path = out_dir.join(format!("{stem}.vhd"));
+        write_vhd(raw, &path, epoch, &reporter).map_err(PublishError::Vhd)?;
+        written.0.push(path.clone());
+        files.push(describe(path)?);
+        ui.step_finished("write vhd", started.elapsed());
+    }
+    if formats.contains(&DiskFormat::Gce) {
+        let started = Instant::now();
+        ui.step_started("write gce");
+        let path = out_dir.join(format!("{stem}.gce.tar.gz"));
+        write_gce(raw, &path, epoch, &reporter).map_err(PublishError::Gce)?;
+        written.0.push(path.clone());
+        files.push(describe(path)?);
+        ui.step_finished("write gce", started.elapsed());
     }
     if ova {
         let started = Instant::now();
@@ -513,10 +559,14 @@ user-configurable = true
         assert_eq!(inputs.vm.memory_mib, 512);
         assert_eq!(inputs.vm.firmware, ovf::Firmware::Efi);
         assert_eq!(inputs.vm.controller, ovf::DiskController::Sata);
-        assert_eq!(inputs.vm.nic, ovf::NicModel::E1000);
-        assert_eq!(inputs.vm.hardware_version, HARDWARE_VERSION);
-        assert_eq!(warnings.len(), 1, "virtio falls back with a warning");
-        assert!(warnings[0].contains("virtio"));
+        assert_eq!(inputs.vm.nic, ovf::NicModel::Virtio);
+        assert_eq!(inputs.vm.hardware_version, 10, "sata needs vmx-10");
+        assert_eq!(
+            inputs.vm.targets,
+            [ovf::OvfTarget::Virtualbox, ovf::OvfTarget::Generic],
+            "VMware has no virtio-net: not a default target"
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
         let p = &inputs.product;
         assert_eq!(p.product, "web");
         assert_eq!(p.vendor, "Example Corp");
@@ -528,8 +578,15 @@ user-configurable = true
             p.product_url.as_deref(),
             Some("https://example.org/product")
         );
-        assert_eq!(p.properties.len(), 1);
+        assert_eq!(
+            p.properties.len(),
+            7,
+            "web.port and the six jeos.* network keys"
+        );
+        assert_eq!(p.properties[1].key, "jeos.hostname");
+        assert_eq!(p.properties[1].category.as_deref(), Some("Network"));
         let prop = &p.properties[0];
+        assert_eq!(prop.category.as_deref(), Some("Application"));
         assert_eq!(
             (prop.key.as_str(), prop.kind.as_str(), prop.value.as_str()),
             ("web.port", "uint16", "80")
@@ -561,8 +618,44 @@ user-configurable = true
         );
         assert_eq!(inputs.annotation, None);
         let findings = lint(&inputs, "tiny-1", 8 << 20);
-        assert_eq!(findings.len(), 1);
-        assert_eq!(findings[0].severity, Severity::Warning);
+        assert_eq!(findings.len(), 2, "{findings:?}");
+        assert!(findings.iter().all(|f| f.severity == Severity::Warning));
+        assert_eq!(inputs.vm.hardware_version, 7);
+    }
+
+    #[test]
+    fn virtio_for_vmware_is_an_error_and_virtio_elsewhere_is_declared() {
+        let text = RECIPE.replace("[ovf]\n", "[ovf]\ntargets = [\"vmware\", \"generic\"]\n");
+        let (inputs, _) = ovf_inputs(&recipe(&text), None);
+        let findings = lint(&inputs, "web-2.1", 8 << 20);
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.severity == Severity::Error && f.message.contains("virtio")),
+            "{findings:?}"
+        );
+        let (inputs, _) = ovf_inputs(&recipe(RECIPE), None);
+        let xml = ovf::render_ovf(&ovf::OvfContext {
+            name: "web".into(),
+            disks: vec![OvfDisk {
+                href: "web-disk1.vmdk".into(),
+                file_bytes: 1,
+                capacity_bytes: 8 << 20,
+                populated_bytes: 1,
+            }],
+            network: inputs.network,
+            vm: inputs.vm,
+            os: inputs.os,
+            product: inputs.product,
+            annotation: None,
+            eula: None,
+        })
+        .expect("render");
+        assert!(xml.contains("<rasd:ResourceSubType>virtio-net</rasd:ResourceSubType>"));
+        assert!(
+            !xml.contains("vmx-"),
+            "no VMware families without the vmware target"
+        );
     }
 
     #[test]

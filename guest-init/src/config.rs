@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,14 @@ pub struct InitConfig {
     /// [`InitConfig::units`]). Absent in configurations written before tasks existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<TaskConfig>,
+    /// Deploy-time properties and their defaults (the recipe's `[[ovf.property]]` and the
+    /// well-known `jeos.*` keys); the OVF environment, a NoCloud seed or fw_cfg override
+    /// them at boot.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+    /// Files rendered at boot from the properties, before services start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_files: Vec<BootFileConfig>,
 }
 
 /// Where first-boot tasks leave their markers (`<name>.done`) on the root file system.
@@ -146,6 +154,33 @@ impl TaskConfig {
     }
 }
 
+/// Where boot-time files are written; the image has a symlink at each file's path.
+pub const BOOT_FILES_DIR: &str = "/run/jeos/files";
+
+/// Where the image keeps boot-time templates (owner and mode as the rendered file gets).
+pub const BOOT_TEMPLATES_DIR: &str = "/usr/lib/jeos/boot-templates";
+
+/// A `[[file]] template-at = "boot"` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootFileConfig {
+    /// Absolute path in the appliance (a symlink into [`BOOT_FILES_DIR`]).
+    pub path: String,
+}
+
+impl BootFileConfig {
+    /// Where the rendered file lives: [`BOOT_FILES_DIR`] + the path.
+    pub fn runtime_path(&self) -> String {
+        format!("{BOOT_FILES_DIR}/{}", self.path.trim_start_matches('/'))
+    }
+
+    /// The template (`{{ovf.<key>}}` placeholders): [`BOOT_TEMPLATES_DIR`] + the path; its
+    /// owner and mode are the rendered file's.
+    pub fn template_path(&self) -> String {
+        format!("{BOOT_TEMPLATES_DIR}/{}", self.path.trim_start_matches('/'))
+    }
+}
+
 /// One directory to create at boot under `/run` or `/tmp`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,6 +230,8 @@ impl Default for InitConfig {
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
             runtime_dirs: Vec::new(),
             tasks: Vec::new(),
+            properties: BTreeMap::new(),
+            boot_files: Vec::new(),
         }
     }
 }
@@ -212,7 +249,20 @@ pub enum NetworkConfig {
     Static(StaticNetworkConfig),
 }
 
-/// A fixed IPv4 configuration.
+/// A fixed IPv6 address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticIpv6Config {
+    /// Interface address.
+    pub address: Ipv6Addr,
+    /// Prefix length (0..=128).
+    pub prefix: u8,
+    /// Default gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv6Addr>,
+}
+
+/// A fixed IPv4 configuration (plus, optionally, IPv6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticNetworkConfig {
@@ -225,7 +275,10 @@ pub struct StaticNetworkConfig {
     pub gateway: Option<Ipv4Addr>,
     /// Name servers written to `/run/resolv.conf`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dns: Vec<Ipv4Addr>,
+    pub dns: Vec<IpAddr>,
+    /// A static IPv6 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<StaticIpv6Config>,
 }
 
 /// When a service is restarted after it exits.

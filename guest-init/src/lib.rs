@@ -5,6 +5,8 @@
 //!   dependency-free (use `guest-init = { default-features = false }` to get only this).
 //! - `config` (feature `config`, on by default): the `/etc/jeos/init.json` schema, so builder
 //!   writes the file with the same types the init reads.
+//! - `deploy` (feature `config`): parsers for deploy-time configuration (OVF environment,
+//!   NoCloud seed, ISO 9660, boot-time templates), pure and fuzzable.
 //!
 //! The binary (`src/main.rs`, feature `bin`) holds everything that runs inside the guest:
 //! mounting, module loading, switch-root, DHCP, the service supervisor and the checks.
@@ -20,4 +22,6 @@
 
 #[cfg(feature = "config")]
 pub mod config;
+#[cfg(feature = "config")]
+pub mod deploy;
 pub mod protocol;

@@ -10,7 +10,9 @@
 //!   protocol line each and the summary, and powers off.
 //! - **`poweroff` / `reboot` / `halt`** (argv[0]): ask PID 1 to shut down (`shutdown.rs`).
 //!
-//! `unsafe` lives in `sys.rs`, `net.rs`, `process.rs` and `log.rs` only (system calls).
+//! `unsafe` lives in `sys.rs`, `net.rs`, `net6.rs`, `process.rs` and `log.rs` only (system
+//! calls). Deploy-time configuration (OVF environment, NoCloud, fw_cfg) is read in
+//! `deployment.rs` before the host name and network are set.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![allow(
@@ -21,12 +23,14 @@
 )]
 
 mod cmdline;
+mod deployment;
 mod dhcp;
 mod http;
 mod initramfs;
 mod log;
 mod modalias;
 mod net;
+mod net6;
 mod phases;
 mod probe;
 mod process;
@@ -282,7 +286,14 @@ fn run_system(cmdline: &Cmdline, started: Duration) -> ! {
         info!("cannot remount / read-write: {err}");
     }
     create_runtime_dirs(&config);
-    let hostname = config.hostname.clone().unwrap_or_else(|| "jeos".to_owned());
+    let deployed = deployment::gather(&config);
+    deployment::render_files(&config, &deployed);
+    let hostname = deployed
+        .settings
+        .hostname
+        .clone()
+        .or_else(|| config.hostname.clone())
+        .unwrap_or_else(|| "jeos".to_owned());
     if let Err(err) = sys::sethostname(&hostname) {
         info!("cannot set the hostname: {err}");
     }
@@ -291,7 +302,13 @@ fn run_system(cmdline: &Cmdline, started: Duration) -> ! {
     let (tx, rx) = mpsc::channel();
     start_signal_thread(signals, Arc::clone(&table), tx.clone());
     shutdown::watch_power_button(&tx);
-    if let Err(detail) = net::configure(&config.network, Some(&hostname), cmdline.no_nic) {
+    let static_deploy = deployed.settings.is_static().then_some(&deployed.settings);
+    if let Err(detail) = net::configure(
+        &config.network,
+        Some(&hostname),
+        cmdline.no_nic,
+        static_deploy,
+    ) {
         info!("network: {detail}");
         // The appliance asked for a network it did not get: it is not ready.
         fail(cmdline, &format!("network: {detail}"));

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use guest_init::config::{NetworkConfig, StaticNetworkConfig};
+use guest_init::config::NetworkConfig;
 
 use crate::dhcp::{self, MessageType, Reply};
 use crate::log::info;
@@ -413,7 +413,8 @@ fn keep_lease(interface: String, hostname: Option<String>, mut lease: Lease) {
     }
 }
 
-/// Brings up loopback and configures the first interface per `config`.
+/// Brings up loopback and configures the first interface per `config`, or with the
+/// deploy-time static settings when the platform supplied some (`deployed`).
 ///
 /// # Errors
 /// Why the network the appliance asked for is not there: no interface (with DHCP or a
@@ -422,11 +423,12 @@ pub fn configure(
     config: &NetworkConfig,
     hostname: Option<&str>,
     no_nic: bool,
+    deployed: Option<&guest_init::deploy::Settings>,
 ) -> Result<(), String> {
     if let Err(err) = set_address("lo", Ipv4Addr::LOCALHOST, 8).and_then(|()| interface_up("lo")) {
         info!("cannot bring up loopback: {err}");
     }
-    if *config == NetworkConfig::None {
+    if *config == NetworkConfig::None && deployed.is_none() {
         return Ok(());
     }
     if no_nic {
@@ -439,15 +441,14 @@ pub fn configure(
         return Err("no network interface found (is the NIC's driver in the kernel?)".into());
     };
     interface_up(&interface).map_err(|err| format!("cannot bring up {interface}: {err}"))?;
+    if let Some(settings) = deployed {
+        crate::net6::apply_static(&interface, settings);
+        return Ok(());
+    }
     match config {
         NetworkConfig::None => Ok(()),
-        NetworkConfig::Static(StaticNetworkConfig {
-            address,
-            prefix,
-            gateway,
-            dns,
-        }) => {
-            apply(&interface, *address, *prefix, *gateway, dns);
+        NetworkConfig::Static(s) => {
+            crate::net6::apply_static(&interface, &crate::net6::settings_of(s));
             Ok(())
         }
         NetworkConfig::Dhcp => {

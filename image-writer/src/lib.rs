@@ -1,5 +1,5 @@
 //! Disk images and OVF packages: root filesystem, partition table, boot loaders,
-//! initramfs, raw/qcow2/VMDK, OVF descriptor, manifest, certificate and OVA.
+//! initramfs, raw/qcow2/VMDK/VHD, GCE archive, OVF descriptor, manifest, certificate and OVA.
 //!
 //! Every writer works in two phases: a pure plan (layout, headers, descriptors) and the IO
 //! that writes it. This crate never prints.
@@ -11,6 +11,7 @@ pub mod cpio;
 pub mod esp;
 pub mod ext4;
 pub mod fat;
+pub mod gce;
 pub mod gpt;
 pub mod image;
 pub mod layout;
@@ -19,6 +20,7 @@ pub mod ova;
 pub mod ovf;
 pub mod qcow2;
 pub mod sign;
+pub mod vhd;
 pub mod vmdk;
 
 pub use bootloader::{BootloaderFiles, DiskPlan, DiskReport, write_disk};

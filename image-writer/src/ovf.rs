@@ -3,9 +3,15 @@
 //! lint for settings known to break imports.
 //!
 //! Choices, all overridable in [`OvfVm`] / [`OvfOs`]:
-//! - `vmx-14` as `vssd:VirtualSystemType`: the newest hardware family ESXi 6.7 runs, also
-//!   accepted by Workstation/Fusion 15+ (which run up to 16+) and by VirtualBox (which
-//!   ignores the family). Newer hosts upgrade it on demand; older ones refuse newer values.
+//! - Targets ([`OvfTarget`]): `vmware` lists every `vmx-NN` family from the lowest the
+//!   hardware needs ([`min_hardware_version`], at least vmx-07 = ESXi 4) up to
+//!   [`MAX_HARDWARE_VERSION`] in `vssd:VirtualSystemType` (space-separated, as DSP0243
+//!   allows; each host picks the newest it runs); `virtualbox` adds `virtualbox-2.2` and
+//!   VirtualBox's own `vbox:OSType`; `generic` (virt-v2v, oVirt, OpenStack) uses only
+//!   DMTF elements. Devices a target lacks are lint errors or warnings for that target.
+//! - `ovf:transport="iso com.vmware.guestInfo"` on the hardware section when the product
+//!   declares properties: the deployer hands the OVF environment to the guest on a CD-ROM
+//!   or through VMware guestinfo, and guest-init reads it at boot.
 //! - `ovf:id="96"` (CIM "Debian 64-Bit") with `vmw:osType="debian10_64Guest"`: known to
 //!   ESXi 6.7 and Workstation 15; `debian12_64Guest` exists only from ESXi 8, where an
 //!   unknown osType makes the import fail. The kernel is the same kind either way.
@@ -82,6 +88,54 @@ pub enum NicModel {
     E1000,
     /// VMware VMXNET3 (paravirtual).
     Vmxnet3,
+    /// virtio-net (KVM, VirtualBox `virtio-net`); VMware has none.
+    Virtio,
+}
+
+/// A hypervisor family the descriptor is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OvfTarget {
+    /// VMware ESXi, Workstation, Fusion.
+    Vmware,
+    /// Oracle VirtualBox.
+    Virtualbox,
+    /// DMTF-only readers: virt-v2v, oVirt, OpenStack, Proxmox.
+    Generic,
+}
+
+impl OvfTarget {
+    /// The recipe spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vmware => "vmware",
+            Self::Virtualbox => "virtualbox",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// Newest VMware hardware family listed (ESXi 8.0 U2).
+pub const MAX_HARDWARE_VERSION: u32 = 21;
+
+/// Lowest VMware hardware family that has every device of `vm`: vmx-07 (ESXi 4: LSI Logic,
+/// PVSCSI, E1000, VMXNET3, 8 vCPUs), vmx-08 for EFI firmware or up to 32 vCPUs, vmx-09
+/// for 64, vmx-10 for SATA, vmx-11 beyond 64 vCPUs.
+pub fn min_hardware_version(vm: &OvfVm) -> u32 {
+    let mut version = 7;
+    if vm.firmware == Firmware::Efi || vm.cpus > 8 {
+        version = 8;
+    }
+    if vm.cpus > 32 {
+        version = 9;
+    }
+    if vm.controller == DiskController::Sata {
+        version = version.max(10);
+    }
+    if vm.cpus > 64 {
+        version = 11;
+    }
+    version
 }
 
 /// One disk of the package: its file in References and its DiskSection entry.
@@ -110,8 +164,11 @@ pub struct OvfVm {
     pub controller: DiskController,
     /// Network adapter.
     pub nic: NicModel,
-    /// `vmx-NN` hardware family.
+    /// Lowest `vmx-NN` hardware family (see [`min_hardware_version`]); also the VMDK's
+    /// `ddb.virtualHWVersion`.
     pub hardware_version: u32,
+    /// Hypervisor families the descriptor is written for (at least one).
+    pub targets: Vec<OvfTarget>,
 }
 
 /// Guest operating system identification.
@@ -150,6 +207,11 @@ pub struct OvfProperty {
     pub label: String,
     /// Longer description.
     pub description: String,
+    /// A secret (`ovf:password`): deployment tools mask it.
+    pub password: bool,
+    /// The `Category` heading it appears under, if any (consecutive properties with the
+    /// same category share one heading).
+    pub category: Option<String>,
 }
 
 /// Product information.
@@ -227,11 +289,56 @@ struct NicView {
 }
 
 #[derive(Serialize)]
+struct PropertyView<'a> {
+    property: &'a OvfProperty,
+    category: Option<&'a str>,
+}
+
+#[derive(Serialize)]
 struct View<'a> {
     ctx: &'a OvfContext,
     disks: Vec<DiskView<'a>>,
     controller: ControllerView,
     nic: NicView,
+    system_types: String,
+    transport: bool,
+    virtualbox: bool,
+    properties: Vec<PropertyView<'a>>,
+}
+
+/// `vssd:VirtualSystemType`: the families of every target, space-separated.
+pub fn system_types(vm: &OvfVm) -> String {
+    let mut types = Vec::new();
+    if vm.targets.contains(&OvfTarget::Vmware) {
+        types.extend(
+            (vm.hardware_version.max(7)..=MAX_HARDWARE_VERSION.max(vm.hardware_version))
+                .map(|n| format!("vmx-{n:02}")),
+        );
+    }
+    if vm.targets.contains(&OvfTarget::Virtualbox) {
+        types.push("virtualbox-2.2".into());
+    }
+    if types.is_empty() {
+        // Generic only: DMTF defines no family names; say which one the disk was made for.
+        types.push(format!("vmx-{:02}", vm.hardware_version));
+    }
+    types.join(" ")
+}
+
+fn property_views(properties: &[OvfProperty]) -> Vec<PropertyView<'_>> {
+    let mut previous: Option<&str> = None;
+    properties
+        .iter()
+        .map(|p| {
+            let current = p.category.as_deref();
+            let category = current.filter(|c| previous != Some(*c));
+            previous = current;
+            PropertyView {
+                property: p,
+                category,
+            }
+        })
+        .collect()
 }
 
 /// XML escaping for text and attribute values. Characters XML 1.0 cannot carry at all
@@ -302,15 +409,21 @@ pub fn render_ovf(ctx: &OvfContext) -> Result<String, OvfError> {
             address_on_parent: i,
         })
         .collect();
+    if ctx.vm.targets.is_empty() {
+        return Err(OvfError::InvalidValue {
+            field: "targets",
+            reason: "at least one target is needed".into(),
+        });
+    }
+    let (subtype, description) = match ctx.vm.nic {
+        NicModel::E1000 => ("E1000", "E1000"),
+        NicModel::Vmxnet3 => ("VmxNet3", "VmxNet3"),
+        // VirtualBox reads `virtio-net`; virt-v2v keeps any other name as the source model.
+        NicModel::Virtio => ("virtio-net", "virtio-net"),
+    };
     let nic = NicView {
-        subtype: match ctx.vm.nic {
-            NicModel::E1000 => "E1000",
-            NicModel::Vmxnet3 => "VmxNet3",
-        },
-        description: match ctx.vm.nic {
-            NicModel::E1000 => "E1000",
-            NicModel::Vmxnet3 => "VmxNet3",
-        },
+        subtype,
+        description,
         instance_id: 4 + disks.len(),
     };
     let view = View {
@@ -318,6 +431,10 @@ pub fn render_ovf(ctx: &OvfContext) -> Result<String, OvfError> {
         disks,
         controller,
         nic,
+        system_types: system_types(&ctx.vm),
+        transport: !ctx.product.properties.is_empty(),
+        virtualbox: ctx.vm.targets.contains(&OvfTarget::Virtualbox),
+        properties: property_views(&ctx.product.properties),
     };
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
@@ -377,24 +494,45 @@ pub fn lint_ovf(ctx: &OvfContext) -> Vec<Finding> {
         });
     };
     let vm = &ctx.vm;
-    if vm.firmware == Firmware::Efi && vm.controller == DiskController::Ide {
+    let vmware = vm.targets.contains(&OvfTarget::Vmware);
+    let virtualbox = vm.targets.contains(&OvfTarget::Virtualbox);
+    let generic = vm.targets.contains(&OvfTarget::Generic);
+    if vmware && vm.firmware == Firmware::Efi && vm.controller == DiskController::Ide {
         add(
             Severity::Error,
-            "`efi` firmware cannot boot from an `ide` disk on VMware".into(),
+            "vmware: `efi` firmware cannot boot from an `ide` disk".into(),
             "use the `lsilogic` or `sata` controller with `efi`",
         );
     }
-    if vm.nic == NicModel::Vmxnet3 {
+    if vmware && vm.nic == NicModel::Virtio {
+        add(
+            Severity::Error,
+            "vmware: VMware has no virtio-net adapter".into(),
+            "use `nic = \"e1000\"` or `\"vmxnet3\"`, or leave `vmware` out of `[ovf] targets`",
+        );
+    }
+    if virtualbox && vm.nic == NicModel::Vmxnet3 {
         add(
             Severity::Warning,
-            "VirtualBox has no `vmxnet3` adapter; it substitutes an emulated one".into(),
+            "virtualbox: VirtualBox has no `vmxnet3` adapter; it substitutes an emulated one"
+                .into(),
             "use `e1000` for an appliance meant for every hypervisor",
         );
     }
-    if vm.controller == DiskController::Pvscsi {
+    if generic && vm.nic == NicModel::Vmxnet3 {
         add(
             Severity::Warning,
-            "VirtualBox has no `pvscsi` controller; the disk may not be found".into(),
+            "generic: KVM-based platforms have no `vmxnet3` adapter; importers substitute one"
+                .into(),
+            "use `e1000` or `virtio` for an appliance meant for KVM platforms",
+        );
+    }
+    if (virtualbox || generic) && vm.controller == DiskController::Pvscsi {
+        add(
+            Severity::Warning,
+            "virtualbox/generic: there is no `pvscsi` controller outside VMware; the disk may \
+             not be found"
+                .into(),
             "use `lsilogic` for an appliance meant for every hypervisor",
         );
     }
@@ -492,6 +630,7 @@ mod tests {
                 controller: DiskController::LsiLogic,
                 nic: NicModel::E1000,
                 hardware_version: 14,
+                targets: vec![OvfTarget::Vmware, OvfTarget::Virtualbox, OvfTarget::Generic],
             },
             os: OvfOs::default(),
             product: OvfProduct {
@@ -562,8 +701,82 @@ mod tests {
             c.vm.nic = NicModel::Vmxnet3;
             c.vm.controller = DiskController::Pvscsi;
         });
-        assert_eq!(f.len(), 2);
+        assert_eq!(f.len(), 3, "{f:?}");
         assert!(f.iter().all(|f| f.severity == Severity::Warning));
+        // VMware alone has both devices.
+        assert!(
+            lint_with(|c| {
+                c.vm.nic = NicModel::Vmxnet3;
+                c.vm.controller = DiskController::Pvscsi;
+                c.vm.targets = vec![OvfTarget::Vmware];
+            })
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn virtio_is_an_error_for_vmware_only() {
+        let f = lint_with(|c| c.vm.nic = NicModel::Virtio);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert!(f[0].message.starts_with("vmware:"));
+        let ok = lint_with(|c| {
+            c.vm.nic = NicModel::Virtio;
+            c.vm.targets = vec![OvfTarget::Virtualbox, OvfTarget::Generic];
+        });
+        assert!(ok.is_empty());
+        let mut c = context();
+        c.vm.nic = NicModel::Virtio;
+        c.vm.targets = vec![OvfTarget::Virtualbox, OvfTarget::Generic];
+        let xml = render_ovf(&c).unwrap();
+        assert!(xml.contains("<rasd:ResourceSubType>virtio-net</rasd:ResourceSubType>"));
+        assert!(xml.contains("<vssd:VirtualSystemType>virtualbox-2.2</vssd:VirtualSystemType>"));
+        assert!(xml.contains("<vbox:OSType ovf:required=\"false\">Debian_64</vbox:OSType>"));
+    }
+
+    #[test]
+    fn hardware_families_from_the_lowest_needed() {
+        let mut c = context();
+        assert_eq!(min_hardware_version(&c.vm), 7);
+        c.vm.firmware = Firmware::Efi;
+        assert_eq!(min_hardware_version(&c.vm), 8);
+        c.vm.controller = DiskController::Sata;
+        assert_eq!(min_hardware_version(&c.vm), 10);
+        c.vm.hardware_version = 10;
+        let types = system_types(&c.vm);
+        assert!(types.starts_with("vmx-10 vmx-11 "), "{types}");
+        assert!(types.ends_with("vmx-21 virtualbox-2.2"), "{types}");
+        c.vm.targets = vec![OvfTarget::Generic];
+        assert_eq!(system_types(&c.vm), "vmx-10");
+    }
+
+    #[test]
+    fn properties_get_transport_categories_and_password() {
+        let mut c = context();
+        assert!(!render_ovf(&c).unwrap().contains("ovf:transport"));
+        for (key, category, password) in [
+            ("jeos.hostname", Some("Network"), false),
+            ("jeos.dns", Some("Network"), false),
+            ("app.secret", Some("Application"), true),
+        ] {
+            c.product.properties.push(OvfProperty {
+                key: key.into(),
+                kind: "string".into(),
+                value: String::new(),
+                user_configurable: true,
+                label: key.into(),
+                description: String::new(),
+                password,
+                category: category.map(str::to_owned),
+            });
+        }
+        let xml = render_ovf(&c).unwrap();
+        assert!(
+            xml.contains("<VirtualHardwareSection ovf:transport=\"iso com.vmware.guestInfo\">")
+        );
+        assert_eq!(xml.matches("<Category>Network</Category>").count(), 1);
+        assert_eq!(xml.matches("<Category>Application</Category>").count(), 1);
+        assert!(xml.contains("ovf:key=\"app.secret\" ovf:password=\"true\""));
     }
 
     #[test]
@@ -617,6 +830,8 @@ mod tests {
                 user_configurable: true,
                 label: "x".into(),
                 description: "y".into(),
+                password: false,
+                category: None,
             });
         });
         assert_eq!(f.len(), 1);

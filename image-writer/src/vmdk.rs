@@ -143,9 +143,11 @@ pub struct VmdkConfig {
     pub adapter_type: AdapterType,
     /// `ddb.virtualHWVersion`; keep equal to the OVF `vmx-NN`.
     pub virtual_hw_version: u32,
-    /// `ddb.toolsVersion`: 2147483647 means "guest-managed tools" (open-vm-tools from the
-    /// distribution), which is what a Debian appliance has.
+    /// `ddb.toolsVersion`: `0` means "not installed", which is true of a jeos appliance
+    /// (it carries no open-vm-tools); `2147483647` would claim guest-managed tools.
     pub tools_version: u32,
+    /// `ddb.toolsInstallType`: `0` none, `4` guest-managed (open-vm-tools).
+    pub tools_install_type: u32,
     /// Content ID written as `CID`; `parentCID` is always `ffffffff` (no parent).
     pub cid: u32,
     /// zlib level 0-9; see [`DEFAULT_LEVEL`].
@@ -167,7 +169,8 @@ impl Default for VmdkConfig {
         Self {
             adapter_type: AdapterType::LsiLogic,
             virtual_hw_version: 14,
-            tools_version: 2_147_483_647,
+            tools_version: 0,
+            tools_install_type: 0,
             cid: 0xffff_ffff,
             level: DEFAULT_LEVEL,
             threads: 0,
@@ -334,12 +337,13 @@ pub fn render_descriptor(capacity: u64, file_name: &str, config: &VmdkConfig) ->
          ddb.geometry.cylinders = \"{cylinders}\"\n\
          ddb.geometry.heads = \"{heads}\"\n\
          ddb.geometry.sectors = \"{sectors}\"\n\
-         ddb.toolsInstallType = \"4\"\n\
+         ddb.toolsInstallType = \"{install}\"\n\
          ddb.toolsVersion = \"{tools}\"\n\
          ddb.virtualHWVersion = \"{hw}\"\n",
         cid = config.cid,
         adapter = config.adapter_type.as_str(),
         tools = config.tools_version,
+        install = config.tools_install_type,
         hw = config.virtual_hw_version,
     )
 }

@@ -14,6 +14,7 @@
 
 pub mod elf;
 pub mod modindex;
+pub mod hardware;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -29,8 +30,10 @@ pub const MAX_MODULE_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Drivers for the hypervisors jeos targets: virtio (KVM/QEMU, Firecracker-style runners),
 /// AHCI/PIIX (QEMU, VirtualBox), VMware (PVSCSI, LSI Logic, vmxnet3, e1000), Hyper-V
-/// (VMBus storage and network), Intel NICs, NVMe, SCSI/CD disks, and ext4 for the root
-/// file system. Built-in ones are satisfied by the kernel image.
+/// (VMBus storage and network), Xen (blkfront/netfront), AWS Nitro (ENA; its disks are
+/// NVMe), Intel NICs, NVMe, SCSI disks and CD-ROMs (the OVF environment and NoCloud
+/// seeds arrive on one), QEMU's fw_cfg, and ext4 for the root file system. Built-in ones
+/// are satisfied by the kernel image.
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_mmio",
@@ -52,6 +55,11 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "e1000",
     "e1000e",
     "vmxnet3",
+    "xen_blkfront",
+    "xen_netfront",
+    "ena",
+    "sr_mod",
+    "qemu_fw_cfg",
     "ext4",
 ];
 

@@ -29,7 +29,7 @@ mod starter;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -339,6 +339,9 @@ pub enum FileContent {
     /// `source`: a host file or directory (copied recursively, host modes, recipe owner),
     /// resolved against the recipe's directory.
     Source(PathBuf),
+    /// `template-at = "boot"`: rendered by the appliance's init from the deploy-time
+    /// properties (`{{ovf.<key>}}`); the image holds a symlink into `/run/jeos/files`.
+    BootTemplate(String),
 }
 
 /// `[[file]]`
@@ -389,6 +392,10 @@ pub struct StaticNetwork {
     pub gateway: Option<Ipv4Addr>,
     /// Name servers.
     pub dns: Vec<IpAddr>,
+    /// `address6`: IPv6 address and prefix.
+    pub ipv6: Option<(Ipv6Addr, u8)>,
+    /// `gateway6`.
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// `[network]`
@@ -413,6 +420,10 @@ pub enum DiskFormat {
     Vmdk,
     /// OVF package in one tar (implies a VMDK inside).
     Ova,
+    /// Fixed VHD (Azure, Hyper-V): `<name>-<version>.vhd`.
+    Vhd,
+    /// Google Compute Engine image: `disk.raw` in `<name>-<version>.gce.tar.gz`.
+    Gce,
 }
 
 /// `[disk]`
@@ -491,10 +502,25 @@ pub struct OvfProperty {
     pub label: Option<String>,
     /// Whether the user may change it at deploy time.
     pub user_configurable: bool,
+    /// Help text for the deployment wizard.
+    pub description: Option<String>,
+    /// A secret (`ovf:password`).
+    pub password: bool,
+}
+
+/// `[ovf] targets` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OvfTarget {
+    /// VMware ESXi/Workstation/Fusion.
+    Vmware,
+    /// VirtualBox.
+    Virtualbox,
+    /// virt-v2v, oVirt, OpenStack, Proxmox (DMTF elements only).
+    Generic,
 }
 
 /// `[ovf]`
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ovf {
     /// `ProductUrl`
     pub product_url: Option<String>,
@@ -504,6 +530,23 @@ pub struct Ovf {
     pub annotation: Option<String>,
     /// `ProductSection` properties.
     pub properties: Vec<OvfProperty>,
+    /// `[ovf] targets`; empty means every target the `[vm]` hardware allows.
+    pub targets: Vec<OvfTarget>,
+    /// Declare the deploy-time network properties (`jeos.hostname`, ...); default true.
+    pub network_properties: bool,
+}
+
+impl Default for Ovf {
+    fn default() -> Self {
+        Self {
+            product_url: None,
+            eula: None,
+            annotation: None,
+            properties: Vec::new(),
+            targets: Vec::new(),
+            network_properties: true,
+        }
+    }
 }
 
 /// What a check probes inside the booted appliance.

@@ -257,6 +257,10 @@ pub struct FileRaw {
     pub source: Option<Str>,
     #[serde(default)]
     pub template: Option<Str>,
+    /// When `template` is rendered: `build` (default, from the recipe) or `boot` (by the
+    /// appliance's init before services start, from the deploy-time OVF properties).
+    #[serde(default)]
+    pub template_at: Option<Str>,
     #[serde(default)]
     pub mode: Option<Spanned<Scalar>>,
     #[serde(default)]
@@ -303,6 +307,12 @@ pub struct StaticRaw {
     pub address: Str,
     #[serde(default)]
     pub gateway: Option<Str>,
+    /// IPv6 address with prefix length, e.g. `2001:db8::10/64`.
+    #[serde(default)]
+    pub address6: Option<Str>,
+    /// IPv6 default gateway.
+    #[serde(default)]
+    pub gateway6: Option<Str>,
     #[serde(default)]
     pub dns: Vec<Str>,
 }
@@ -347,6 +357,14 @@ pub struct OvfRaw {
     pub eula: Option<Str>,
     #[serde(default)]
     pub annotation: Option<String>,
+    /// Hypervisor families the descriptor is written for: `vmware`, `virtualbox`,
+    /// `generic` (default: every one the `[vm]` hardware allows).
+    #[serde(default)]
+    pub targets: Option<Spanned<Vec<Str>>>,
+    /// Add the deploy-time network properties (`jeos.hostname`, `jeos.ipv4.address`,
+    /// ...) to the OVF (default: true).
+    #[serde(default)]
+    pub network_properties: Option<bool>,
     #[serde(default)]
     pub property: Vec<Spanned<OvfPropertyRaw>>,
 }
@@ -358,10 +376,18 @@ pub struct OvfPropertyRaw {
     pub key: Str,
     #[serde(default, rename = "type")]
     pub type_: Option<Str>,
-    #[serde(default)]
+    /// The default value (`value` is accepted too).
+    #[serde(default, rename = "default", alias = "value")]
     pub value: Option<Str>,
     #[serde(default)]
     pub label: Option<String>,
+    /// Longer help text shown by the deployment wizard.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A secret: deployment tools mask the input.
+    #[serde(default)]
+    pub password: bool,
+    /// Whether the user may change it at deployment (default: false).
     #[serde(default)]
     pub user_configurable: bool,
 }

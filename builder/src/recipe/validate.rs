@@ -463,13 +463,28 @@ impl Ctx<'_> {
             },
             "vm": { "cpus": vm.cpus, "memory_mib": vm.memory.bytes() >> 20 },
         });
-        let files = self.files(&file.file, &accounts, &template_context);
+        let ovf = self.ovf(file.ovf.as_ref());
+        let boot_keys: BTreeSet<String> = ovf
+            .properties
+            .iter()
+            .map(|p| p.key.clone())
+            .chain(
+                ovf.network_properties
+                    .then_some(
+                        guest_init::deploy::keys::ALL
+                            .iter()
+                            .map(|k| (*k).to_owned()),
+                    )
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect();
+        let files = self.files(&file.file, &accounts, &template_context, &boot_keys);
         let directories = self.directories(&file.directory, &accounts);
         let symlinks = self.symlinks(&file.symlink);
         self.check_unique_paths(&file);
         let network = self.network(file.network.as_ref());
         let disk = self.disk(file.disk.as_ref());
-        let ovf = self.ovf(file.ovf.as_ref());
         let test = self.test(file.test.as_ref(), &services);
         Recipe {
             appliance,
@@ -1178,6 +1193,7 @@ impl Ctx<'_> {
         raw: &[Spanned<raw::FileRaw>],
         accounts: &Accounts,
         context: &serde_json::Value,
+        boot_keys: &BTreeSet<String>,
     ) -> Vec<FileEntry> {
         let mut out = Vec::new();
         for entry in raw {
@@ -1186,30 +1202,41 @@ impl Ctx<'_> {
             let given = usize::from(f.content.is_some())
                 + usize::from(f.source.is_some())
                 + usize::from(f.template.is_some());
-            let content = if given != 1 {
-                self.push(
-                    K::ExactlyOne {
-                        table: "file".into(),
-                        keys: vec!["content", "source", "template"],
-                        found: given,
-                    },
-                    if given == 0 {
-                        span(&f.path)
-                    } else {
-                        span(entry)
-                    },
-                );
-                None
-            } else if let Some(c) = &f.content {
-                Some(FileContent::Inline(c.get_ref().clone()))
-            } else if let Some(s) = &f.source {
-                self.host_file_or_dir("file.source", s)
-                    .map(FileContent::Source)
-            } else if let Some(t) = &f.template {
-                self.render_template(t, context).map(FileContent::Inline)
-            } else {
-                None
-            };
+            let content =
+                if given != 1 {
+                    self.push(
+                        K::ExactlyOne {
+                            table: "file".into(),
+                            keys: vec!["content", "source", "template"],
+                            found: given,
+                        },
+                        if given == 0 {
+                            span(&f.path)
+                        } else {
+                            span(entry)
+                        },
+                    );
+                    None
+                } else if let Some(c) = &f.content {
+                    Some(FileContent::Inline(c.get_ref().clone()))
+                } else if let Some(s) = &f.source {
+                    self.host_file_or_dir("file.source", s)
+                        .map(FileContent::Source)
+                } else if let Some(t) = &f.template {
+                    match f.template_at.as_ref().map(|w| {
+                        self.choice("template time", w, &[("build", false), ("boot", true)])
+                    }) {
+                        Some(Some(true)) => self
+                            .boot_template(t, boot_keys)
+                            .map(FileContent::BootTemplate),
+                        Some(None) => None,
+                        Some(Some(false)) | None => {
+                            self.render_template(t, context).map(FileContent::Inline)
+                        }
+                    }
+                } else {
+                    None
+                };
             let mode = f
                 .mode
                 .as_ref()
@@ -1225,6 +1252,42 @@ impl Ctx<'_> {
             });
         }
         out
+    }
+
+    /// Checks a `template-at = "boot"` template: only `{{ovf.<key>}}` of declared keys.
+    fn boot_template(&mut self, template: &Str, keys: &BTreeSet<String>) -> Option<String> {
+        let text = template.get_ref();
+        match guest_init::deploy::template::keys(text) {
+            Ok(used) => {
+                for key in used {
+                    if !keys.contains(key) {
+                        self.invalid(
+                            "file.template",
+                            template,
+                            &format!("`{{{{ovf.{key}}}}}` names no declared OVF property"),
+                            Some(format!(
+                                "declare it with `[[ovf.property]] key = \"{key}\"`; known: {}",
+                                keys.iter()
+                                    .map(|k| format!("`{k}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )),
+                        );
+                        return None;
+                    }
+                }
+                Some(text.clone())
+            }
+            Err(err) => {
+                self.invalid(
+                    "file.template",
+                    template,
+                    &err.to_string(),
+                    Some("boot-time templates use `{{ovf.<key>}}` placeholders only".into()),
+                );
+                None
+            }
+        }
     }
 
     fn render_template(&mut self, template: &Str, context: &serde_json::Value) -> Option<String> {
@@ -1401,11 +1464,37 @@ impl Ctx<'_> {
                 Err(_) => self.invalid("network.static.dns", d, "expected an IP address", None),
             }
         }
+        let ipv6 = s.address6.as_ref().and_then(|a| {
+            let parsed = guest_init::deploy::parse_cidr6(a.get_ref());
+            if parsed.is_none() {
+                self.invalid(
+                    "network.static.address6",
+                    a,
+                    "expected an IPv6 address with a prefix length",
+                    Some("write it like `2001:db8::10/64`".into()),
+                );
+            }
+            parsed
+        });
+        let gateway6 = s.gateway6.as_ref().and_then(|g| {
+            let parsed = g.get_ref().parse::<std::net::Ipv6Addr>().ok();
+            if parsed.is_none() {
+                self.invalid(
+                    "network.static.gateway6",
+                    g,
+                    "expected an IPv6 address",
+                    None,
+                );
+            }
+            parsed
+        });
         Some(StaticNetwork {
             address,
             prefix,
             gateway,
             dns,
+            ipv6,
+            gateway6,
         })
     }
 
@@ -1439,6 +1528,8 @@ impl Ctx<'_> {
             ("qcow2", DiskFormat::Qcow2),
             ("vmdk", DiskFormat::Vmdk),
             ("ova", DiskFormat::Ova),
+            ("vhd", DiskFormat::Vhd),
+            ("gce", DiskFormat::Gce),
         ];
         let mut formats = Vec::new();
         match raw.and_then(|d| d.formats.as_ref()) {
@@ -1451,7 +1542,8 @@ impl Ctx<'_> {
                             value: "[]".into(),
                             reason: "at least one format is needed".into(),
                             hint: Some(
-                                "use `[\"raw\"]`, or any of `raw`, `qcow2`, `vmdk`, `ova`".into(),
+                                "use `[\"raw\"]`, or any of `raw`, `qcow2`, `vmdk`, `ova`, `vhd`, `gce`"
+                                    .into(),
                             ),
                         },
                         span(list),
@@ -1612,19 +1704,65 @@ impl Ctx<'_> {
                     None,
                 );
             }
+            if guest_init::deploy::keys::ALL.contains(&key.as_str()) {
+                self.invalid(
+                    "ovf.property.key",
+                    &p.key,
+                    "this key is reserved for jeos's deploy-time network settings",
+                    Some("the `jeos.*` network properties are declared for you; see `[ovf] network-properties`".into()),
+                );
+            }
             properties.push(OvfProperty {
                 key: key.clone(),
                 type_: type_.to_owned(),
                 value: p.value.as_ref().map(|v| v.get_ref().clone()),
                 label: p.label.clone(),
                 user_configurable: p.user_configurable,
+                description: p.description.clone(),
+                password: p.password,
             });
         }
+        let target_choices = [
+            ("vmware", OvfTarget::Vmware),
+            ("virtualbox", OvfTarget::Virtualbox),
+            ("generic", OvfTarget::Generic),
+        ];
+        let mut targets = Vec::new();
+        if let Some(list) = &raw.targets {
+            for t in list.get_ref() {
+                if let Some(target) = self.choice("OVF target", t, &target_choices) {
+                    if targets.contains(&target) {
+                        self.push(
+                            K::Duplicate {
+                                what: "OVF target",
+                                name: t.get_ref().clone(),
+                            },
+                            span(t),
+                        );
+                    }
+                    targets.push(target);
+                }
+            }
+            if list.get_ref().is_empty() {
+                self.push(
+                    K::Invalid {
+                        key: "ovf.targets".into(),
+                        value: "[]".into(),
+                        reason: "at least one target is needed".into(),
+                        hint: Some("use any of `vmware`, `virtualbox`, `generic`, or leave `targets` out for all the hardware allows".into()),
+                    },
+                    span(list),
+                );
+            }
+        }
+        targets.sort_unstable();
         Ovf {
             product_url,
             eula,
             annotation: raw.annotation.clone(),
             properties,
+            targets,
+            network_properties: raw.network_properties.unwrap_or(true),
         }
     }
 

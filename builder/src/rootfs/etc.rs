@@ -7,9 +7,11 @@
 //!   read-only; with [`ResolvConfig::Static`] it is a plain file.
 //! - `/etc/machine-id` is empty: programs treat that as "not yet initialised" and nothing
 //!   in the image is tied to one machine (systemd's documented convention for images).
-//! - os-release keeps `ID=debian`-compatible tooling working through `ID_LIKE=debian` and
-//!   names the appliance in `ID`/`NAME`/`VARIANT_ID`; `/etc/os-release` is a relative
-//!   symlink to `../usr/lib/os-release`, as in Debian.
+//! - os-release keeps Debian's identity (`ID=debian`, `VERSION_ID`, as inspection tools such
+//!   as libguestfs/virt-v2v need) and names the appliance in `VARIANT`/`VARIANT_ID` and
+//!   `IMAGE_ID`/`IMAGE_VERSION`; `/etc/os-release` is a relative symlink to
+//!   `../usr/lib/os-release`, as in Debian; `/etc/debian_version` is written when no
+//!   package supplies it.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -139,7 +141,23 @@ fn quote(field: &'static str, value: &str) -> Result<String, EtcError> {
     Ok(format!("\"{escaped}\""))
 }
 
-/// Renders `/usr/lib/os-release` (os-release(5)).
+/// Debian's release number for a suite (`VERSION_ID` and `/etc/debian_version`); `None`
+/// for `sid` and unknown suites, which Debian's own os-release leaves without one.
+pub fn debian_release(suite: &str) -> Option<&'static str> {
+    match suite {
+        "buster" => Some("10"),
+        "bullseye" => Some("11"),
+        "bookworm" => Some("12"),
+        "trixie" => Some("13"),
+        "forky" => Some("14"),
+        _ => None,
+    }
+}
+
+/// Renders `/usr/lib/os-release` (os-release(5)): Debian's identity (`ID=debian`,
+/// `VERSION_ID`, `VERSION_CODENAME`), so inspection tools (libguestfs, virt-v2v, cloud
+/// importers) recognise the distribution, and the appliance in `VARIANT`/`VARIANT_ID`
+/// and `IMAGE_ID`/`IMAGE_VERSION`, the fields os-release(5) defines for images.
 pub fn render_os_release(config: &OsReleaseConfig) -> Result<String, EtcError> {
     let OsReleaseConfig {
         name,
@@ -150,35 +168,54 @@ pub fn render_os_release(config: &OsReleaseConfig) -> Result<String, EtcError> {
         build_id,
         home_url,
     } = config;
-    let pretty = match description {
-        Some(description) => format!("{description} {version} (jeos, Debian {suite})"),
-        None => format!("{name} {version} (jeos, Debian {suite})"),
+    let release = debian_release(suite);
+    let debian = match release {
+        Some(n) => format!("Debian GNU/Linux {n} ({suite})"),
+        None => format!("Debian GNU/Linux {suite}"),
     };
+    let title = description.as_deref().unwrap_or(name);
     let mut out = String::new();
     let mut line = |key: &'static str, value: &str| -> Result<(), EtcError> {
         writeln!(out, "{key}={}", quote(key, value)?).expect("writing to a String cannot fail");
         Ok(())
     };
-    line("PRETTY_NAME", &pretty)?;
-    line("NAME", &format!("jeos {name}"))?;
-    line("VERSION", &format!("{version} ({suite})"))?;
-    line("VERSION_ID", version)?;
+    line(
+        "PRETTY_NAME",
+        &format!("{title} {version} (jeos appliance, {debian})"),
+    )?;
+    line("NAME", "Debian GNU/Linux")?;
+    if let Some(n) = release {
+        line("VERSION_ID", n)?;
+        line("VERSION", &format!("{n} ({suite})"))?;
+    }
     line("VERSION_CODENAME", suite)?;
-    line("ID", &format!("jeos-{name}"))?;
-    line("ID_LIKE", "debian")?;
-    line("VARIANT", "Just enough OS appliance")?;
+    line("ID", "debian")?;
+    line("VARIANT", &format!("jeos {name} appliance"))?;
     line("VARIANT_ID", name)?;
+    line("IMAGE_ID", name)?;
+    line("IMAGE_VERSION", version)?;
     if let Some(build_id) = build_id {
         line("BUILD_ID", build_id)?;
     }
-    line("DEBIAN_SUITE", suite)?;
     if let Some(vendor) = vendor {
         line("VENDOR_NAME", vendor)?;
     }
-    if let Some(url) = home_url {
-        line("HOME_URL", url)?;
-    }
+    line(
+        "HOME_URL",
+        home_url.as_deref().unwrap_or("https://www.debian.org/"),
+    )?;
+    line("SUPPORT_URL", "https://www.debian.org/support")?;
+    line("BUG_REPORT_URL", "https://bugs.debian.org/")?;
     Ok(out)
+}
+
+/// `/etc/debian_version` when the image has none (base-files ships it; jeos appliances
+/// rarely install base-files): the suite's release number, or `<suite>/sid`.
+pub fn render_debian_version(suite: &str) -> String {
+    match debian_release(suite) {
+        Some(n) => format!("{n}\n"),
+        None => format!("{suite}/sid\n"),
+    }
 }
 
 /// Renders `/etc/hosts`.
@@ -252,7 +289,22 @@ pub fn plan_etc(config: &EtcConfig, tree: &Tree) -> Result<Vec<FsOp>, EtcError> 
             path: "etc/os-release".into(),
             target: "../usr/lib/os-release".into(),
         },
+        // virt-v2v adds its modprobe configuration here; libguestfs requires the directory.
+        FsOp::CreateDir {
+            path: "etc/modprobe.d".into(),
+            own: Ownership::root(0o755),
+            update: true,
+        },
     ];
+    if !tree
+        .lookup(Path::new("etc/debian_version"))
+        .is_ok_and(|(_, e)| e.is_file())
+    {
+        ops.push(file(
+            "etc/debian_version",
+            render_debian_version(&config.os_release.suite),
+        ));
+    }
     match &config.resolv {
         ResolvConfig::Runtime => {
             ops.push(FsOp::Symlink {
@@ -368,20 +420,29 @@ mod tests {
         assert_eq!(
             text,
             concat!(
-                "PRETTY_NAME=\"Static web server 1.0.0 (jeos, Debian trixie)\"\n",
-                "NAME=\"jeos nginx\"\n",
-                "VERSION=\"1.0.0 (trixie)\"\n",
-                "VERSION_ID=\"1.0.0\"\n",
+                "PRETTY_NAME=\"Static web server 1.0.0 (jeos appliance, Debian GNU/Linux 13 (trixie))\"\n",
+                "NAME=\"Debian GNU/Linux\"\n",
+                "VERSION_ID=\"13\"\n",
+                "VERSION=\"13 (trixie)\"\n",
                 "VERSION_CODENAME=\"trixie\"\n",
-                "ID=\"jeos-nginx\"\n",
-                "ID_LIKE=\"debian\"\n",
-                "VARIANT=\"Just enough OS appliance\"\n",
+                "ID=\"debian\"\n",
+                "VARIANT=\"jeos nginx appliance\"\n",
                 "VARIANT_ID=\"nginx\"\n",
+                "IMAGE_ID=\"nginx\"\n",
+                "IMAGE_VERSION=\"1.0.0\"\n",
                 "BUILD_ID=\"20260101\"\n",
-                "DEBIAN_SUITE=\"trixie\"\n",
                 "VENDOR_NAME=\"Example \\\"Org\\\"\"\n",
+                "HOME_URL=\"https://www.debian.org/\"\n",
+                "SUPPORT_URL=\"https://www.debian.org/support\"\n",
+                "BUG_REPORT_URL=\"https://bugs.debian.org/\"\n",
             )
         );
+        let mut sid = config().os_release;
+        sid.suite = "sid".into();
+        let text = render_os_release(&sid).unwrap();
+        assert!(!text.contains("VERSION_ID") && text.contains("ID=\"debian\""));
+        assert_eq!(render_debian_version("sid"), "sid/sid\n");
+        assert_eq!(render_debian_version("bookworm"), "12\n");
         let mut bad = config().os_release;
         bad.version = "1\n2".into();
         assert_eq!(

@@ -436,8 +436,10 @@ mod tests {
         assert!(
             fs::read_to_string(root.join("usr/lib/os-release"))
                 .unwrap()
-                .contains("ID=\"jeos-nginx\"\n")
+                .contains("ID=\"debian\"\nVARIANT=\"jeos nginx appliance\"\n")
         );
+        assert!(root.join("etc/debian_version").is_file());
+        assert!(root.join("etc/modprobe.d").is_dir());
         assert_eq!(
             fs::read_link(root.join("etc/localtime")).unwrap(),
             PathBuf::from("/usr/share/zoneinfo/Europe/Paris")

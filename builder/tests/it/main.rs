@@ -13,6 +13,7 @@ mod common;
 mod appliances;
 mod boot;
 mod check;
+mod deploy;
 mod dpkg_status;
 mod help;
 mod nested;
