@@ -16,6 +16,7 @@ use crate::recipe::{self, AppName, Recipe, RecipeLoadError};
 use crate::resolve::{LockMode, ResolveOptions};
 
 mod build;
+mod docs;
 mod resolve;
 mod run;
 mod test;
@@ -23,15 +24,82 @@ mod test;
 pub use resolve::why_from_lock;
 
 const EXIT_CODES: &str = "\
+Examples:
+  jeos new web && jeos check web.toml
+  jeos build recipes/nginx.toml && jeos test dist/nginx-1.0.0
+  jeos help build
+
 Exit status:
-  0  success
-  1  what was checked failed: `jeos check` found problems in a recipe, or `jeos test`
-     found a failing appliance check (or the appliance never became ready)
-  2  usage error, unreadable recipe, environment error or internal error
+  0    success
+  1    what was checked failed: `jeos check` found problems in a recipe, `jeos test`
+       found a failing appliance check (or the appliance never became ready), or
+       `jeos resolve --why PACKAGE` found PACKAGE outside the closure
+  2    usage error, unreadable recipe, environment error or internal error
+  130  interrupted (Ctrl-C or SIGTERM); a build removes its work directory first
 
 Environment:
-  NO_COLOR     disable colours (same as `--color never`)
-  COLUMNS      width used to wrap diagnostics";
+  NO_COLOR                        disable colours (same as `--color never`)
+  COLUMNS                         width used to wrap diagnostics and summaries
+  SOURCE_DATE_EPOCH               timestamp for reproducible images
+  http_proxy, https_proxy, no_proxy
+                                  HTTP proxies for the Debian mirror (e.g. apt-cacher-ng)
+
+Reference: `jeos schema --format markdown` (docs/recipe.md); `jeos man --dir DIR`.";
+
+const NEW_HELP: &str = "\
+Examples:
+  jeos new web                 # writes web.toml (and recipe.schema.json for editors)
+  jeos new cache --dir appliances";
+
+const CHECK_HELP: &str = "\
+Examples:
+  jeos check recipes/*.toml    # every problem of every file, with line and column
+  jeos check --json web.toml   # diagnostics as one JSON object on stdout
+
+Exit status: 0 no problems, 1 problems found, 2 a recipe could not be read.";
+
+const SCHEMA_HELP: &str = "\
+Examples:
+  jeos schema > recipe.schema.json   # then `#:schema ./recipe.schema.json` atop a recipe
+  jeos schema --format markdown -o docs/recipe.md";
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  jeos completions bash > ~/.local/share/bash-completion/completions/jeos
+  jeos completions zsh > ~/.zfunc/_jeos
+  jeos completions fish > ~/.config/fish/completions/jeos.fish";
+
+const MAN_HELP: &str = "\
+Examples:
+  jeos man | man -l -
+  jeos man --dir target/man   # jeos.1 and jeos-COMMAND.1 for every command";
+
+const RESOLVE_HELP: &str = "\
+Examples:
+  jeos resolve recipes/nginx.toml            # writes recipes/nginx.lock
+  jeos resolve --why libssl3t64 recipes/nginx.toml
+  jeos resolve --update recipes/nginx.toml   # newest versions, new lock file
+
+Exit status: 0 resolved, 1 `--why PACKAGE` is not in the closure, 2 error.";
+
+const BUILD_HELP: &str = "\
+Examples:
+  jeos build recipes/nginx.toml              # dist/nginx-1.0.0/
+  jeos build --locked -o out recipes/nginx.toml
+  SOURCE_DATE_EPOCH=1700000000 jeos build recipes/nginx.toml
+
+Exit status: 0 built, 2 error, 130 interrupted (nothing partial is left behind).";
+
+const TEST_HELP: &str = "\
+Examples:
+  jeos test dist/nginx-1.0.0
+  jeos test recipes/nginx.toml               # builds first when needed
+
+Exit status: 0 every check passed, 1 a check failed, 2 error.";
+
+const RUN_HELP: &str = "\
+Examples:
+  jeos run dist/nginx-1.0.0 --forward 127.0.0.1:8080:80   # Ctrl-A X quits";
 
 /// Turn a short TOML recipe into a small bootable Debian appliance.
 #[derive(Debug, Parser)]
@@ -39,8 +107,7 @@ Environment:
     name = "jeos",
     version,
     after_help = EXIT_CODES,
-    propagate_version = true,
-    disable_help_subcommand = true
+    propagate_version = true
 )]
 pub struct Cli {
     /// Options shared by every subcommand.
@@ -103,17 +170,32 @@ impl ColorChoice {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write a commented starter recipe.
+    #[command(after_help = NEW_HELP)]
     New(NewArgs),
     /// Validate recipes and report every problem found.
+    #[command(after_help = CHECK_HELP)]
     Check(CheckArgs),
     /// Resolve the minimal package closure and write the lock file.
+    #[command(after_help = RESOLVE_HELP)]
     Resolve(resolve::ResolveArgs),
     /// Build the appliance's disk image (and the formats the recipe lists).
+    #[command(after_help = BUILD_HELP)]
     Build(build::BuildArgs),
     /// Boot a built image, run the recipe's checks inside it and report the results.
+    #[command(after_help = TEST_HELP)]
     Test(test::TestArgs),
     /// Boot a built image interactively with QEMU (serial console on the terminal).
+    #[command(after_help = RUN_HELP)]
     Run(run::RunArgs),
+    /// Print the recipe's JSON Schema (draft 2020-12) or its Markdown reference.
+    #[command(after_help = SCHEMA_HELP)]
+    Schema(docs::SchemaArgs),
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one per command.
+    #[command(after_help = MAN_HELP)]
+    Man(docs::ManArgs),
 }
 
 /// `jeos new`
@@ -191,6 +273,9 @@ pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus
         Command::Build(args) => build::build(&args, session),
         Command::Test(args) => test::test(&args, session),
         Command::Run(args) => run::run(&args, session),
+        Command::Schema(args) => docs::schema(&args, session),
+        Command::Completions(args) => docs::completions(&args, session),
+        Command::Man(args) => docs::man(&args, session),
     };
     session.ui.finish();
     status

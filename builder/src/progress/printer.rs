@@ -96,6 +96,12 @@ impl Printer {
         let _ = self.stdout.flush();
     }
 
+    /// Text on stdout exactly as given (generated files: schema, completions, man pages).
+    pub fn stdout_raw(&mut self, text: &str) {
+        let _ = write!(self.stdout, "{text}");
+        let _ = self.stdout.flush();
+    }
+
     /// A line on stderr (messages for people).
     pub fn stderr_line(&mut self, line: &str) {
         let _ = writeln!(self.stderr, "{line}");

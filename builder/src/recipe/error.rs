@@ -27,8 +27,10 @@ pub enum RecipeErrorKind {
         expected: Vec<String>,
     },
     /// A value of the wrong TOML type.
-    #[error("expected {expected}, found {found}")]
+    #[error("{}", wrong_type(.key, .expected, .found))]
     WrongType {
+        /// Dotted key path (`vm.cpus`); empty when unknown.
+        key: String,
         /// What the schema wants.
         expected: String,
         /// What the recipe has.
@@ -120,6 +122,14 @@ pub enum RecipeErrorKind {
     },
 }
 
+fn wrong_type(key: &str, expected: &str, found: &str) -> String {
+    if key.is_empty() {
+        format!("expected {expected}, found {found}")
+    } else {
+        format!("`{key}` must be {expected}, found {found}")
+    }
+}
+
 fn backticked(items: &[impl AsRef<str>]) -> String {
     let quoted: Vec<String> = items.iter().map(|k| format!("`{}`", k.as_ref())).collect();
     match quoted.as_slice() {
@@ -172,7 +182,15 @@ impl RecipeErrorKind {
     /// The hint shown after the snippet.
     pub fn help(&self) -> Option<String> {
         match self {
-            Self::Syntax { .. } | Self::WrongType { .. } | Self::MissingKey { .. } => None,
+            Self::Syntax { .. } | Self::MissingKey { .. } => None,
+            Self::WrongType {
+                expected, found, ..
+            } => match (expected.as_str(), found.as_str()) {
+                ("an integer", "a string") => Some("write the number without quotes".into()),
+                ("a string", _) => Some("put the value in double quotes".into()),
+                ("an array", _) => Some("write a list, e.g. `[\"value\"]`".into()),
+                _ => None,
+            },
             Self::UnknownKey { key, expected } => {
                 let names = expected.iter().map(String::as_str);
                 match closest(key, names) {

@@ -23,8 +23,11 @@
 
 pub mod error;
 pub mod names;
+pub mod lint;
 pub mod raw;
+pub mod schema;
 pub mod size;
+mod spanned;
 mod starter;
 mod validate;
 
@@ -37,6 +40,7 @@ use std::time::Duration;
 pub use error::{RecipeError, RecipeErrorKind, RecipeErrors, RecipeLoadError};
 pub use names::AppName;
 pub use size::ByteSize;
+pub use spanned::Spanned;
 pub use starter::starter_recipe;
 
 /// A validated appliance recipe. Immutable: the pipeline only reads it.
