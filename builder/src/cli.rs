@@ -48,7 +48,7 @@ Reference: `jeos schema --format markdown` (docs/recipe.md); `jeos man --dir DIR
 
 const NEW_HELP: &str = "\
 Examples:
-  jeos new web                 # writes web.toml (and recipe.schema.json for editors)
+  jeos new web                 # writes web.toml and jeos.schema.json (for editors)
   jeos new cache --dir appliances";
 
 const CHECK_HELP: &str = "\
@@ -60,7 +60,7 @@ Exit status: 0 no problems, 1 problems found, 2 a recipe could not be read.";
 
 const SCHEMA_HELP: &str = "\
 Examples:
-  jeos schema > recipe.schema.json   # then `#:schema ./recipe.schema.json` atop a recipe
+  jeos schema > jeos.schema.json     # then `#:schema ./jeos.schema.json` atop a recipe
   jeos schema --format markdown -o docs/recipe.md";
 
 const COMPLETIONS_HELP: &str = "\
@@ -348,9 +348,20 @@ fn new(args: &NewArgs, session: &mut Session) -> miette::Result<ExitStatus> {
             }
         }
     })?;
+    // The schema the starter's `#:schema` line names; generated, so refreshed every time.
+    let schema_path = path.with_file_name(SCHEMA_FILE);
+    write_generated(&schema_path, &recipe::schema::recipe_schema_text()).map_err(|source| {
+        NewError::Write {
+            path: schema_path.clone(),
+            source,
+        }
+    })?;
     if session.global.json {
-        let value =
-            serde_json::json!({ "created": path.display().to_string(), "name": name.as_str() });
+        let value = serde_json::json!({
+            "created": path.display().to_string(),
+            "schema": schema_path.display().to_string(),
+            "name": name.as_str(),
+        });
         session.printer.stdout_line(&value.to_string());
     } else if !session.global.quiet {
         session
@@ -362,6 +373,18 @@ fn new(args: &NewArgs, session: &mut Session) -> miette::Result<ExitStatus> {
         ));
     }
     Ok(ExitStatus::Success)
+}
+
+/// File name of the JSON Schema `jeos new` writes beside a starter recipe.
+const SCHEMA_FILE: &str = "jeos.schema.json";
+
+/// Writes a generated file atomically (temporary file, then rename).
+fn write_generated(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp~");
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 fn write_new_file(path: &Path, text: &str) -> io::Result<()> {

@@ -123,7 +123,8 @@ pub fn man_pages() -> Vec<(String, Vec<u8>)> {
     render("jeos".into(), command.clone());
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("jeos-{}", sub.get_name());
-        render(name.clone(), sub.clone().name(name));
+        let bin = format!("jeos {}", sub.get_name());
+        render(name.clone(), sub.clone().display_name(name).bin_name(bin));
     }
     pages
 }

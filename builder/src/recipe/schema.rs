@@ -47,6 +47,9 @@ pub fn recipe_schema() -> &'static Value {
 fn remove_null(value: &mut Value) {
     match value {
         Value::Object(map) => {
+            if map.get("default") == Some(&Value::Null) {
+                map.remove("default");
+            }
             if let Some(Value::Array(list)) = map.get_mut("type") {
                 list.retain(|t| t != "null");
                 if list.len() == 1 {
@@ -168,6 +171,25 @@ pub fn reference_markdown() -> String {
     let root = recipe_schema();
     let mut sections = Vec::new();
     collect_sections(root, root, "", &mut sections);
+    // The order a recipe is written in (the starter's), not the alphabet; tables the
+    // starter does not show go last.
+    let starter = super::starter_recipe(&super::AppName::new("app").expect("valid name"));
+    let position = |header: &str| {
+        let path = header.trim_matches(['[', ']']);
+        let mut prefix = path;
+        loop {
+            for candidate in [format!("[{prefix}]"), format!("[[{prefix}]]")] {
+                if let Some(at) = starter.find(&candidate) {
+                    return (at, path.len());
+                }
+            }
+            match prefix.rsplit_once('.') {
+                Some((parent, _)) => prefix = parent,
+                None => return (usize::MAX, path.len()),
+            }
+        }
+    };
+    sections.sort_by_key(|s| position(&s.header));
     let mut out = String::new();
     out.push_str(
         "# Recipe reference\n\n\
@@ -178,7 +200,7 @@ pub fn reference_markdown() -> String {
          durations are integer seconds or strings such as `\"30s\"`, `\"500ms\"`, `\"2m\"`; \
          host paths are relative to the recipe's directory. `jeos check RECIPE` validates a \
          recipe, `jeos schema` prints this reference as a JSON Schema (draft 2020-12) for \
-         editors: save it and start the recipe with `#:schema ./recipe.schema.json` for \
+         editors: save it and start the recipe with `#:schema ./jeos.schema.json` for \
          taplo / Even Better TOML.\n\n",
     );
     out.push_str("Tables:");
@@ -186,8 +208,7 @@ pub fn reference_markdown() -> String {
         let anchor: String = section
             .header
             .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
-            .map(|c| if c == '.' { '-' } else { c })
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
             .collect();
         let _ = write!(out, " [`{}`](#{anchor})", section.header);
     }
@@ -249,7 +270,7 @@ fn required_keys(node: &Value) -> Vec<&str> {
 fn write_section(out: &mut String, root: &Value, section: &Section<'_>) {
     let _ = writeln!(out, "## `{}`\n", section.header);
     if let Some(description) = section.description {
-        let _ = write!(out, "{description}");
+        let _ = write!(out, "{}", description.replace('\n', " "));
         out.push_str(if section.required {
             " Required.\n\n"
         } else {
@@ -265,7 +286,9 @@ fn write_section(out: &mut String, root: &Value, section: &Section<'_>) {
         .unwrap_or_else(Map::new);
     out.push_str("| key | type | default | description |\n|---|---|---|---|\n");
     let mut example = Vec::new();
-    for (key, property) in &properties {
+    let mut keys: Vec<(&String, &Value)> = properties.iter().collect();
+    keys.sort_by_key(|(k, _)| !required.contains(&k.as_str()));
+    for (key, property) in keys {
         let target = resolve(root, property);
         let default = if required.contains(&key.as_str()) {
             "required".to_owned()
@@ -278,6 +301,7 @@ fn write_section(out: &mut String, root: &Value, section: &Section<'_>) {
             .get("description")
             .and_then(Value::as_str)
             .unwrap_or_default()
+            .replace('\n', " ")
             .replace('|', "\\|");
         if let Some(choices) = property.get("enum").and_then(Value::as_array) {
             let choices: Vec<String> = choices

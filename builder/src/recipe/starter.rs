@@ -6,7 +6,12 @@ pub fn starter_recipe(name: &super::AppName) -> String {
     STARTER.replace("@NAME@", name.as_str())
 }
 
-const STARTER: &str = r##"# jeos recipe for the `@NAME@` appliance.
+const STARTER: &str = r##"#:schema ./jeos.schema.json
+# jeos recipe for the `@NAME@` appliance.
+#
+# The line above lets editors (taplo, Even Better TOML) complete and check keys with the
+# schema `jeos new` wrote beside this file (`jeos schema > jeos.schema.json` refreshes it).
+# Every key is described in docs/recipe.md (`jeos schema --format markdown`).
 #
 # `jeos check @NAME@.toml` validates this file. Keys are kebab-case; unknown keys are errors.
 # Sizes are integer bytes or strings with a binary unit: "512KiB", "64MiB", "2GiB".

@@ -13,6 +13,7 @@ mod common;
 mod appliances;
 mod boot;
 mod check;
+mod docs;
 mod help;
 mod new;
 mod publish;
