@@ -16,6 +16,7 @@ use crate::recipe::{self, AppName, Recipe, RecipeLoadError};
 use crate::resolve::{LockMode, ResolveOptions};
 
 mod build;
+mod check;
 mod docs;
 mod resolve;
 mod run;
@@ -174,7 +175,7 @@ pub enum Command {
     New(NewArgs),
     /// Validate recipes and report every problem found.
     #[command(after_help = CHECK_HELP)]
-    Check(CheckArgs),
+    Check(check::CheckArgs),
     /// Resolve the minimal package closure and write the lock file.
     #[command(after_help = RESOLVE_HELP)]
     Resolve(resolve::ResolveArgs),
@@ -206,14 +207,6 @@ pub struct NewArgs {
     /// Directory to write the recipe in (created if missing).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
-}
-
-/// `jeos check`
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// Recipe files to validate.
-    #[arg(required = true, value_name = "RECIPE")]
-    pub recipes: Vec<PathBuf>,
 }
 
 /// How a command ended, mapped to the documented exit codes.
@@ -268,7 +261,7 @@ impl Session {
 pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus> {
     let status = match command {
         Command::New(args) => new(&args, session),
-        Command::Check(args) => check(&args, session),
+        Command::Check(args) => check::check(&args, session),
         Command::Resolve(args) => resolve::resolve(&args, session),
         Command::Build(args) => build::build(&args, session),
         Command::Test(args) => test::test(&args, session),
@@ -397,132 +390,11 @@ fn write_new_file(path: &Path, text: &str) -> io::Result<()> {
     file.sync_all()
 }
 
-fn check(args: &CheckArgs, session: &mut Session) -> miette::Result<ExitStatus> {
-    let mut reports = Vec::new();
-    let mut unreadable = 0usize;
-    let mut invalid = 0usize;
-    let mut problems = 0usize;
-    for path in &args.recipes {
-        let result = recipe::load(path);
-        match &result {
-            Ok(_) => {}
-            Err(RecipeLoadError::Io { .. }) => unreadable += 1,
-            Err(RecipeLoadError::Invalid(errors)) => {
-                invalid += 1;
-                problems += errors.errors.len();
-            }
-        }
-        reports.push((path, result));
-    }
-    let total = args.recipes.len();
-    if session.global.json {
-        let files: Vec<serde_json::Value> = reports
-            .iter()
-            .map(|(path, result)| check_json(path, result))
-            .collect();
-        let value = serde_json::json!({
-            "recipes": files,
-            "summary": { "checked": total, "invalid": invalid, "unreadable": unreadable, "problems": problems },
-        });
-        session.printer.stdout_line(&value.to_string());
-    } else {
-        for (path, result) in &reports {
-            match result {
-                Ok(_) => {
-                    if !session.global.quiet {
-                        let ok = session.printer.paint("32", "ok");
-                        session
-                            .printer
-                            .stderr_line(&format!("{ok}: {}", path.display()));
-                    }
-                }
-                Err(RecipeLoadError::Invalid(errors)) => {
-                    for error in &errors.errors {
-                        session.printer.diagnostic(error);
-                        session.printer.stderr_line("");
-                    }
-                }
-                Err(err @ RecipeLoadError::Io { .. }) => {
-                    let text = session.printer.render_diagnostic(err);
-                    session.printer.stderr_line(text.trim_end());
-                    session.printer.stderr_line("");
-                }
-            }
-        }
-        let summary = check_summary(total, invalid, unreadable, problems);
-        if !(session.global.quiet && invalid + unreadable == 0) {
-            session.printer.stderr_line(&summary);
-        }
-    }
-    Ok(if unreadable > 0 {
-        ExitStatus::Error
-    } else if invalid > 0 {
-        ExitStatus::Failure
-    } else {
-        ExitStatus::Success
-    })
-}
-
-fn plural(n: usize, word: &str) -> String {
+pub(crate) fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         format!("{n} {word}")
     } else {
         format!("{n} {word}s")
-    }
-}
-
-fn check_summary(total: usize, invalid: usize, unreadable: usize, problems: usize) -> String {
-    if invalid + unreadable == 0 {
-        return format!("Checked {}: no problems found", plural(total, "recipe"));
-    }
-    let mut parts = Vec::new();
-    if invalid > 0 {
-        parts.push(format!(
-            "{} in {}",
-            plural(problems, "problem"),
-            plural(invalid, "recipe")
-        ));
-    }
-    if unreadable > 0 {
-        parts.push(format!("{} unreadable", plural(unreadable, "recipe")));
-    }
-    format!("Checked {}: {}", plural(total, "recipe"), parts.join(", "))
-}
-
-fn check_json(path: &Path, result: &Result<recipe::Recipe, RecipeLoadError>) -> serde_json::Value {
-    let file = path.display().to_string();
-    match result {
-        Ok(_) => serde_json::json!({ "file": file, "valid": true, "diagnostics": [] }),
-        Err(RecipeLoadError::Io { source, .. }) => serde_json::json!({
-            "file": file,
-            "valid": false,
-            "diagnostics": [{
-                "file": file,
-                "severity": "error",
-                "message": format!("cannot read recipe: {source}"),
-            }],
-        }),
-        Err(RecipeLoadError::Invalid(errors)) => {
-            let diagnostics: Vec<serde_json::Value> = errors
-                .errors
-                .iter()
-                .map(|e| {
-                    let (line, column) = e.line_column();
-                    serde_json::json!({
-                        "file": file,
-                        "severity": "error",
-                        "line": line,
-                        "column": column,
-                        "offset": e.span.start,
-                        "length": e.span.len(),
-                        "message": e.kind.to_string(),
-                        "label": e.kind.label(),
-                        "help": e.kind.help(),
-                    })
-                })
-                .collect();
-            serde_json::json!({ "file": file, "valid": false, "diagnostics": diagnostics })
-        }
     }
 }
 
@@ -543,22 +415,6 @@ mod tests {
         assert!(!ColorChoice::Auto.enabled(false, false));
         assert!(ColorChoice::Always.enabled(false, true));
         assert!(!ColorChoice::Never.enabled(true, false));
-    }
-
-    #[test]
-    fn summaries() {
-        assert_eq!(
-            check_summary(3, 0, 0, 0),
-            "Checked 3 recipes: no problems found"
-        );
-        assert_eq!(
-            check_summary(2, 1, 0, 4),
-            "Checked 2 recipes: 4 problems in 1 recipe"
-        );
-        assert_eq!(
-            check_summary(2, 1, 1, 1),
-            "Checked 2 recipes: 1 problem in 1 recipe, 1 recipe unreadable"
-        );
     }
 
     #[test]

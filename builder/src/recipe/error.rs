@@ -110,6 +110,14 @@ pub enum RecipeErrorKind {
         /// The services in the cycle, the first repeated at the end.
         cycle: Vec<String>,
     },
+    /// A check probes a port that no service's readiness probe names (a warning).
+    #[error("check `{check}` probes port {port}, which no service's `ready` names")]
+    UnprobedPort {
+        /// The check's name.
+        check: String,
+        /// The port.
+        port: i64,
+    },
     /// A table needs exactly one of several keys.
     #[error("`{table}` needs exactly one of {}", backticked(.keys))]
     ExactlyOne {
@@ -174,6 +182,7 @@ impl RecipeErrorKind {
             Self::Duplicate { .. } => "defined again here".into(),
             Self::UnknownReference { what, .. } => format!("no such {what} in this recipe"),
             Self::DependencyCycle { .. } => "this service is part of the cycle".into(),
+            Self::UnprobedPort { .. } => "no service is known to listen here".into(),
             Self::ExactlyOne { found: 0, .. } => "none given".into(),
             Self::ExactlyOne { found, .. } => format!("{found} given"),
         }
@@ -186,7 +195,9 @@ impl RecipeErrorKind {
             Self::WrongType {
                 expected, found, ..
             } => match (expected.as_str(), found.as_str()) {
-                ("an integer", "a string") => Some("write the number without quotes".into()),
+                ("an integer", f) if f.starts_with("a string") => {
+                    Some("write the number without quotes".into())
+                }
                 ("a string", _) => Some("put the value in double quotes".into()),
                 ("an array", _) => Some("write a list, e.g. `[\"value\"]`".into()),
                 _ => None,
@@ -229,6 +240,9 @@ impl RecipeErrorKind {
                 Some("remove one of the `after` entries to break the cycle".into())
             }
             Self::ExactlyOne { keys, .. } => Some(format!("keep one of {}", backticked(keys))),
+            Self::UnprobedPort { port, .. } => Some(format!(
+                "add `ready = {{ tcp = {port} }}` to the service that listens on it, so `jeos test` waits for it"
+            )),
         }
     }
 }
@@ -240,6 +254,8 @@ pub struct RecipeError {
     pub kind: RecipeErrorKind,
     /// Byte range in the recipe text.
     pub span: Range<usize>,
+    /// A warning: reported, but the recipe is still valid.
+    pub warning: bool,
     source: Arc<NamedSource<Arc<str>>>,
     text: Arc<str>,
 }
@@ -257,6 +273,7 @@ impl RecipeError {
         Self {
             kind,
             span: start..end,
+            warning: false,
             source: Arc::new(NamedSource::new(name, Arc::clone(text)).with_language("toml")),
             text: Arc::clone(text),
         }
@@ -303,6 +320,14 @@ impl fmt::Display for RecipeError {
 impl std::error::Error for RecipeError {}
 
 impl Diagnostic for RecipeError {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(if self.warning {
+            miette::Severity::Warning
+        } else {
+            miette::Severity::Error
+        })
+    }
+
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         None
     }

@@ -56,6 +56,18 @@ pub fn lint_structure(text: &str) -> Lint {
     }
     let root = walker.root;
     walker.table(document.get_ref(), 0..0, root, "");
+    if !syntax.is_empty() {
+        // After a syntax error the parser drops what follows, so "missing" keys are noise.
+        // And a value that failed to parse has a made-up type in the recovered tree.
+        let bad: Vec<Range<usize>> = syntax.iter().filter_map(toml::de::Error::span).collect();
+        walker.findings.retain(|f| match f.kind {
+            K::MissingKey { .. } => false,
+            K::WrongType { .. } => !bad
+                .iter()
+                .any(|b| b.start < f.span.end.max(f.span.start + 1) && f.span.start < b.end.max(b.start + 1)),
+            _ => true,
+        });
+    }
     let repaired = syntax.is_empty().then(|| {
         let mut bytes = text.as_bytes().to_vec();
         for range in &walker.blank {
@@ -72,6 +84,43 @@ pub fn lint_structure(text: &str) -> Lint {
     findings.sort_by_key(|f| (f.span.start, f.span.end));
     findings.dedup();
     Lint { findings, repaired }
+}
+
+/// Warnings for a recipe that is valid: checks on ports that no service's readiness probe
+/// names (the check would run before the service listens, or test the wrong port).
+pub fn port_warnings(text: &str) -> Vec<Finding> {
+    let Ok(file) = toml::from_str::<super::raw::RecipeFile>(text) else {
+        return Vec::new();
+    };
+    let mut ready_ports = Vec::new();
+    for service in &file.service {
+        if let Some(ready) = &service.get_ref().ready {
+            let ready = ready.get_ref();
+            ready_ports.extend(ready.tcp.as_ref().map(|p| *p.get_ref()));
+            ready_ports.extend(ready.http.as_ref().map(|h| *h.port.get_ref()));
+        }
+    }
+    let mut findings = Vec::new();
+    for check in file.test.iter().flat_map(|t| &t.check) {
+        let check = check.get_ref();
+        let port = check
+            .http
+            .as_ref()
+            .map(|h| &h.port)
+            .or(check.tcp.as_ref().map(|t| &t.port));
+        if let Some(port) = port
+            && !ready_ports.contains(port.get_ref())
+        {
+            findings.push(Finding {
+                kind: K::UnprobedPort {
+                    check: check.name.get_ref().clone(),
+                    port: *port.get_ref(),
+                },
+                span: port.span(),
+            });
+        }
+    }
+    findings
 }
 
 struct Walker<'a> {
@@ -222,7 +271,7 @@ impl Walker<'_> {
                 kind: K::WrongType {
                     key: path.to_owned(),
                     expected: expected_text(&allowed),
-                    found: article(actual).to_owned(),
+                    found: self.found(value, span.clone()),
                 },
                 span,
             });
@@ -239,6 +288,18 @@ impl Walker<'_> {
             }
             DeValue::Table(table) => self.table(table, span, node, path),
             _ => {}
+        }
+    }
+
+    /// `a string `"two"``: the type, and the value as written when it is short.
+    fn found(&self, value: &DeValue<'_>, span: Range<usize>) -> String {
+        let kind = article(json_type(value));
+        let written = self.text.get(span).unwrap_or_default();
+        let scalar = !matches!(value, DeValue::Array(_) | DeValue::Table(_));
+        if scalar && written.chars().count() <= 40 && !written.contains('\n') {
+            format!("{kind} `{written}`")
+        } else {
+            kind.to_owned()
         }
     }
 
@@ -294,12 +355,12 @@ mod tests {
         assert!(found.contains(&K::WrongType {
             key: "vm.cpus".into(),
             expected: "an integer".into(),
-            found: "a string".into()
+            found: "a string `\"two\"`".into()
         }));
         assert!(found.contains(&K::WrongType {
             key: "disk.formats".into(),
             expected: "an array".into(),
-            found: "a string".into()
+            found: "a string `\"raw\"`".into()
         }));
         assert!(
             found
@@ -333,13 +394,32 @@ mod tests {
         assert!(found.contains(&K::WrongType {
             key: "packages.install".into(),
             expected: "a string".into(),
-            found: "an integer".into()
+            found: "an integer `3`".into()
         }));
         assert!(found.contains(&K::WrongType {
             key: "service.ready.tcp".into(),
             expected: "an integer".into(),
-            found: "a string".into()
+            found: "a string `\"80\"`".into()
         }));
+    }
+
+    #[test]
+    fn warns_about_checks_on_ports_no_service_names() {
+        let text = format!(
+            "{HEADER}\n[[service]]\nname = \"web\"\nexec = [\"/bin/web\"]\nready = {{ tcp = 80 }}\n\n\
+             [[test.check]]\nname = \"page\"\nhttp = {{ port = 80 }}\n\n\
+             [[test.check]]\nname = \"admin\"\ntcp = {{ port = 8080 }}\n"
+        );
+        let warnings = port_warnings(&text);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(
+            warnings[0].kind,
+            K::UnprobedPort {
+                check: "admin".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(&text[warnings[0].span.clone()], "8080");
     }
 
     #[test]

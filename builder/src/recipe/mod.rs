@@ -531,6 +531,19 @@ pub fn parse_str(name: &str, text: &str, base_dir: Option<&Path>) -> Result<Reci
     validate::parse_and_validate(name, &shared, base_dir)
 }
 
+/// Warnings about a valid recipe (checks on ports no service's readiness probe names).
+pub fn warnings(name: &str, text: &str) -> Vec<RecipeError> {
+    let shared: Arc<str> = Arc::from(text);
+    lint::port_warnings(text)
+        .into_iter()
+        .map(|finding| {
+            let mut error = RecipeError::new(finding.kind, finding.span, name, &shared);
+            error.warning = true;
+            error
+        })
+        .collect()
+}
+
 /// Reads and validates the recipe at `path` (relative files resolve against its directory).
 pub fn load(path: &Path) -> Result<Recipe, RecipeLoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| RecipeLoadError::Io {
