@@ -21,6 +21,7 @@ mod docs;
 mod resolve;
 mod run;
 mod test;
+mod test_target;
 
 pub use resolve::why_from_lock;
 
@@ -95,6 +96,8 @@ const TEST_HELP: &str = "\
 Examples:
   jeos test dist/nginx-1.0.0
   jeos test recipes/nginx.toml               # builds first when needed
+  jeos test dist/                            # every appliance in it
+  jeos test nginx-1.0.0.qcow2                # also .raw, .vmdk and .ova
 
 Exit status: 0 every check passed, 1 a check failed, 2 error.";
 
@@ -274,6 +277,24 @@ pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus
     status
 }
 
+/// The final JSON object of a failed command under `--json`: the message, the chain of
+/// causes and the hint, as `{"event": "error", ...}`.
+pub fn error_json(error: &dyn Diagnostic) -> serde_json::Value {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    serde_json::json!({
+        "event": "error",
+        "message": error.to_string(),
+        "causes": causes,
+        "help": error.help().map(|h| h.to_string()),
+        "exit_code": ExitStatus::Error.code(),
+    })
+}
+
 /// Why `jeos new` failed.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum NewError {
@@ -430,6 +451,21 @@ fn load_recipe_or_report(path: &Path, session: &mut Session) -> Option<Recipe> {
     match recipe::load(path) {
         Ok(recipe) => Some(recipe),
         Err(RecipeLoadError::Invalid(errors)) => {
+            if session.global.json {
+                let file = path.display().to_string();
+                let diagnostics: Vec<serde_json::Value> = errors
+                    .errors
+                    .iter()
+                    .map(|e| check::diagnostic_json(&file, e))
+                    .collect();
+                let value = serde_json::json!({
+                    "event": "error",
+                    "message": errors.to_string(),
+                    "diagnostics": diagnostics,
+                    "exit_code": ExitStatus::Error.code(),
+                });
+                session.printer.stdout_line(&value.to_string());
+            }
             for error in &errors.errors {
                 session.printer.diagnostic(error);
                 session.printer.stderr_line("");
@@ -442,6 +478,9 @@ fn load_recipe_or_report(path: &Path, session: &mut Session) -> Option<Recipe> {
             None
         }
         Err(err @ RecipeLoadError::Io { .. }) => {
+            if session.global.json {
+                session.printer.stdout_line(&error_json(&err).to_string());
+            }
             let text = session.printer.render_diagnostic(&err);
             session.printer.stderr_line(text.trim_end());
             None

@@ -169,7 +169,7 @@ fn check_summary(tally: Tally) -> String {
     )
 }
 
-fn diagnostic_json(file: &str, error: &RecipeError) -> serde_json::Value {
+pub(crate) fn diagnostic_json(file: &str, error: &RecipeError) -> serde_json::Value {
     let (line, column) = error.line_column();
     serde_json::json!({
         "file": file,

@@ -168,7 +168,11 @@ mod tests {
         assert!(names.contains(&"jeos.1"));
         assert!(names.contains(&"jeos-check.1"));
         assert!(names.contains(&"jeos-build.1"));
-        let check = &pages.iter().find(|(n, _)| n == "jeos-check.1").expect("page").1;
+        let check = &pages
+            .iter()
+            .find(|(n, _)| n == "jeos-check.1")
+            .expect("page")
+            .1;
         assert!(String::from_utf8_lossy(check).contains(".TH jeos-check 1"));
     }
 }

@@ -61,6 +61,42 @@ pub struct StepTiming {
     pub elapsed: Duration,
 }
 
+/// The name people read for a pipeline step: `unpack_boot_loaders` -> `unpack boot
+/// loaders` (steps are verb_noun functions, so their names read as sentences).
+pub fn step_title(name: &str) -> String {
+    name.replace('_', " ")
+}
+
+/// Wraps `text` to `width` columns; continuation lines start with `indent` spaces.
+pub fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
+    let width = width.max(indent + 20);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let prefix = if lines.is_empty() { 0 } else { indent };
+        if !line.is_empty() && prefix + line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(line);
+            line = String::new();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                l
+            } else {
+                format!("{}{l}", " ".repeat(indent))
+            }
+        })
+        .collect()
+}
+
 /// A progress event, as handed to renderers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Event<'a> {

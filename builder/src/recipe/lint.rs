@@ -62,9 +62,9 @@ pub fn lint_structure(text: &str) -> Lint {
         let bad: Vec<Range<usize>> = syntax.iter().filter_map(toml::de::Error::span).collect();
         walker.findings.retain(|f| match f.kind {
             K::MissingKey { .. } => false,
-            K::WrongType { .. } => !bad
-                .iter()
-                .any(|b| b.start < f.span.end.max(f.span.start + 1) && f.span.start < b.end.max(b.start + 1)),
+            K::WrongType { .. } => !bad.iter().any(|b| {
+                b.start < f.span.end.max(f.span.start + 1) && f.span.start < b.end.max(b.start + 1)
+            }),
             _ => true,
         });
     }
@@ -190,7 +190,9 @@ impl Walker<'_> {
                 self.entry_range(key.span(), value.span())
             };
             match properties.and_then(|p| p.get(name)) {
-                Some(property) => self.value(value.get_ref(), value.span(), property, &dotted, entry),
+                Some(property) => {
+                    self.value(value.get_ref(), value.span(), property, &dotted, entry)
+                }
                 None if closed => {
                     let expected = properties
                         .map(|p| p.keys().cloned().collect())
@@ -226,7 +228,9 @@ impl Walker<'_> {
                     .find('\n')
                     .map_or(self.text.len(), |i| span.start + i);
                 self.findings.push(Finding {
-                    kind: K::MissingKey { key: key.to_owned() },
+                    kind: K::MissingKey {
+                        key: key.to_owned(),
+                    },
                     span: span.start..end.max(span.start),
                 });
             }
@@ -245,7 +249,10 @@ impl Walker<'_> {
         let mut end = value.end.max(key.end).min(self.text.len());
         // Close the header of a table whose body the value span does not include.
         if let Some(rest) = self.text.get(end..)
-            && let Some(close) = rest.strip_prefix("]]").map(|_| 2).or(rest.strip_prefix(']').map(|_| 1))
+            && let Some(close) = rest
+                .strip_prefix("]]")
+                .map(|_| 2)
+                .or(rest.strip_prefix(']').map(|_| 1))
         {
             end += close;
         }
@@ -282,7 +289,13 @@ impl Walker<'_> {
             DeValue::Array(items) => {
                 if let Some(item_schema) = node.get("items") {
                     for item in items.iter() {
-                        self.value(item.get_ref(), item.span(), item_schema, path, entry.clone());
+                        self.value(
+                            item.get_ref(),
+                            item.span(),
+                            item_schema,
+                            path,
+                            entry.clone(),
+                        );
                     }
                 }
             }

@@ -22,8 +22,8 @@
 //! ```
 
 pub mod error;
-pub mod names;
 pub mod lint;
+pub mod names;
 pub mod raw;
 pub mod schema;
 pub mod size;

@@ -364,7 +364,10 @@ mod tests {
                 }
             }
         }
-        assert!(missing.is_empty(), "keys without a doc comment: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "keys without a doc comment: {missing:?}"
+        );
     }
 
     #[test]
@@ -383,7 +386,12 @@ mod tests {
     #[test]
     fn reference_lists_every_table() {
         let text = reference_markdown();
-        for header in ["[appliance]", "[[service]]", "[service.ready]", "[[test.check]]"] {
+        for header in [
+            "[appliance]",
+            "[[service]]",
+            "[service.ready]",
+            "[[test.check]]",
+        ] {
             assert!(text.contains(&format!("## `{header}`")), "{header}");
         }
         assert!(text.contains("| `cpus` | integer | `1` |"));
@@ -392,6 +400,9 @@ mod tests {
     #[test]
     fn toml_rendering_of_examples() {
         let value = serde_json::json!({ "port": 80, "path": "/", "ok": [true] });
-        assert_eq!(toml_inline(&value), r#"{ ok = [true], path = "/", port = 80 }"#);
+        assert_eq!(
+            toml_inline(&value),
+            r#"{ ok = [true], path = "/", port = 80 }"#
+        );
     }
 }

@@ -357,7 +357,9 @@ fn issue_10_structural_and_semantic_errors_together() {
     let dir = TestDir::new();
     dir.create(
         "mixed.toml",
-        &recipe("\n[vm]\nmemory = \"64MB\"\ncolour = \"red\"\n\n[system]\nhostname = \"Not A Host\"\n"),
+        &recipe(
+            "\n[vm]\nmemory = \"64MB\"\ncolour = \"red\"\n\n[system]\nhostname = \"Not A Host\"\n",
+        ),
     );
     let out = jeos_snapshot!(
         "check_issue_10_mixed",
@@ -407,7 +409,10 @@ fn issue_10_missing_keys_everywhere() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for key in ["`version`", "`source`", "`exec`", "`name`"] {
-        assert!(stderr.contains(&format!("missing key {key}")), "{key}: {stderr}");
+        assert!(
+            stderr.contains(&format!("missing key {key}")),
+            "{key}: {stderr}"
+        );
     }
 }
 

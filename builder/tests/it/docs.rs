@@ -24,7 +24,11 @@ fn docs_dir() -> std::path::PathBuf {
 
 fn stdout_of(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run jeos");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
@@ -85,7 +89,11 @@ fn schema_rejects_what_check_rejects() {
         );
         let dir = TestDir::new();
         dir.create("bad.toml", &text);
-        let out = dir.jeos().args(["check", "bad.toml"]).output().expect("run");
+        let out = dir
+            .jeos()
+            .args(["check", "bad.toml"])
+            .output()
+            .expect("run");
         assert_eq!(out.status.code(), Some(1), "jeos check accepted {why:?}");
     }
 }
@@ -108,7 +116,12 @@ fn committed_reference_matches_the_generator() {
         committed == schema,
         "docs/recipe.schema.json is stale: run `cargo run -p builder -- schema -o docs/recipe.schema.json`"
     );
-    for key in ["`disk-controller`", "`body-contains`", "`free-space`", "`[[system.user]]`"] {
+    for key in [
+        "`disk-controller`",
+        "`body-contains`",
+        "`free-space`",
+        "`[[system.user]]`",
+    ] {
         assert!(markdown.contains(key), "reference lacks {key}");
     }
 }
@@ -129,10 +142,24 @@ fn bash_completion_completes_subcommands_and_options() {
         .output()
         .expect("run bash");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut lines = text.lines();
-    assert!(lines.next().unwrap_or_default().split(' ').any(|w| w == "check"), "{text}");
-    assert!(lines.next().unwrap_or_default().contains("--locked"), "{text}");
+    assert!(
+        lines
+            .next()
+            .unwrap_or_default()
+            .split(' ')
+            .any(|w| w == "check"),
+        "{text}"
+    );
+    assert!(
+        lines.next().unwrap_or_default().contains("--locked"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -142,7 +169,10 @@ fn zsh_and_fish_completions_name_every_command() {
     let fish = stdout_of(jeos().args(["completions", "fish"]));
     for command in ["new", "check", "resolve", "build", "test", "run", "schema"] {
         assert!(zsh.contains(&format!("'{command}:")), "zsh lacks {command}");
-        assert!(fish.contains(&format!("-a \"{command}\"")), "fish lacks {command}");
+        assert!(
+            fish.contains(&format!("-a \"{command}\"")),
+            "fish lacks {command}"
+        );
     }
     let out = jeos().args(["completions", "tcsh"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
@@ -151,8 +181,16 @@ fn zsh_and_fish_completions_name_every_command() {
 #[test]
 fn man_pages_for_every_command_render_without_warnings() {
     let dir = TestDir::new();
-    let out = dir.jeos().args(["man", "--dir", "man"]).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = dir
+        .jeos()
+        .args(["man", "--dir", "man"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let help = stdout_of(jeos().arg("--help"));
     let commands: Vec<&str> = help
         .lines()
@@ -180,7 +218,10 @@ fn man_pages_for_every_command_render_without_warnings() {
         let text = String::from_utf8_lossy(&rendered.stdout);
         assert!(rendered.status.success(), "man -l {command}");
         assert!(text.contains(&format!("jeos-{command}")), "{text}");
-        assert!(text.contains("Examples:"), "jeos-{command}.1 has no examples");
+        assert!(
+            text.contains("Examples:"),
+            "jeos-{command}.1 has no examples"
+        );
         let warnings = String::from_utf8_lossy(&rendered.stderr);
         assert!(warnings.trim().is_empty(), "jeos-{command}.1: {warnings}");
     }
@@ -200,7 +241,10 @@ fn every_help_has_examples() {
         .collect();
     for command in commands {
         let text = stdout_of(jeos().args([command, "--help"]));
-        assert!(text.contains("Examples:"), "`jeos {command} --help` has no examples");
+        assert!(
+            text.contains("Examples:"),
+            "`jeos {command} --help` has no examples"
+        );
         let via_help = stdout_of(jeos().args(["help", command]));
         assert_eq!(via_help, text, "`jeos help {command}` differs from --help");
     }

@@ -14,6 +14,7 @@ mod appliances;
 mod boot;
 mod check;
 mod docs;
+mod fleet;
 mod help;
 mod new;
 mod publish;
