@@ -16,6 +16,7 @@ use crate::recipe::{self, AppName, Recipe, RecipeLoadError};
 use crate::resolve::{LockMode, ResolveOptions};
 
 mod build;
+mod cache;
 mod check;
 mod docs;
 mod resolve;
@@ -59,6 +60,18 @@ Examples:
   jeos check --json web.toml   # diagnostics as one JSON object on stdout
 
 Exit status: 0 no problems, 1 problems found, 2 a recipe could not be read.";
+
+const CACHE_HELP: &str = "\
+Examples:
+  jeos cache                     # sizes and last use per kind (every entry with -v)
+  jeos cache verify              # re-hash every package and index; exit 1 if one was corrupt
+  jeos cache prune --older-than 14d
+  jeos --cache-dir /srv/jeos cache clean";
+
+const CLEAN_HELP: &str = "\
+Examples:
+  jeos clean                     # appliance directories under dist/
+  jeos clean out other-dist";
 
 const SCHEMA_HELP: &str = "\
 Examples:
@@ -191,6 +204,12 @@ pub enum Command {
     /// Boot a built image interactively with QEMU (serial console on the terminal).
     #[command(after_help = RUN_HELP)]
     Run(run::RunArgs),
+    /// Show, verify, prune or empty the package cache.
+    #[command(after_help = CACHE_HELP)]
+    Cache(cache::CacheArgs),
+    /// Remove appliance directories `jeos build` wrote (default: under `dist/`).
+    #[command(after_help = CLEAN_HELP)]
+    Clean(cache::CleanArgs),
     /// Print the recipe's JSON Schema (draft 2020-12) or its Markdown reference.
     #[command(after_help = SCHEMA_HELP)]
     Schema(docs::SchemaArgs),
@@ -269,6 +288,8 @@ pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus
         Command::Build(args) => build::build(&args, session),
         Command::Test(args) => test::test(&args, session),
         Command::Run(args) => run::run(&args, session),
+        Command::Cache(args) => cache::cache(&args, session),
+        Command::Clean(args) => cache::clean(&args, session),
         Command::Schema(args) => docs::schema(&args, session),
         Command::Completions(args) => docs::completions(&args, session),
         Command::Man(args) => docs::man(&args, session),

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use package_resolver::solver::SolveError;
+
 use super::{ExitStatus, Session, plural};
-use crate::recipe::{self, RecipeError, RecipeErrors};
+use crate::recipe::{self, Recipe, RecipeError, RecipeErrorKind, RecipeErrors, raw};
+use crate::resolve::{self, LockMode, ResolveOptions};
 
 /// `jeos check`
 #[derive(Debug, Args)]
@@ -15,6 +18,10 @@ pub struct CheckArgs {
     /// Recipe files to validate.
     #[arg(required = true, value_name = "RECIPE")]
     pub recipes: Vec<PathBuf>,
+    /// Also resolve the packages when the suite's index is not cached (fetches it).
+    /// With a cached index they are always resolved.
+    #[arg(long)]
+    pub online: bool,
 }
 
 /// What checking one recipe found.
@@ -27,7 +34,7 @@ enum Outcome {
     Unreadable(std::io::Error),
 }
 
-fn check_one(path: &Path) -> Outcome {
+fn check_one(path: &Path, options: Option<&ResolveOptions>) -> Outcome {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) => return Outcome::Unreadable(error),
@@ -38,9 +45,73 @@ fn check_one(path: &Path) -> Outcome {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     match recipe::parse_str(&name, &text, Some(base)) {
-        Ok(_) => Outcome::Valid(recipe::warnings(&name, &text)),
+        Ok(parsed) => {
+            let problems = options
+                .map(|o| package_problems(&parsed, &name, &text, o))
+                .unwrap_or_default();
+            if problems.is_empty() {
+                Outcome::Valid(recipe::warnings(&name, &text))
+            } else {
+                Outcome::Invalid(RecipeErrors {
+                    name,
+                    errors: problems,
+                })
+            }
+        }
         Err(errors) => Outcome::Invalid(errors),
     }
+}
+
+/// Resolves the recipe's packages against the suite's index (cached, or fetched with
+/// `--online`): unknown packages and unsatisfiable requests, with the span of the
+/// `install` entry. Nothing when no index is available.
+fn package_problems(
+    parsed: &Recipe,
+    name: &str,
+    text: &str,
+    options: &ResolveOptions,
+) -> Vec<RecipeError> {
+    let reporter = std::sync::Arc::new(package_resolver::reporter::NoReporter);
+    let Ok((repo, _)) = resolve::open_repository(parsed, options, reporter) else {
+        return Vec::new();
+    };
+    let Ok((index, _)) = resolve::load_index(parsed, &repo, std::time::SystemTime::now()) else {
+        return Vec::new();
+    };
+    let error = match package_resolver::solver::solve(&index, &resolve::solve_request(parsed)) {
+        Ok(_) => return Vec::new(),
+        Err(error) => error,
+    };
+    let Ok(file) = toml::from_str::<raw::RecipeFile>(text) else {
+        return Vec::new();
+    };
+    let install = &file.packages.get_ref().install;
+    let shared: std::sync::Arc<str> = std::sync::Arc::from(text);
+    let (kind, span) = match error {
+        SolveError::UnknownPackage { name: package, suggestions } => {
+            let entry = install.get_ref().iter().find(|entry| {
+                entry
+                    .get_ref()
+                    .split([' ', '('])
+                    .next()
+                    .is_some_and(|n| n == package)
+            });
+            let span = entry.map_or_else(|| install.span(), raw::Spanned::span);
+            let kind = RecipeErrorKind::UnknownPackage {
+                name: package,
+                suite: parsed.source.suite.clone(),
+                suggestions,
+            };
+            (kind, span)
+        }
+        other => (
+            RecipeErrorKind::Unresolvable {
+                message: other.to_string(),
+            },
+            install.span(),
+        ),
+    };
+    vec![RecipeError::new(kind, span, name, &shared)]
 }
 
 /// Counts for the summary line.
@@ -59,10 +130,14 @@ pub fn check(args: &CheckArgs, session: &mut Session) -> miette::Result<ExitStat
         total: args.recipes.len(),
         ..Tally::default()
     };
+    let mut options = super::resolve_options(session, LockMode::Use).ok();
+    if let Some(options) = &mut options {
+        options.offline = session.global.offline || !args.online;
+    }
     let reports: Vec<(&PathBuf, Outcome)> = args
         .recipes
         .iter()
-        .map(|path| (path, check_one(path)))
+        .map(|path| (path, check_one(path, options.as_ref())))
         .collect();
     for (_, outcome) in &reports {
         match outcome {

@@ -110,6 +110,22 @@ pub enum RecipeErrorKind {
         /// The services in the cycle, the first repeated at the end.
         cycle: Vec<String>,
     },
+    /// A package the suite's index does not have (`jeos check` with an index).
+    #[error("unknown package `{name}` in `{suite}`")]
+    UnknownPackage {
+        /// The package name.
+        name: String,
+        /// The suite searched.
+        suite: String,
+        /// Close names from the index.
+        suggestions: Vec<String>,
+    },
+    /// The requested packages cannot be installed together.
+    #[error("the packages cannot be resolved: {message}")]
+    Unresolvable {
+        /// The solver's explanation.
+        message: String,
+    },
     /// A check probes a port that no service's readiness probe names (a warning).
     #[error("check `{check}` probes port {port}, which no service's `ready` names")]
     UnprobedPort {
@@ -183,6 +199,8 @@ impl RecipeErrorKind {
             Self::UnknownReference { what, .. } => format!("no such {what} in this recipe"),
             Self::DependencyCycle { .. } => "this service is part of the cycle".into(),
             Self::UnprobedPort { .. } => "no service is known to listen here".into(),
+            Self::UnknownPackage { .. } => "not in the package index".into(),
+            Self::Unresolvable { .. } => "resolving these fails".into(),
             Self::ExactlyOne { found: 0, .. } => "none given".into(),
             Self::ExactlyOne { found, .. } => format!("{found} given"),
         }
@@ -240,6 +258,18 @@ impl RecipeErrorKind {
                 Some("remove one of the `after` entries to break the cycle".into())
             }
             Self::ExactlyOne { keys, .. } => Some(format!("keep one of {}", backticked(keys))),
+            Self::UnknownPackage {
+                name, suggestions, ..
+            } => Some(match closest(name, suggestions.iter().map(String::as_str)) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None if !suggestions.is_empty() => {
+                    format!("similar names: {}", backticked(suggestions))
+                }
+                None => "check the name and the recipe's `[source] suite` and `components`".into(),
+            }),
+            Self::Unresolvable { .. } => Some(
+                "`jeos resolve --why PACKAGE RECIPE` shows why a package is needed; `exclude` drops one".into(),
+            ),
             Self::UnprobedPort { port, .. } => Some(format!(
                 "add `ready = {{ tcp = {port} }}` to the service that listens on it, so `jeos test` waits for it"
             )),

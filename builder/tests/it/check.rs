@@ -442,3 +442,32 @@ fn issue_10_check_on_a_port_no_service_names() {
     assert_eq!(value["recipes"][0]["diagnostics"][0]["severity"], "warning");
     assert_eq!(value["summary"]["warnings"], 1);
 }
+
+/// Issue #10: with the suite's index (`--online` fetches it), `jeos check` resolves the
+/// packages and points at an unknown one.
+#[test]
+fn issue_10_unknown_package_with_an_index() {
+    if crate::resolve::reachable_mirror("trixie").is_none() {
+        crate::docs::skip_or_fail("the Debian mirror is unreachable");
+        return;
+    }
+    let dir = TestDir::new();
+    dir.create(
+        "pkg.toml",
+        &recipe("").replace(
+            "install = [\"hello\"]",
+            "install = [\"hello\", \"nginx-lihgt\"]",
+        ),
+    );
+    let out = dir
+        .jeos()
+        .arg("--cache-dir")
+        .arg(crate::resolve::shared_cache())
+        .args(["check", "--online", "pkg.toml"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unknown package `nginx-lihgt` in `trixie`"), "{stderr}");
+    assert!(stderr.contains("pkg.toml:9:"), "no span on the install entry: {stderr}");
+}

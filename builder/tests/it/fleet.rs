@@ -23,10 +23,13 @@ struct AptCacherNg {
 
 impl AptCacherNg {
     fn start(dir: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        // apt-cacher-ng 3.7 cannot bind ports above 32767 ("Error resolving address for
+        // binding"), and the kernel's ephemeral ports are all above, so look for one below.
+        let start = 20_000 + u16::try_from(std::process::id() % 10_000).expect("small");
+        let port = (start..32_000)
+            .chain(20_000..start)
+            .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .expect("a free port below 32768");
         for sub in ["conf", "cache", "log", "run"] {
             std::fs::create_dir_all(dir.join(sub)).expect("apt-cacher-ng directories");
         }
