@@ -74,7 +74,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheCmdError + '_ {
 /// `30d`, `12h`, `90m` (pure).
 fn parse_age(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits
         .parse()
@@ -197,7 +199,9 @@ fn ls(root: &Path, session: &mut Session) -> miette::Result<ExitStatus> {
         }
     }
     let total: u64 = list.iter().map(|e| e.bytes).sum();
-    session.printer.stdout_line(&format!("  total {}", format_bytes(total)));
+    session
+        .printer
+        .stdout_line(&format!("  total {}", format_bytes(total)));
     Ok(ExitStatus::Success)
 }
 

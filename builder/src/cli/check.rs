@@ -88,7 +88,10 @@ fn package_problems(
     let install = &file.packages.get_ref().install;
     let shared: std::sync::Arc<str> = std::sync::Arc::from(text);
     let (kind, span) = match error {
-        SolveError::UnknownPackage { name: package, suggestions } => {
+        SolveError::UnknownPackage {
+            name: package,
+            suggestions,
+        } => {
             let entry = install.get_ref().iter().find(|entry| {
                 entry
                     .get_ref()

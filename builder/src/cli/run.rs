@@ -70,7 +70,9 @@ fn parse_forward(text: &str) -> Result<PortForward, String> {
 pub enum RunCmdError {
     /// A `--forward` host port is in use.
     #[error("cannot forward 127.0.0.1:{port}: the port is in use")]
-    #[diagnostic(help("choose another host port, e.g. `--forward 127.0.0.1:18080:80`, or stop what listens on it (`ss -ltnp`)"))]
+    #[diagnostic(help(
+        "choose another host port, e.g. `--forward 127.0.0.1:18080:80`, or stop what listens on it (`ss -ltnp`)"
+    ))]
     PortBusy {
         /// The host port.
         port: u16,

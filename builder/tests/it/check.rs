@@ -468,6 +468,12 @@ fn issue_10_unknown_package_with_an_index() {
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("unknown package `nginx-lihgt` in `trixie`"), "{stderr}");
-    assert!(stderr.contains("pkg.toml:9:"), "no span on the install entry: {stderr}");
+    assert!(
+        stderr.contains("unknown package `nginx-lihgt` in `trixie`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pkg.toml:9:"),
+        "no span on the install entry: {stderr}"
+    );
 }

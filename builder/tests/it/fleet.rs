@@ -48,16 +48,22 @@ impl AptCacherNg {
             .stderr(Stdio::null())
             .spawn()
             .expect("start apt-cacher-ng");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "apt-cacher-ng did not listen");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self {
+        // Constructed first, so that a failure below still kills the process (Drop).
+        let cacher = Self {
             child,
             port,
             dir: dir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "apt-cacher-ng did not listen on port {port}: {}",
+                std::fs::read_to_string(dir.join("log/apt-cacher.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
+        cacher
     }
 
     fn url(&self) -> String {

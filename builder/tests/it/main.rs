@@ -12,6 +12,7 @@
 mod common;
 mod appliances;
 mod boot;
+mod cache_cmd;
 mod check;
 mod docs;
 mod fleet;
