@@ -293,6 +293,55 @@ fn vmdk_of_ova(ova: &Path) -> Result<(PathBuf, tempfile::TempDir), TestTargetErr
     Ok((vmdk, dir))
 }
 
+/// The image of a recipe: `dist/NAME-VERSION/NAME-VERSION.raw`, built first (as
+/// `jeos build RECIPE` would) when it is missing or older than the recipe or its lock.
+pub(super) fn recipe_images(
+    recipe_path: &Path,
+    session: &mut super::Session,
+) -> miette::Result<Option<Vec<TestImage>>> {
+    use clap::{Args, FromArgMatches};
+    let Some(recipe) = super::load_recipe_or_report(recipe_path, session) else {
+        return Ok(None);
+    };
+    let name = format!(
+        "{}-{}",
+        recipe.appliance.name.as_str(),
+        recipe.appliance.version
+    );
+    let raw = Path::new("dist").join(&name).join(format!("{name}.raw"));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let lock = crate::resolve::lock_path_for(recipe_path);
+    let fresh = modified(&raw).is_some_and(|built| {
+        [modified(recipe_path), modified(&lock)]
+            .into_iter()
+            .flatten()
+            .all(|input| input <= built)
+    });
+    if !fresh {
+        if !session.global.quiet {
+            session.printer.stderr_line(&format!(
+                "`{}` is missing or older than the recipe: building it first",
+                raw.display()
+            ));
+        }
+        let command = super::build::BuildArgs::augment_args(clap::Command::new("build"));
+        let matches = command
+            .try_get_matches_from([std::ffi::OsStr::new("build"), recipe_path.as_os_str()])
+            .map_err(|e| miette::miette!("{e}"))?;
+        let args = super::build::BuildArgs::from_arg_matches(&matches)
+            .map_err(|e| miette::miette!("{e}"))?;
+        if super::build::build(&args, session)? != super::ExitStatus::Success {
+            return Ok(None);
+        }
+    }
+    Ok(Some(vec![TestImage {
+        name,
+        origin: raw.clone(),
+        raw,
+        _scratch: None,
+    }]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,53 +397,4 @@ mod tests {
         let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["a-1.0", "b-2.0"]);
     }
-}
-
-/// The image of a recipe: `dist/NAME-VERSION/NAME-VERSION.raw`, built first (as
-/// `jeos build RECIPE` would) when it is missing or older than the recipe or its lock.
-pub(super) fn recipe_images(
-    recipe_path: &Path,
-    session: &mut super::Session,
-) -> miette::Result<Option<Vec<TestImage>>> {
-    use clap::{Args, FromArgMatches};
-    let Some(recipe) = super::load_recipe_or_report(recipe_path, session) else {
-        return Ok(None);
-    };
-    let name = format!(
-        "{}-{}",
-        recipe.appliance.name.as_str(),
-        recipe.appliance.version
-    );
-    let raw = Path::new("dist").join(&name).join(format!("{name}.raw"));
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let lock = crate::resolve::lock_path_for(recipe_path);
-    let fresh = modified(&raw).is_some_and(|built| {
-        [modified(recipe_path), modified(&lock)]
-            .into_iter()
-            .flatten()
-            .all(|input| input <= built)
-    });
-    if !fresh {
-        if !session.global.quiet {
-            session.printer.stderr_line(&format!(
-                "`{}` is missing or older than the recipe: building it first",
-                raw.display()
-            ));
-        }
-        let command = super::build::BuildArgs::augment_args(clap::Command::new("build"));
-        let matches = command
-            .try_get_matches_from([std::ffi::OsStr::new("build"), recipe_path.as_os_str()])
-            .map_err(|e| miette::miette!("{e}"))?;
-        let args = super::build::BuildArgs::from_arg_matches(&matches)
-            .map_err(|e| miette::miette!("{e}"))?;
-        if super::build::build(&args, session)? != super::ExitStatus::Success {
-            return Ok(None);
-        }
-    }
-    Ok(Some(vec![TestImage {
-        name,
-        origin: raw.clone(),
-        raw,
-        _scratch: None,
-    }]))
 }
