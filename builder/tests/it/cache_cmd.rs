@@ -76,7 +76,7 @@ fn clean_removes_only_what_build_wrote() {
 fn test_refuses_what_it_cannot_boot_with_a_clear_error() {
     let dir = TestDir::new();
     dir.create("notes.txt", "hello");
-    dir.create("disk.raw", "QFI\u{fb}xxxx");
+    std::fs::write(dir.path().join("disk.raw"), b"QFI\xfb\0\0\0\x03").expect("write");
     std::fs::create_dir_all(dir.path().join("dist/empty")).expect("mkdir");
     for (target, message) in [
         ("notes.txt", "not a disk image"),
