@@ -209,6 +209,13 @@ impl RecipeErrorKind {
     /// The hint shown after the snippet.
     pub fn help(&self) -> Option<String> {
         match self {
+            Self::Syntax { message }
+                if ["invalid boolean", "invalid float", "invalid integer", "invalid datetime"]
+                    .iter()
+                    .any(|m| message.contains(m)) =>
+            {
+                Some("text values need double quotes, e.g. `suite = \"trixie\"`".into())
+            }
             Self::Syntax { .. } | Self::MissingKey { .. } => None,
             Self::WrongType {
                 expected, found, ..
