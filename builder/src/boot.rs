@@ -353,10 +353,23 @@ pub fn render_table(summary: &TestSummary) -> String {
             c.name,
             if c.passed { "pass" } else { "FAIL" },
             c.ms,
-            c.detail
+            shorten_detail(&c.detail, 60)
         ));
     }
     out
+}
+
+/// One line of at most `max` characters: a response body pasted into a detail would
+/// otherwise break the table (the full text stays in `--json` and JUnit).
+#[must_use]
+pub fn shorten_detail(detail: &str, max: usize) -> String {
+    let line = detail.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= max {
+        return line;
+    }
+    let mut short: String = line.chars().take(max.saturating_sub(1)).collect();
+    short.push('…');
+    short
 }
 
 /// Escapes text for an XML attribute or text node (pure).

@@ -20,22 +20,107 @@ mod build;
 mod diff;
 mod image;
 mod inspect;
+mod cache;
+mod check;
+mod docs;
 mod resolve;
 mod run;
 mod test;
+mod test_target;
 
 pub use resolve::why_from_lock;
 
 const EXIT_CODES: &str = "\
+Examples:
+  jeos new web && jeos check web.toml
+  jeos build recipes/nginx.toml && jeos test dist/nginx-1.0.0
+  jeos help build
+
 Exit status:
-  0  success
-  1  what was checked failed: `jeos check` found problems in a recipe, or `jeos test`
-     found a failing appliance check (or the appliance never became ready)
-  2  usage error, unreadable recipe, environment error or internal error
+  0    success
+  1    what was checked failed: `jeos check` found problems in a recipe, `jeos test`
+       found a failing appliance check (or the appliance never became ready), or
+       `jeos resolve --why PACKAGE` found PACKAGE outside the closure
+  2    usage error, unreadable recipe, environment error or internal error
+  130  interrupted (Ctrl-C or SIGTERM); a build removes its work directory first
 
 Environment:
-  NO_COLOR     disable colours (same as `--color never`)
-  COLUMNS      width used to wrap diagnostics";
+  NO_COLOR                        disable colours (same as `--color never`)
+  COLUMNS                         width used to wrap diagnostics and summaries
+  SOURCE_DATE_EPOCH               timestamp for reproducible images
+  http_proxy, https_proxy, no_proxy
+                                  HTTP proxies for the Debian mirror (e.g. apt-cacher-ng)
+
+Reference: `jeos schema --format markdown` (docs/recipe.md); `jeos man --dir DIR`.";
+
+const NEW_HELP: &str = "\
+Examples:
+  jeos new web                 # writes web.toml and jeos.schema.json (for editors)
+  jeos new cache --dir appliances";
+
+const CHECK_HELP: &str = "\
+Examples:
+  jeos check recipes/*.toml    # every problem of every file, with line and column
+  jeos check --json web.toml   # diagnostics as one JSON object on stdout
+
+Exit status: 0 no problems, 1 problems found, 2 a recipe could not be read.";
+
+const CACHE_HELP: &str = "\
+Examples:
+  jeos cache                     # sizes and last use per kind (every entry with -v)
+  jeos cache verify              # re-hash every package and index; exit 1 if one was corrupt
+  jeos cache prune --older-than 14d
+  jeos --cache-dir /srv/jeos cache clean";
+
+const CLEAN_HELP: &str = "\
+Examples:
+  jeos clean                     # appliance directories under dist/
+  jeos clean out other-dist";
+
+const SCHEMA_HELP: &str = "\
+Examples:
+  jeos schema > jeos.schema.json     # then `#:schema ./jeos.schema.json` atop a recipe
+  jeos schema --format markdown -o docs/recipe.md";
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  jeos completions bash > ~/.local/share/bash-completion/completions/jeos
+  jeos completions zsh > ~/.zfunc/_jeos
+  jeos completions fish > ~/.config/fish/completions/jeos.fish";
+
+const MAN_HELP: &str = "\
+Examples:
+  jeos man | man -l -
+  jeos man --dir target/man   # jeos.1 and jeos-COMMAND.1 for every command";
+
+const RESOLVE_HELP: &str = "\
+Examples:
+  jeos resolve recipes/nginx.toml            # writes recipes/nginx.lock
+  jeos resolve --why libssl3t64 recipes/nginx.toml
+  jeos resolve --update recipes/nginx.toml   # newest versions, new lock file
+
+Exit status: 0 resolved, 1 `--why PACKAGE` is not in the closure, 2 error.";
+
+const BUILD_HELP: &str = "\
+Examples:
+  jeos build recipes/nginx.toml              # dist/nginx-1.0.0/
+  jeos build --locked -o out recipes/nginx.toml
+  SOURCE_DATE_EPOCH=1700000000 jeos build recipes/nginx.toml
+
+Exit status: 0 built, 2 error, 130 interrupted (nothing partial is left behind).";
+
+const TEST_HELP: &str = "\
+Examples:
+  jeos test dist/nginx-1.0.0
+  jeos test recipes/nginx.toml               # builds first when needed
+  jeos test dist/                            # every appliance in it
+  jeos test nginx-1.0.0.qcow2                # also .raw, .vmdk and .ova
+
+Exit status: 0 every check passed, 1 a check failed, 2 error.";
+
+const RUN_HELP: &str = "\
+Examples:
+  jeos run dist/nginx-1.0.0 --forward 127.0.0.1:8080:80   # Ctrl-A X quits";
 
 /// Turn a short TOML recipe into a small bootable Debian appliance.
 #[derive(Debug, Parser)]
@@ -43,8 +128,7 @@ Environment:
     name = "jeos",
     version,
     after_help = EXIT_CODES,
-    propagate_version = true,
-    disable_help_subcommand = true
+    propagate_version = true
 )]
 pub struct Cli {
     /// Options shared by every subcommand.
@@ -111,16 +195,22 @@ impl ColorChoice {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write a commented starter recipe.
+    #[command(after_help = NEW_HELP)]
     New(NewArgs),
     /// Validate recipes and report every problem found.
-    Check(CheckArgs),
+    #[command(after_help = CHECK_HELP)]
+    Check(check::CheckArgs),
     /// Resolve the minimal package closure and write the lock file.
+    #[command(after_help = RESOLVE_HELP)]
     Resolve(resolve::ResolveArgs),
     /// Build the appliance's disk image (and the formats the recipe lists).
+    #[command(after_help = BUILD_HELP)]
     Build(build::BuildArgs),
     /// Boot a built image, run the recipe's checks inside it and report the results.
+    #[command(after_help = TEST_HELP)]
     Test(test::TestArgs),
     /// Boot a built image interactively with QEMU (serial console on the terminal).
+    #[command(after_help = RUN_HELP)]
     Run(run::RunArgs),
     /// List an appliance's pending updates; exit 1 when a security update is pending.
     Audit(audit::AuditArgs),
@@ -132,6 +222,21 @@ pub enum Command {
     Cat(image::CatArgs),
     /// Compare two images: packages and files added, removed and changed.
     Diff(diff::DiffArgs),
+    /// Show, verify, prune or empty the package cache.
+    #[command(after_help = CACHE_HELP)]
+    Cache(cache::CacheArgs),
+    /// Remove appliance directories `jeos build` wrote (default: under `dist/`).
+    #[command(after_help = CLEAN_HELP)]
+    Clean(cache::CleanArgs),
+    /// Print the recipe's JSON Schema (draft 2020-12) or its Markdown reference.
+    #[command(after_help = SCHEMA_HELP)]
+    Schema(docs::SchemaArgs),
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one per command.
+    #[command(after_help = MAN_HELP)]
+    Man(docs::ManArgs),
 }
 
 /// `jeos new`
@@ -147,14 +252,6 @@ pub struct NewArgs {
     /// `minimal` are short working appliances.
     #[arg(long, value_enum, value_name = "TEMPLATE", default_value = "full")]
     pub template: recipe::StarterTemplate,
-}
-
-/// `jeos check`
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// Recipe files to validate.
-    #[arg(required = true, value_name = "RECIPE")]
-    pub recipes: Vec<PathBuf>,
 }
 
 /// How a command ended, mapped to the documented exit codes.
@@ -209,7 +306,7 @@ impl Session {
 pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus> {
     let status = match command {
         Command::New(args) => new(&args, session),
-        Command::Check(args) => check(&args, session),
+        Command::Check(args) => check::check(&args, session),
         Command::Resolve(args) => resolve::resolve(&args, session),
         Command::Build(args) => build::build(&args, session),
         Command::Test(args) => test::test(&args, session),
@@ -219,9 +316,32 @@ pub fn run(command: Command, session: &mut Session) -> miette::Result<ExitStatus
         Command::Ls(args) => image::ls(&args, session),
         Command::Cat(args) => image::cat(&args, session),
         Command::Diff(args) => diff::diff(&args, session),
+        Command::Cache(args) => cache::cache(&args, session),
+        Command::Clean(args) => cache::clean(&args, session),
+        Command::Schema(args) => docs::schema(&args, session),
+        Command::Completions(args) => docs::completions(&args, session),
+        Command::Man(args) => docs::man(&args, session),
     };
     session.ui.finish();
     status
+}
+
+/// The final JSON object of a failed command under `--json`: the message, the chain of
+/// causes and the hint, as `{"event": "error", ...}`.
+pub fn error_json(error: &dyn Diagnostic) -> serde_json::Value {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    serde_json::json!({
+        "event": "error",
+        "message": error.to_string(),
+        "causes": causes,
+        "help": error.help().map(|h| h.to_string()),
+        "exit_code": ExitStatus::Error.code(),
+    })
 }
 
 /// Why `jeos new` failed.
@@ -291,9 +411,20 @@ fn new(args: &NewArgs, session: &mut Session) -> miette::Result<ExitStatus> {
             }
         }
     })?;
+    // The schema the starter's `#:schema` line names; generated, so refreshed every time.
+    let schema_path = path.with_file_name(SCHEMA_FILE);
+    write_generated(&schema_path, &recipe::schema::recipe_schema_text()).map_err(|source| {
+        NewError::Write {
+            path: schema_path.clone(),
+            source,
+        }
+    })?;
     if session.global.json {
-        let value =
-            serde_json::json!({ "created": path.display().to_string(), "name": name.as_str() });
+        let value = serde_json::json!({
+            "created": path.display().to_string(),
+            "schema": schema_path.display().to_string(),
+            "name": name.as_str(),
+        });
         session.printer.stdout_line(&value.to_string());
     } else if !session.global.quiet {
         session
@@ -307,6 +438,18 @@ fn new(args: &NewArgs, session: &mut Session) -> miette::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// File name of the JSON Schema `jeos new` writes beside a starter recipe.
+const SCHEMA_FILE: &str = "jeos.schema.json";
+
+/// Writes a generated file atomically (temporary file, then rename).
+fn write_generated(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp~");
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
 fn write_new_file(path: &Path, text: &str) -> io::Result<()> {
     use std::io::Write;
     let mut file = fs::OpenOptions::new()
@@ -317,132 +460,11 @@ fn write_new_file(path: &Path, text: &str) -> io::Result<()> {
     file.sync_all()
 }
 
-fn check(args: &CheckArgs, session: &mut Session) -> miette::Result<ExitStatus> {
-    let mut reports = Vec::new();
-    let mut unreadable = 0usize;
-    let mut invalid = 0usize;
-    let mut problems = 0usize;
-    for path in &args.recipes {
-        let result = recipe::load(path);
-        match &result {
-            Ok(_) => {}
-            Err(RecipeLoadError::Io { .. }) => unreadable += 1,
-            Err(RecipeLoadError::Invalid(errors)) => {
-                invalid += 1;
-                problems += errors.errors.len();
-            }
-        }
-        reports.push((path, result));
-    }
-    let total = args.recipes.len();
-    if session.global.json {
-        let files: Vec<serde_json::Value> = reports
-            .iter()
-            .map(|(path, result)| check_json(path, result))
-            .collect();
-        let value = serde_json::json!({
-            "recipes": files,
-            "summary": { "checked": total, "invalid": invalid, "unreadable": unreadable, "problems": problems },
-        });
-        session.printer.stdout_line(&value.to_string());
-    } else {
-        for (path, result) in &reports {
-            match result {
-                Ok(_) => {
-                    if !session.global.quiet {
-                        let ok = session.printer.paint("32", "ok");
-                        session
-                            .printer
-                            .stderr_line(&format!("{ok}: {}", path.display()));
-                    }
-                }
-                Err(RecipeLoadError::Invalid(errors)) => {
-                    for error in &errors.errors {
-                        session.printer.diagnostic(error);
-                        session.printer.stderr_line("");
-                    }
-                }
-                Err(err @ RecipeLoadError::Io { .. }) => {
-                    let text = session.printer.render_diagnostic(err);
-                    session.printer.stderr_line(text.trim_end());
-                    session.printer.stderr_line("");
-                }
-            }
-        }
-        let summary = check_summary(total, invalid, unreadable, problems);
-        if !(session.global.quiet && invalid + unreadable == 0) {
-            session.printer.stderr_line(&summary);
-        }
-    }
-    Ok(if unreadable > 0 {
-        ExitStatus::Error
-    } else if invalid > 0 {
-        ExitStatus::Failure
-    } else {
-        ExitStatus::Success
-    })
-}
-
-fn plural(n: usize, word: &str) -> String {
+pub(crate) fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         format!("{n} {word}")
     } else {
         format!("{n} {word}s")
-    }
-}
-
-fn check_summary(total: usize, invalid: usize, unreadable: usize, problems: usize) -> String {
-    if invalid + unreadable == 0 {
-        return format!("Checked {}: no problems found", plural(total, "recipe"));
-    }
-    let mut parts = Vec::new();
-    if invalid > 0 {
-        parts.push(format!(
-            "{} in {}",
-            plural(problems, "problem"),
-            plural(invalid, "recipe")
-        ));
-    }
-    if unreadable > 0 {
-        parts.push(format!("{} unreadable", plural(unreadable, "recipe")));
-    }
-    format!("Checked {}: {}", plural(total, "recipe"), parts.join(", "))
-}
-
-fn check_json(path: &Path, result: &Result<recipe::Recipe, RecipeLoadError>) -> serde_json::Value {
-    let file = path.display().to_string();
-    match result {
-        Ok(_) => serde_json::json!({ "file": file, "valid": true, "diagnostics": [] }),
-        Err(RecipeLoadError::Io { source, .. }) => serde_json::json!({
-            "file": file,
-            "valid": false,
-            "diagnostics": [{
-                "file": file,
-                "severity": "error",
-                "message": format!("cannot read recipe: {source}"),
-            }],
-        }),
-        Err(RecipeLoadError::Invalid(errors)) => {
-            let diagnostics: Vec<serde_json::Value> = errors
-                .errors
-                .iter()
-                .map(|e| {
-                    let (line, column) = e.line_column();
-                    serde_json::json!({
-                        "file": file,
-                        "severity": "error",
-                        "line": line,
-                        "column": column,
-                        "offset": e.span.start,
-                        "length": e.span.len(),
-                        "message": e.kind.to_string(),
-                        "label": e.kind.label(),
-                        "help": e.kind.help(),
-                    })
-                })
-                .collect();
-            serde_json::json!({ "file": file, "valid": false, "diagnostics": diagnostics })
-        }
     }
 }
 
@@ -466,22 +488,6 @@ mod tests {
     }
 
     #[test]
-    fn summaries() {
-        assert_eq!(
-            check_summary(3, 0, 0, 0),
-            "Checked 3 recipes: no problems found"
-        );
-        assert_eq!(
-            check_summary(2, 1, 0, 4),
-            "Checked 2 recipes: 4 problems in 1 recipe"
-        );
-        assert_eq!(
-            check_summary(2, 1, 1, 1),
-            "Checked 2 recipes: 1 problem in 1 recipe, 1 recipe unreadable"
-        );
-    }
-
-    #[test]
     fn exit_codes() {
         assert_eq!(ExitStatus::Success.code(), 0);
         assert_eq!(ExitStatus::Failure.code(), 1);
@@ -494,6 +500,21 @@ fn load_recipe_or_report(path: &Path, session: &mut Session) -> Option<Recipe> {
     match recipe::load(path) {
         Ok(recipe) => Some(recipe),
         Err(RecipeLoadError::Invalid(errors)) => {
+            if session.global.json {
+                let file = path.display().to_string();
+                let diagnostics: Vec<serde_json::Value> = errors
+                    .errors
+                    .iter()
+                    .map(|e| check::diagnostic_json(&file, e))
+                    .collect();
+                let value = serde_json::json!({
+                    "event": "error",
+                    "message": errors.to_string(),
+                    "diagnostics": diagnostics,
+                    "exit_code": ExitStatus::Error.code(),
+                });
+                session.printer.stdout_line(&value.to_string());
+            }
             for error in &errors.errors {
                 session.printer.diagnostic(error);
                 session.printer.stderr_line("");
@@ -506,6 +527,9 @@ fn load_recipe_or_report(path: &Path, session: &mut Session) -> Option<Recipe> {
             None
         }
         Err(err @ RecipeLoadError::Io { .. }) => {
+            if session.global.json {
+                session.printer.stdout_line(&error_json(&err).to_string());
+            }
             let text = session.printer.render_diagnostic(&err);
             session.printer.stderr_line(text.trim_end());
             None

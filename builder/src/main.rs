@@ -22,6 +22,12 @@ fn main() -> ExitCode {
     let status = match cli::run(args.command, &mut session) {
         Ok(status) => status,
         Err(report) => {
+            if session.global.json {
+                // The stream of events ends with the error, so a program reading stdout
+                // never has to guess why it stopped.
+                let error = cli::error_json(report.as_ref());
+                session.printer.stdout_line(&error.to_string());
+            }
             let text = session.printer.render_diagnostic(report.as_ref());
             session.printer.stderr_line(text.trim_end());
             if verbose {

@@ -4,8 +4,10 @@
 //! errors, resets, timeouts, truncated bodies and 5xx answers are retried with exponential
 //! backoff; 404 is final ([`ClientError::NotFound`]). Plain `http://` is normal for Debian
 //! mirrors: integrity comes from the InRelease signature and the SHA-256 chain, never from the
-//! transport. Proxies come from `http_proxy`/`HTTP_PROXY`/`https_proxy`/`ALL_PROXY` and
-//! `no_proxy`/`NO_PROXY`, as ureq reads them.
+//! transport. Proxies are chosen per URL the way curl and apt do it (see [`proxy_for`]):
+//! `http_proxy` for `http://` URLs, `https_proxy` for `https://`, `all_proxy` for either
+//! (lowercase first, then uppercase), and hosts matching `no_proxy` go direct. That is what
+//! a fleet needs to share one apt-cacher-ng: `http_proxy=http://cacher:3142`.
 //!
 //! [`Repository`] is one mirror plus a keyring:
 //! `fetch_release` (InRelease, verified) → `fetch_packages` (Packages.xz via `by-hash`, size
@@ -17,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cache::{Cache, CacheError, EntryKind, TempEntry};
+
+mod forward_proxy;
 use crate::release::{self, Keyring, ReleaseError, VerifiedRelease};
 use crate::reporter::{DownloadId, NoReporter, ResolverReporter, ResolverWarning};
 
@@ -49,6 +53,14 @@ pub enum ClientError {
         url: String,
         /// The deadline in seconds.
         seconds: u64,
+    },
+    /// The proxy the environment names is not a usable proxy URL.
+    #[error("invalid proxy `{proxy}` (from `http_proxy`, `https_proxy` or `all_proxy`): {reason}")]
+    Proxy {
+        /// The proxy as written.
+        proxy: String,
+        /// Why ureq rejected it.
+        reason: String,
     },
     /// Still failing after all retries.
     #[error("`{url}`: giving up after {attempts} attempts: {last_error}")]
@@ -209,9 +221,62 @@ enum AttemptError {
     Transient(String),
 }
 
+/// The proxy for `url` from the environment (`env` looks a variable up), or `None` for a
+/// direct connection: `http_proxy`/`HTTP_PROXY` for `http://`, `https_proxy`/`HTTPS_PROXY`
+/// for `https://`, else `all_proxy`/`ALL_PROXY`; `no_proxy`/`NO_PROXY` (comma-separated host
+/// names or domain suffixes, `*` for all) wins over all of them. Empty values are unset.
+pub fn proxy_for(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let lookup = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| env(n).filter(|v| !v.trim().is_empty()))
+    };
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    }
+    .to_ascii_lowercase();
+    if let Some(no_proxy) = lookup(&["no_proxy", "NO_PROXY"])
+        && no_proxy_matches(&no_proxy, &host)
+    {
+        return None;
+    }
+    let specific: &[&str] = match scheme.to_ascii_lowercase().as_str() {
+        "http" => &["http_proxy", "HTTP_PROXY"],
+        "https" => &["https_proxy", "HTTPS_PROXY"],
+        _ => return None,
+    };
+    lookup(specific).or_else(|| lookup(&["all_proxy", "ALL_PROXY"]))
+}
+
+fn no_proxy_matches(list: &str, host: &str) -> bool {
+    list.split(',').map(str::trim).any(|entry| {
+        if entry == "*" {
+            return true;
+        }
+        let entry = entry.strip_prefix("*.").unwrap_or(entry);
+        let entry = entry.strip_prefix('.').unwrap_or(entry);
+        // `host:port` entries: compare the host part (IPv6 literals keep their colons).
+        let entry = match entry.rsplit_once(':') {
+            Some((name, port)) if !name.contains(':') && port.parse::<u16>().is_ok() => name,
+            _ => entry,
+        }
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase();
+        !entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}")))
+    })
+}
+
 /// Blocking HTTP client with retries.
 pub struct HttpClient {
+    /// Direct connections.
     agent: ureq::Agent,
+    /// One agent per proxy in use (by proxy URL), built when first needed.
+    proxied: std::sync::Mutex<Vec<(String, ureq::Agent)>>,
     config: ClientConfig,
     reporter: Arc<dyn ResolverReporter>,
 }
@@ -228,7 +293,19 @@ impl HttpClient {
     /// A client with `config`, reporting retries to `reporter`.
     #[must_use]
     pub fn new(config: ClientConfig, reporter: Arc<dyn ResolverReporter>) -> Self {
-        let mut builder = ureq::Agent::config_builder()
+        let agent = Self::agent_with(&config, None);
+        Self {
+            agent,
+            proxied: std::sync::Mutex::new(Vec::new()),
+            config,
+            reporter,
+        }
+    }
+
+    fn agent_config(
+        config: &ClientConfig,
+    ) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+        ureq::Agent::config_builder()
             .timeout_connect(Some(config.connect_timeout))
             .timeout_recv_response(Some(config.read_timeout))
             .timeout_recv_body(None)
@@ -236,18 +313,52 @@ impl HttpClient {
             .timeout_per_call(None)
             .timeout_global(Some(config.deadline))
             .http_status_as_error(false)
-            .user_agent(concat!("jeos-package-resolver/", env!("CARGO_PKG_VERSION")));
-        builder = if config.proxy_from_env {
-            builder.proxy(ureq::Proxy::try_from_env())
-        } else {
-            builder.proxy(None)
-        };
-        let agent = builder.build().new_agent();
-        Self {
-            agent,
-            config,
-            reporter,
+            .user_agent(concat!("jeos-package-resolver/", env!("CARGO_PKG_VERSION")))
+    }
+
+    fn agent_with(config: &ClientConfig, proxy: Option<ureq::Proxy>) -> ureq::Agent {
+        Self::agent_config(config).proxy(proxy).build().new_agent()
+    }
+
+    /// The agent for `url`: direct, or through the proxy the environment names for it.
+    fn agent_for(&self, url: &str) -> Result<ureq::Agent, AttemptError> {
+        if !self.config.proxy_from_env {
+            return Ok(self.agent.clone());
         }
+        let Some(proxy_url) = proxy_for(url, &|name| std::env::var(name).ok()) else {
+            return Ok(self.agent.clone());
+        };
+        let mut proxied = self
+            .proxied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let plain = url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        let key = format!("{}{proxy_url}", if plain { "forward " } else { "tunnel " });
+        if let Some((_, agent)) = proxied.iter().find(|(p, _)| *p == key) {
+            return Ok(agent.clone());
+        }
+        let invalid = |reason: String| {
+            AttemptError::Final(ClientError::Proxy {
+                proxy: proxy_url.clone(),
+                reason,
+            })
+        };
+        // `http://` through an HTTP proxy: forwarded in absolute form, so a caching proxy
+        // (apt-cacher-ng) caches it; anything else is tunnelled by ureq.
+        let http_proxy = !proxy_url.contains("://")
+            || proxy_url
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        let agent = if plain && http_proxy {
+            forward_proxy::agent(Self::agent_config(&self.config), &proxy_url).map_err(invalid)?
+        } else {
+            let proxy = ureq::Proxy::new(&proxy_url).map_err(|e| invalid(e.to_string()))?;
+            Self::agent_with(&self.config, Some(proxy))
+        };
+        proxied.push((key, agent.clone()));
+        Ok(agent)
     }
 
     /// GET `url` into memory, at most `max_bytes`.
@@ -331,7 +442,7 @@ impl HttpClient {
         id: Option<DownloadId>,
         sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<(), AttemptError> {
-        let response = match self.agent.get(url).call() {
+        let response = match self.agent_for(url)?.get(url).call() {
             Ok(r) => r,
             Err(e) => return Err(classify(url, &e)),
         };
@@ -861,6 +972,106 @@ pub fn read_capped(reader: impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn proxy_is_chosen_by_scheme() {
+        let env = env_of(&[
+            ("http_proxy", "http://cacher:3142"),
+            ("HTTPS_PROXY", "http://corp:8080"),
+        ]);
+        assert_eq!(
+            proxy_for("http://deb.debian.org/debian/dists/trixie/InRelease", &env).as_deref(),
+            Some("http://cacher:3142")
+        );
+        assert_eq!(
+            proxy_for("https://deb.debian.org/debian/", &env).as_deref(),
+            Some("http://corp:8080")
+        );
+        let all = env_of(&[("ALL_PROXY", "socks5://s:1080"), ("http_proxy", "")]);
+        assert_eq!(
+            proxy_for("http://x/", &all).as_deref(),
+            Some("socks5://s:1080")
+        );
+        assert_eq!(proxy_for("http://x/", &env_of(&[])), None);
+        assert_eq!(proxy_for("ftp://x/", &env), None);
+    }
+
+    #[test]
+    fn no_proxy_wins() {
+        let env = env_of(&[
+            ("http_proxy", "http://cacher:3142"),
+            (
+                "no_proxy",
+                "localhost, .internal.example,127.0.0.1:8080,[::1]",
+            ),
+        ]);
+        assert_eq!(proxy_for("http://127.0.0.1:9999/x", &env), None);
+        assert_eq!(
+            proxy_for("http://mirror.internal.example/debian", &env),
+            None
+        );
+        assert_eq!(proxy_for("http://internal.example/debian", &env), None);
+        assert_eq!(proxy_for("http://user@LOCALHOST:80/", &env), None);
+        assert_eq!(proxy_for("http://[::1]:3142/", &env), None);
+        assert!(proxy_for("http://notinternal.example/", &env).is_some());
+        assert!(proxy_for("http://deb.debian.org/", &env).is_some());
+        let all = env_of(&[("http_proxy", "http://c:1"), ("NO_PROXY", "*")]);
+        assert_eq!(proxy_for("http://deb.debian.org/", &all), None);
+    }
+
+    #[test]
+    fn requests_go_through_the_proxy_from_the_environment() {
+        // A one-shot HTTP proxy on 127.0.0.1 that answers every request itself and records
+        // the request line: an absolute URI proves the client used it as a proxy.
+        use std::io::{BufRead, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).expect("read");
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut stream = stream;
+            stream
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nproxy",
+                )
+                .expect("write");
+            request_line
+        });
+        let proxy = format!("http://127.0.0.1:{port}");
+        let agent =
+            forward_proxy::agent(HttpClient::agent_config(&ClientConfig::default()), &proxy)
+                .expect("proxy");
+        let mut response = agent
+            .get("http://deb.example.invalid/debian/dists/trixie/InRelease")
+            .call()
+            .expect("through the proxy");
+        assert_eq!(response.body_mut().read_to_string().expect("body"), "proxy");
+        let request_line = server.join().expect("server");
+        assert!(
+            request_line
+                .starts_with("GET http://deb.example.invalid/debian/dists/trixie/InRelease "),
+            "{request_line}"
+        );
+    }
     use super::*;
 
     fn xz(data: &[u8]) -> Vec<u8> {

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::{ExitStatus, Session, load_recipe_or_report, resolve_options};
 use crate::pipeline::{self, BuildOptions, BuildReport};
-use crate::progress::{format_bytes, format_elapsed};
+use crate::progress::{format_bytes, format_elapsed, step_title, wrap};
 use crate::publish::PublishOptions;
 use crate::resolve::LockMode;
 
@@ -136,10 +136,13 @@ fn print_report(report: &BuildReport, session: &mut Session) {
             .keys()
             .map(String::as_str)
             .collect();
-        p.stderr_line(&format!(
+        let note = format!(
             "note: maintainer scripts were not run for: {}",
             names.join(", ")
-        ));
+        );
+        for line in wrap(&note, p.width(), 6) {
+            p.stderr_line(&line);
+        }
     }
     let steps: Vec<String> = report
         .steps
@@ -147,14 +150,21 @@ fn print_report(report: &BuildReport, session: &mut Session) {
         .map(|s| {
             format!(
                 "{} {}",
-                s.name,
+                step_title(&s.name),
                 format_elapsed(std::time::Duration::from_secs_f64(s.seconds))
             )
         })
         .collect();
-    p.stderr_line(&format!("steps: {}", steps.join(", ")));
+    for line in wrap(&format!("steps: {}", steps.join(", ")), p.width(), 7) {
+        p.stderr_line(&line);
+    }
     p.stderr_line(&format!(
         "report: {}",
         report.output.join("build-report.json").display()
+    ));
+    let next = session.printer.paint("36;1", "next");
+    session.printer.stderr_line(&format!(
+        "{next}: `jeos test {0}` boots it and runs its checks",
+        report.output.display()
     ));
 }

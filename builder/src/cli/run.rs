@@ -68,6 +68,18 @@ fn parse_forward(text: &str) -> Result<PortForward, String> {
 /// Why `jeos run` could not start the VM (exit 2).
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum RunCmdError {
+    /// A `--forward` host port is in use.
+    #[error("cannot forward 127.0.0.1:{port}: the port is in use")]
+    #[diagnostic(help(
+        "choose another host port, e.g. `--forward 127.0.0.1:18080:80`, or stop what listens on it (`ss -ltnp`)"
+    ))]
+    PortBusy {
+        /// The host port.
+        port: u16,
+        /// The bind error.
+        #[source]
+        source: io::Error,
+    },
     /// Finding the image failed.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -125,7 +137,20 @@ fn first_existing(paths: &[&str]) -> Option<PathBuf> {
     paths.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
+/// The first `--forward` host port that is already taken on 127.0.0.1 (QEMU would fail
+/// with its own, cryptic message after the VM started).
+pub(super) fn busy_forward(forwards: &[PortForward]) -> Option<(u16, io::Error)> {
+    forwards.iter().find_map(|f| {
+        std::net::TcpListener::bind(("127.0.0.1", f.host))
+            .err()
+            .map(|e| (f.host, e))
+    })
+}
+
 pub(super) fn run(args: &RunArgs, session: &mut Session) -> miette::Result<ExitStatus> {
+    if let Some((port, source)) = busy_forward(&args.forward) {
+        return Err(RunCmdError::PortBusy { port, source }.into());
+    }
     let image = boot::find_image(&args.image).map_err(RunCmdError::from)?;
     let scratch = tempfile::Builder::new()
         .prefix("jeos-run-")
@@ -202,6 +227,19 @@ pub(super) fn run(args: &RunArgs, session: &mut Session) -> miette::Result<ExitS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_forward_port_is_found() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let forwards = [PortForward {
+            host: port,
+            guest: 80,
+        }];
+        assert_eq!(busy_forward(&forwards).map(|(p, _)| p), Some(port));
+        drop(taken);
+        assert!(busy_forward(&forwards).is_none());
+    }
 
     #[test]
     fn forwards() {

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use miette::Diagnostic;
 use test_vm::{RunError, RunReporter, Vmm, VmmKind};
 
-use super::{ExitStatus, Session};
+use super::{ExitStatus, Session, test_target};
 use crate::boot::{self, BootError, RunOptions};
 use crate::ovf_hardware;
 
@@ -46,8 +46,9 @@ pub enum BootChoice {
 /// `jeos test`
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// The `.raw` image, or the `DIR/<name>-<version>/` directory `jeos build` wrote.
-    #[arg(value_name = "IMAGE")]
+    /// A recipe (built first when needed), an appliance directory, `dist/` (every
+    /// appliance in it), or a `.raw`, `.qcow2`, `.vmdk` or `.ova` image.
+    #[arg(value_name = "TARGET")]
     pub image: PathBuf,
     /// Which virtual machine monitor boots the image.
     #[arg(long, value_enum, default_value_t = VmmChoice::Auto)]
@@ -227,15 +228,51 @@ fn default_log(image: &Path) -> Result<PathBuf, TestError> {
     Ok(dir.join("console.log"))
 }
 
+/// `jeos test`: every image the argument stands for (see `test_target`), one after the
+/// other; the exit status is the worst of them.
 pub(super) fn test(args: &TestArgs, session: &mut Session) -> miette::Result<ExitStatus> {
-    let image = boot::find_image(&args.image).map_err(TestError::from)?;
-    let name = image
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "appliance".into());
+    let images = if test_target::is_recipe(&args.image) {
+        match test_target::recipe_images(&args.image, session)? {
+            Some(images) => images,
+            None => return Ok(ExitStatus::Error),
+        }
+    } else {
+        test_target::images_of(&args.image)?
+    };
+    let mut worst = ExitStatus::Success;
+    let mut failed = Vec::new();
+    for image in &images {
+        let status = test_image(args, image, session)?;
+        if status != ExitStatus::Success {
+            failed.push(image.name.clone());
+            worst = status;
+        }
+    }
+    if images.len() > 1 && !session.global.json {
+        session.printer.stdout_line(&format!(
+            "Tested {} appliances: {} passed{}",
+            images.len(),
+            images.len() - failed.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(", failed: {}", failed.join(", "))
+            }
+        ));
+    }
+    Ok(worst)
+}
+
+fn test_image(
+    args: &TestArgs,
+    target: &test_target::TestImage,
+    session: &mut Session,
+) -> miette::Result<ExitStatus> {
+    let image = target.raw.clone();
+    let name = target.name.clone();
     let console_log = match &args.keep_log {
         Some(path) => path.clone(),
-        None => default_log(&image)?,
+        None => default_log(&target.origin)?,
     };
     let work = tempfile::Builder::new()
         .prefix("jeos-boot-")
@@ -293,7 +330,7 @@ pub(super) fn test(args: &TestArgs, session: &mut Session) -> miette::Result<Exi
         .unwrap_or_else(|_| outcome.console_tail.clone());
     if session.global.json {
         let mut value = serde_json::to_value(&summary).expect("the summary serialises");
-        value["image"] = serde_json::json!(image.display().to_string());
+        value["image"] = serde_json::json!(target.origin.display().to_string());
         value["console_log"] = serde_json::json!(console_log.display().to_string());
         value["vmm"] = serde_json::json!(match outcome.vmm {
             VmmKind::Embedded => "embedded",
@@ -321,9 +358,13 @@ pub(super) fn test(args: &TestArgs, session: &mut Session) -> miette::Result<Exi
         } else {
             session.printer.paint("31", "FAILED")
         };
+        let counted = if summary.checks.is_empty() && !summary.passed {
+            "no check ran".to_owned()
+        } else {
+            format!("{passed}/{} checks passed", summary.checks.len())
+        };
         session.printer.stdout_line(&format!(
-            "{name}: {verdict}: {passed}/{} checks passed{ready}, VM {} after {:.1} s",
-            summary.checks.len(),
+            "{name}: {verdict}: {counted}{ready}, VM {} after {:.1} s",
             summary.exit,
             summary.duration_ms as f64 / 1000.0
         ));

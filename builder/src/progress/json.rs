@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::json;
 
-use super::{Event, Render, SharedWriter};
+use super::{Event, Render, SharedWriter, step_title};
 
 pub(crate) struct JsonRenderer {
     out: SharedWriter,
@@ -21,10 +21,13 @@ impl JsonRenderer {
 impl Render for JsonRenderer {
     fn render(&self, event: Event<'_>) {
         let value = match event {
-            Event::StepStarted { name } => json!({ "event": "step_started", "step": name }),
+            Event::StepStarted { name } => {
+                json!({ "event": "step_started", "step": name, "title": step_title(name) })
+            }
             Event::StepFinished { name, elapsed } => json!({
                 "event": "step_finished",
                 "step": name,
+                "title": step_title(name),
                 "elapsed_ms": u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             }),
             Event::DownloadStarted { id, name, size } => {

@@ -61,6 +61,42 @@ pub struct StepTiming {
     pub elapsed: Duration,
 }
 
+/// The name people read for a pipeline step: `unpack_boot_loaders` -> `unpack boot
+/// loaders` (steps are verb_noun functions, so their names read as sentences).
+pub fn step_title(name: &str) -> String {
+    name.replace('_', " ")
+}
+
+/// Wraps `text` to `width` columns; continuation lines start with `indent` spaces.
+pub fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
+    let width = width.max(indent + 20);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let prefix = if lines.is_empty() { 0 } else { indent };
+        if !line.is_empty() && prefix + line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(line);
+            line = String::new();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                l
+            } else {
+                format!("{}{l}", " ".repeat(indent))
+            }
+        })
+        .collect()
+}
+
 /// A progress event, as handed to renderers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Event<'a> {
@@ -350,19 +386,28 @@ mod tests {
     }
 
     #[test]
+    fn step_titles_and_wrapping() {
+        assert_eq!(step_title("unpack_boot_loaders"), "unpack boot loaders");
+        let lines = wrap("steps: a 1s, bb 2s, ccc 3s, dddd 4s, e 5s", 30, 7);
+        assert!(lines.iter().all(|l| l.chars().count() <= 30), "{lines:?}");
+        assert!(lines[1].starts_with("       "), "{lines:?}");
+        assert_eq!(lines.join(" ").split_whitespace().count(), 11);
+    }
+
+    #[test]
     fn plain_lines() {
         let out = Capture::default();
         let ui = Ui::with_writer(UiMode::Plain, false, Box::new(out.clone()));
         run_pipeline(&ui);
         assert_eq!(
             out.text(),
-            "resolve_packages: started\n\
+            "resolve packages: started\n\
              info: trixie main: 63421 packages\n\
-             resolve_packages: done in 1.23s\n\
-             fetch_packages: started\n\
+             resolve packages: done in 1.23s\n\
+             fetch packages: started\n\
              download: nginx_1.26.3-3_amd64.deb (2.0KiB)\n\
              warning: excluded `perl-base`, a dependency of `nginx`\n\
-             fetch_packages: done in 45ms\n"
+             fetch packages: done in 45ms\n"
         );
         assert_eq!(ui.downloaded_bytes(), 2048);
         assert_eq!(ui.warning_count(), 1);

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::{Event, Render, SharedWriter, format_bytes, format_elapsed};
+use super::{Event, Render, SharedWriter, format_bytes, format_elapsed, step_title};
 
 pub(crate) struct PlainRenderer {
     out: SharedWriter,
@@ -19,9 +19,9 @@ impl PlainRenderer {
 impl Render for PlainRenderer {
     fn render(&self, event: Event<'_>) {
         let line = match event {
-            Event::StepStarted { name } => format!("{name}: started"),
+            Event::StepStarted { name } => format!("{}: started", step_title(name)),
             Event::StepFinished { name, elapsed } => {
-                format!("{name}: done in {}", format_elapsed(elapsed))
+                format!("{}: done in {}", step_title(name), format_elapsed(elapsed))
             }
             // One line per download, when it is complete: progress ticks would flood logs.
             Event::DownloadStarted { .. } | Event::DownloadProgress { .. } => return,

@@ -25,14 +25,24 @@ impl std::fmt::Debug for Printer {
     }
 }
 
-/// Terminal width for wrapping: `COLUMNS` when set (tests fix it), else 100.
+/// Terminal width for wrapping: `COLUMNS` when set (tests fix it), else the width of the
+/// terminal on stderr, else 100; never more than [`MAX_WIDTH`].
 pub fn terminal_width() -> usize {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())
+        .or_else(|| {
+            console::Term::stderr()
+                .size_checked()
+                .map(|(_, columns)| usize::from(columns))
+        })
         .filter(|w: &usize| *w >= 40)
         .unwrap_or(100)
+        .min(MAX_WIDTH)
 }
+
+/// Widest line jeos writes, even on a wider terminal (long lines are hard to read).
+pub const MAX_WIDTH: usize = 120;
 
 impl Printer {
     /// Prints to the process's stdout and stderr.
@@ -58,6 +68,11 @@ impl Printer {
             stdout,
             stderr,
         }
+    }
+
+    /// Columns to fit lines into.
+    pub fn width(&self) -> usize {
+        self.width
     }
 
     /// Whether colours are on.
@@ -99,6 +114,9 @@ impl Printer {
     /// Raw bytes on stdout (`jeos cat`).
     pub fn stdout_bytes(&mut self, bytes: &[u8]) {
         let _ = self.stdout.write_all(bytes);
+    /// Text on stdout exactly as given (generated files: schema, completions, man pages).
+    pub fn stdout_raw(&mut self, text: &str) {
+        let _ = write!(self.stdout, "{text}");
         let _ = self.stdout.flush();
     }
 

@@ -7,13 +7,29 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Event, Render, format_elapsed};
+use super::{Event, Render, format_elapsed, step_title};
 
 pub(crate) struct TtyRenderer {
     multi: MultiProgress,
     color: bool,
     steps: Mutex<HashMap<String, ProgressBar>>,
-    downloads: Mutex<HashMap<u64, ProgressBar>>,
+    downloads: Mutex<Downloads>,
+}
+
+/// One bar for every download together: bytes, speed and time left over all files.
+#[derive(Default)]
+struct Downloads {
+    bar: Option<ProgressBar>,
+    started: u64,
+    finished: u64,
+    /// Files without a known size: counted, but they cannot feed the ETA.
+    without_size: u64,
+}
+
+impl Downloads {
+    fn message(&self) -> String {
+        format!("{}/{} files", self.finished, self.started)
+    }
 }
 
 impl TtyRenderer {
@@ -22,7 +38,7 @@ impl TtyRenderer {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             color,
             steps: Mutex::new(HashMap::new()),
-            downloads: Mutex::new(HashMap::new()),
+            downloads: Mutex::new(Downloads::default()),
         }
     }
 
@@ -53,7 +69,7 @@ impl Render for TtyRenderer {
                     ProgressStyle::with_template("{spinner} {msg} {elapsed}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
-                bar.set_message(name.to_owned());
+                bar.set_message(step_title(name));
                 bar.enable_steady_tick(Duration::from_millis(100));
                 lock(&self.steps).insert(name.to_owned(), bar);
             }
@@ -63,36 +79,52 @@ impl Render for TtyRenderer {
                     self.multi.remove(&bar);
                 }
                 let tick = self.paint("32", "✓");
-                self.println(&format!("{tick} {name} ({})", format_elapsed(elapsed)));
+                self.println(&format!(
+                    "{tick} {} ({})",
+                    step_title(name),
+                    format_elapsed(elapsed)
+                ));
             }
-            Event::DownloadStarted { id, name, size } => {
-                let bar = match size {
-                    Some(total) => {
-                        let bar = ProgressBar::new(total);
-                        bar.set_style(
-                            ProgressStyle::with_template(
-                                "  {msg:30!} [{bar:25}] {bytes}/{total_bytes}",
-                            )
-                            .unwrap_or_else(|_| ProgressStyle::default_bar())
-                            .progress_chars("=> "),
-                        );
-                        bar
-                    }
-                    None => ProgressBar::new_spinner(),
-                };
-                let bar = self.multi.add(bar);
-                bar.set_message(name.to_owned());
-                lock(&self.downloads).insert(id, bar);
+            Event::DownloadStarted { size, .. } => {
+                let mut downloads = lock(&self.downloads);
+                let bar = downloads.bar.get_or_insert_with(|| {
+                    let bar = self.multi.add(ProgressBar::new(0));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "  downloading {msg:12} [{bar:25}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    bar
+                });
+                match size {
+                    Some(total) => bar.inc_length(total),
+                    None => downloads.without_size += 1,
+                }
+                downloads.started += 1;
+                let message = downloads.message();
+                if let Some(bar) = &downloads.bar {
+                    bar.set_message(message);
+                }
             }
-            Event::DownloadProgress { id, bytes } => {
-                if let Some(bar) = lock(&self.downloads).get(&id) {
+            Event::DownloadProgress { bytes, .. } => {
+                if let Some(bar) = &lock(&self.downloads).bar {
                     bar.inc(bytes);
                 }
             }
-            Event::DownloadFinished { id, .. } => {
-                if let Some(bar) = lock(&self.downloads).remove(&id) {
+            Event::DownloadFinished { .. } => {
+                let mut downloads = lock(&self.downloads);
+                downloads.finished += 1;
+                let message = downloads.message();
+                let done = downloads.finished >= downloads.started;
+                if let Some(bar) = &downloads.bar {
+                    bar.set_message(message);
+                }
+                if done && let Some(bar) = downloads.bar.take() {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
+                    *downloads = Downloads::default();
                 }
             }
             Event::Warning { message } => {
@@ -107,7 +139,7 @@ impl Render for TtyRenderer {
         for (_, bar) in lock(&self.steps).drain() {
             bar.finish_and_clear();
         }
-        for (_, bar) in lock(&self.downloads).drain() {
+        if let Some(bar) = lock(&self.downloads).bar.take() {
             bar.finish_and_clear();
         }
         let _ = self.multi.clear();

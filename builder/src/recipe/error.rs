@@ -27,8 +27,10 @@ pub enum RecipeErrorKind {
         expected: Vec<String>,
     },
     /// A value of the wrong TOML type.
-    #[error("expected {expected}, found {found}")]
+    #[error("{}", wrong_type(.key, .expected, .found))]
     WrongType {
+        /// Dotted key path (`vm.cpus`); empty when unknown.
+        key: String,
         /// What the schema wants.
         expected: String,
         /// What the recipe has.
@@ -108,6 +110,30 @@ pub enum RecipeErrorKind {
         /// The services in the cycle, the first repeated at the end.
         cycle: Vec<String>,
     },
+    /// A package the suite's index does not have (`jeos check` with an index).
+    #[error("unknown package `{name}` in `{suite}`")]
+    UnknownPackage {
+        /// The package name.
+        name: String,
+        /// The suite searched.
+        suite: String,
+        /// Close names from the index.
+        suggestions: Vec<String>,
+    },
+    /// The requested packages cannot be installed together.
+    #[error("the packages cannot be resolved: {message}")]
+    Unresolvable {
+        /// The solver's explanation.
+        message: String,
+    },
+    /// A check probes a port that no service's readiness probe names (a warning).
+    #[error("check `{check}` probes port {port}, which no service's `ready` names")]
+    UnprobedPort {
+        /// The check's name.
+        check: String,
+        /// The port.
+        port: i64,
+    },
     /// A table needs exactly one of several keys.
     #[error("`{table}` needs exactly one of {}", backticked(.keys))]
     ExactlyOne {
@@ -118,6 +144,14 @@ pub enum RecipeErrorKind {
         /// How many were given.
         found: usize,
     },
+}
+
+fn wrong_type(key: &str, expected: &str, found: &str) -> String {
+    if key.is_empty() {
+        format!("expected {expected}, found {found}")
+    } else {
+        format!("`{key}` must be {expected}, found {found}")
+    }
 }
 
 fn backticked(items: &[impl AsRef<str>]) -> String {
@@ -164,6 +198,9 @@ impl RecipeErrorKind {
             Self::Duplicate { .. } => "defined again here".into(),
             Self::UnknownReference { what, .. } => format!("no such {what} in this recipe"),
             Self::DependencyCycle { .. } => "this service is part of the cycle".into(),
+            Self::UnprobedPort { .. } => "no service is known to listen here".into(),
+            Self::UnknownPackage { .. } => "not in the package index".into(),
+            Self::Unresolvable { .. } => "resolving these fails".into(),
             Self::ExactlyOne { found: 0, .. } => "none given".into(),
             Self::ExactlyOne { found, .. } => format!("{found} given"),
         }
@@ -172,7 +209,24 @@ impl RecipeErrorKind {
     /// The hint shown after the snippet.
     pub fn help(&self) -> Option<String> {
         match self {
-            Self::Syntax { .. } | Self::WrongType { .. } | Self::MissingKey { .. } => None,
+            Self::Syntax { message }
+                if ["invalid boolean", "invalid float", "invalid integer", "invalid datetime"]
+                    .iter()
+                    .any(|m| message.contains(m)) =>
+            {
+                Some("text values need double quotes, e.g. `suite = \"trixie\"`".into())
+            }
+            Self::Syntax { .. } | Self::MissingKey { .. } => None,
+            Self::WrongType {
+                expected, found, ..
+            } => match (expected.as_str(), found.as_str()) {
+                ("an integer", f) if f.starts_with("a string") => {
+                    Some("write the number without quotes".into())
+                }
+                ("a string", _) => Some("put the value in double quotes".into()),
+                ("an array", _) => Some("write a list, e.g. `[\"value\"]`".into()),
+                _ => None,
+            },
             Self::UnknownKey { key, expected } => {
                 let names = expected.iter().map(String::as_str);
                 match closest(key, names) {
@@ -211,6 +265,21 @@ impl RecipeErrorKind {
                 Some("remove one of the `after` entries to break the cycle".into())
             }
             Self::ExactlyOne { keys, .. } => Some(format!("keep one of {}", backticked(keys))),
+            Self::UnknownPackage {
+                name, suggestions, ..
+            } => Some(match closest(name, suggestions.iter().map(String::as_str)) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None if !suggestions.is_empty() => {
+                    format!("similar names: {}", backticked(suggestions))
+                }
+                None => "check the name and the recipe's `[source] suite` and `components`".into(),
+            }),
+            Self::Unresolvable { .. } => Some(
+                "`jeos resolve --why PACKAGE RECIPE` shows why a package is needed; `exclude` drops one".into(),
+            ),
+            Self::UnprobedPort { port, .. } => Some(format!(
+                "add `ready = {{ tcp = {port} }}` to the service that listens on it, so `jeos test` waits for it"
+            )),
         }
     }
 }
@@ -222,6 +291,8 @@ pub struct RecipeError {
     pub kind: RecipeErrorKind,
     /// Byte range in the recipe text.
     pub span: Range<usize>,
+    /// A warning: reported, but the recipe is still valid.
+    pub warning: bool,
     source: Arc<NamedSource<Arc<str>>>,
     text: Arc<str>,
 }
@@ -239,6 +310,7 @@ impl RecipeError {
         Self {
             kind,
             span: start..end,
+            warning: false,
             source: Arc::new(NamedSource::new(name, Arc::clone(text)).with_language("toml")),
             text: Arc::clone(text),
         }
@@ -285,6 +357,14 @@ impl fmt::Display for RecipeError {
 impl std::error::Error for RecipeError {}
 
 impl Diagnostic for RecipeError {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(if self.warning {
+            miette::Severity::Warning
+        } else {
+            miette::Severity::Error
+        })
+    }
+
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         None
     }

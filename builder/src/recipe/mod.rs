@@ -22,9 +22,12 @@
 //! ```
 
 pub mod error;
+pub mod lint;
 pub mod names;
 pub mod raw;
+pub mod schema;
 pub mod size;
+mod spanned;
 mod starter;
 mod validate;
 
@@ -37,6 +40,7 @@ use std::time::Duration;
 pub use error::{RecipeError, RecipeErrorKind, RecipeErrors, RecipeLoadError};
 pub use names::AppName;
 pub use size::ByteSize;
+pub use spanned::Spanned;
 pub use starter::{StarterTemplate, starter, starter_recipe};
 
 /// A validated appliance recipe. Immutable: the pipeline only reads it.
@@ -613,6 +617,19 @@ pub struct Test {
 pub fn parse_str(name: &str, text: &str, base_dir: Option<&Path>) -> Result<Recipe, RecipeErrors> {
     let shared: Arc<str> = Arc::from(text);
     validate::parse_and_validate(name, &shared, base_dir)
+}
+
+/// Warnings about a valid recipe (checks on ports no service's readiness probe names).
+pub fn warnings(name: &str, text: &str) -> Vec<RecipeError> {
+    let shared: Arc<str> = Arc::from(text);
+    lint::port_warnings(text)
+        .into_iter()
+        .map(|finding| {
+            let mut error = RecipeError::new(finding.kind, finding.span, name, &shared);
+            error.warning = true;
+            error
+        })
+        .collect()
 }
 
 /// Reads and validates the recipe at `path` (relative files resolve against its directory).

@@ -234,7 +234,12 @@ name = "answers with an SSH banner"
 command = { run = ["/usr/bin/ssh-keyscan", "-T", "10", "127.0.0.1"], stdout-contains = "SSH-2.0-OpenSSH" }
 "##;
 
-const STARTER: &str = r##"# jeos recipe for the `@NAME@` appliance.
+const STARTER: &str = r##"#:schema ./jeos.schema.json
+# jeos recipe for the `@NAME@` appliance.
+#
+# The line above lets editors (taplo, Even Better TOML) complete and check keys with the
+# schema `jeos new` wrote beside this file (`jeos schema > jeos.schema.json` refreshes it).
+# Every key is described in docs/recipe.md (`jeos schema --format markdown`).
 #
 # `jeos check @NAME@.toml` validates this file. Keys are kebab-case; unknown keys are errors.
 # Sizes are integer bytes or strings with a binary unit: "512KiB", "64MiB", "2GiB".

@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use toml::Spanned;
-
 use super::error::{RecipeError, RecipeErrorKind as K, RecipeErrors};
 use super::names::{self, AppName};
-use super::raw::{self, Scalar, Str};
+use super::raw::{self, Scalar, Spanned, Str};
 use super::size::{ByteSize, SizeError};
 use super::*;
 
@@ -58,7 +56,7 @@ pub(super) fn parse_and_validate(
     let recipe = match toml::from_str::<raw::RecipeFile>(text) {
         Ok(file) => Some(ctx.recipe(file)),
         Err(err) => {
-            ctx.toml_error(&err);
+            ctx.structural_errors(&err);
             None
         }
     };
@@ -123,6 +121,25 @@ impl Ctx<'_> {
             .push(RecipeError::new(kind, span, self.name, self.text));
     }
 
+    /// Every syntax, unknown-key, type and missing-key problem (the linter), plus the
+    /// semantic problems of what remains once the offending entries are left out.
+    fn structural_errors(&mut self, err: &toml::de::Error) {
+        let lint = super::lint::lint_structure(self.text);
+        if lint.findings.is_empty() {
+            // The schema walk and serde disagree: still report serde's problem.
+            self.toml_error(err);
+            return;
+        }
+        for finding in lint.findings {
+            self.push(finding.kind, finding.span);
+        }
+        if let Some(repaired) = lint.repaired
+            && let Ok(file) = toml::from_str::<raw::RecipeFile>(&repaired)
+        {
+            let _ = self.recipe(file);
+        }
+    }
+
     fn toml_error(&mut self, err: &toml::de::Error) {
         let span = err.span().unwrap_or(0..0);
         let message = err.message().trim().to_owned();
@@ -147,6 +164,7 @@ impl Ctx<'_> {
         } else if let Some(rest) = message.strip_prefix("invalid type: ") {
             match rest.rsplit_once(", expected ") {
                 Some((found, expected)) => K::WrongType {
+                    key: String::new(),
                     expected: friendly_type(expected),
                     found: friendly_type(found),
                 },

@@ -389,3 +389,152 @@ fn issue_8_recipe_host_paths_stay_inside_the_recipe_directory() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue #10: a file with four unknown-key and wrong-type mistakes reports all four, each
+/// with its span (serde alone stops at the first).
+#[test]
+fn issue_10_every_structural_error_at_once() {
+    let dir = TestDir::new();
+    dir.create(
+        "four.toml",
+        &recipe(
+            "\n[vm]\ncpus = \"two\"\nmemroy = \"1GiB\"\n\n[disk]\nformats = \"raw\"\n\n[[service]]\nname = \"web\"\nexec = [\"/usr/bin/web\", 8080]\nrestart = true\n",
+        ),
+    );
+    let out = jeos_snapshot!(
+        "check_issue_10_four_errors",
+        dir.filters(),
+        dir.jeos().args(["check", "four.toml"])
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`vm.cpus` must be an integer"), "{stderr}");
+    assert!(stderr.contains("5 problems in 1 recipe"), "{stderr}");
+}
+
+/// Issue #10: structural problems and semantic ones (a bad size, a bad name) together.
+#[test]
+fn issue_10_structural_and_semantic_errors_together() {
+    let dir = TestDir::new();
+    dir.create(
+        "mixed.toml",
+        &recipe(
+            "\n[vm]\nmemory = \"64MB\"\ncolour = \"red\"\n\n[system]\nhostname = \"Not A Host\"\n",
+        ),
+    );
+    let out = jeos_snapshot!(
+        "check_issue_10_mixed",
+        dir.filters(),
+        dir.jeos().args(["check", "mixed.toml"])
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown key `colour`"), "{stderr}");
+    assert!(stderr.contains("invalid size `64MB`"), "{stderr}");
+    assert!(stderr.contains("Not A Host"), "{stderr}");
+}
+
+/// Issue #10: several syntax errors in one file are all reported.
+#[test]
+fn issue_10_several_syntax_errors() {
+    let dir = TestDir::new();
+    dir.create(
+        "syntax.toml",
+        "[appliance]\nname = \"demo\"\nversion = 1.0.0\n\n[source]\nsuite = trixie\n\n[packages]\ninstall = [\"hello\"\n",
+    );
+    let out = jeos_snapshot!(
+        "check_issue_10_syntax",
+        dir.filters(),
+        dir.jeos().args(["check", "syntax.toml"])
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let count = String::from_utf8_lossy(&out.stderr)
+        .matches("invalid TOML")
+        .count();
+    assert!(count >= 2, "expected several syntax errors");
+}
+
+/// Issue #10: missing required keys in several tables are all reported.
+#[test]
+fn issue_10_missing_keys_everywhere() {
+    let dir = TestDir::new();
+    dir.create(
+        "missing.toml",
+        "[appliance]\nname = \"demo\"\n\n[packages]\ninstall = [\"hello\"]\n\n[[service]]\nname = \"x\"\n\n[[test.check]]\ntcp = { port = 80 }\n",
+    );
+    let out = jeos_snapshot!(
+        "check_issue_10_missing_keys",
+        dir.filters(),
+        dir.jeos().args(["check", "missing.toml"])
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in ["`version`", "`source`", "`exec`", "`name`"] {
+        assert!(
+            stderr.contains(&format!("missing key {key}")),
+            "{key}: {stderr}"
+        );
+    }
+}
+
+/// Issue #10: a check on a port that no service's readiness probe names is a warning
+/// (found by `jeos check`, not at boot); the recipe stays valid.
+#[test]
+fn issue_10_check_on_a_port_no_service_names() {
+    let dir = TestDir::new();
+    dir.create(
+        "port.toml",
+        &recipe(
+            "\n[[service]]\nname = \"web\"\nexec = [\"/usr/bin/web\"]\nready = { tcp = 80 }\n\n[[test.check]]\nname = \"page\"\nhttp = { port = 80 }\n\n[[test.check]]\nname = \"admin page\"\nhttp = { port = 8080, path = \"/admin\" }\n",
+        ),
+    );
+    let out = jeos_snapshot!(
+        "check_issue_10_port_warning",
+        dir.filters(),
+        dir.jeos().args(["check", "port.toml"])
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let out = dir
+        .jeos()
+        .args(["check", "--json", "port.toml"])
+        .output()
+        .expect("run");
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(value["recipes"][0]["diagnostics"][0]["severity"], "warning");
+    assert_eq!(value["summary"]["warnings"], 1);
+}
+
+/// Issue #10: with the suite's index (`--online` fetches it), `jeos check` resolves the
+/// packages and points at an unknown one.
+#[test]
+fn issue_10_unknown_package_with_an_index() {
+    if crate::resolve::reachable_mirror("trixie").is_none() {
+        crate::docs::skip_or_fail("the Debian mirror is unreachable");
+        return;
+    }
+    let dir = TestDir::new();
+    dir.create(
+        "pkg.toml",
+        &recipe("").replace(
+            "install = [\"hello\"]",
+            "install = [\"hello\", \"nginx-lihgt\"]",
+        ),
+    );
+    let out = dir
+        .jeos()
+        .arg("--cache-dir")
+        .arg(crate::resolve::shared_cache())
+        .args(["check", "--online", "pkg.toml"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown package `nginx-lihgt` in `trixie`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pkg.toml:9:"),
+        "no span on the install entry: {stderr}"
+    );
+}

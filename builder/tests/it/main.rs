@@ -12,9 +12,12 @@
 mod common;
 mod appliances;
 mod boot;
+mod cache_cmd;
 mod check;
 mod deploy;
 mod dpkg_status;
+mod docs;
+mod fleet;
 mod help;
 mod nested;
 mod image_tools;
