@@ -72,10 +72,11 @@ fn package_problems(
     options: &ResolveOptions,
 ) -> Vec<RecipeError> {
     let reporter = std::sync::Arc::new(package_resolver::reporter::NoReporter);
-    let Ok((repo, _)) = resolve::open_repository(parsed, options, reporter) else {
+    let Ok(repos) = resolve::open_repositories(&parsed.source, options, reporter) else {
         return Vec::new();
     };
-    let Ok((index, _)) = resolve::load_index(parsed, &repo, std::time::SystemTime::now()) else {
+    let Ok((index, _, _)) = resolve::load_index(&parsed.source, &repos, std::time::SystemTime::now())
+    else {
         return Vec::new();
     };
     let error = match package_resolver::solver::solve(&index, &resolve::solve_request(parsed)) {

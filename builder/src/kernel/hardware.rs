@@ -118,6 +118,8 @@ mod tests {
                     name: (*n).into(),
                     path: format!("kernel/{n}.ko.xz").into(),
                     decompressed_size: 1,
+                    aliases: vec![],
+                    depends: vec![],
                 })
                 .collect(),
             missing: vec![],

@@ -114,6 +114,9 @@ impl Printer {
     /// Raw bytes on stdout (`jeos cat`).
     pub fn stdout_bytes(&mut self, bytes: &[u8]) {
         let _ = self.stdout.write_all(bytes);
+        let _ = self.stdout.flush();
+    }
+
     /// Text on stdout exactly as given (generated files: schema, completions, man pages).
     pub fn stdout_raw(&mut self, text: &str) {
         let _ = write!(self.stdout, "{text}");

@@ -559,11 +559,9 @@ pub struct OvfPropertyRaw {
     #[schemars(extend("default" = "string", "enum" = super::OVF_PROPERTY_TYPES))]
     #[serde(default, rename = "type")]
     pub type_: Option<Str>,
-    /// The default value (`value` is accepted too).
-    #[serde(default, rename = "default", alias = "value")]
-    /// Default value, valid for `type`.
+    /// The default value, valid for `type` (`value` is accepted too).
     #[schemars(extend("examples" = ["hello"]))]
-    #[serde(default)]
+    #[serde(default, rename = "default", alias = "value")]
     pub value: Option<Str>,
     /// Label shown by the hypervisor.
     #[schemars(extend("examples" = ["Greeting"]))]
@@ -575,7 +573,6 @@ pub struct OvfPropertyRaw {
     /// A secret: deployment tools mask the input.
     #[serde(default)]
     pub password: bool,
-    /// Whether the user may change it at deployment (default: false).
     /// Whether the user may change it at deploy time.
     #[schemars(extend("default" = false))]
     #[serde(default)]
