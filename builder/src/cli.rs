@@ -17,12 +17,12 @@ use crate::resolve::{LockMode, ResolveOptions};
 
 mod audit;
 mod build;
-mod diff;
-mod image;
-mod inspect;
 mod cache;
 mod check;
+mod diff;
 mod docs;
+mod image;
+mod inspect;
 mod resolve;
 mod run;
 mod test;
@@ -117,6 +117,13 @@ Examples:
   jeos test nginx-1.0.0.qcow2                # also .raw, .vmdk and .ova
 
 Exit status: 0 every check passed, 1 a check failed, 2 error.";
+
+const AUDIT_HELP: &str = "\
+Examples:
+  jeos audit recipes/nginx.toml            # the lock beside the recipe against the suites now
+  jeos audit dist/nginx-1.0.0/nginx-1.0.0.raw --json
+
+Exit status: 0 up to date, 1 security updates pending, 2 error.";
 
 const RUN_HELP: &str = "\
 Examples:
@@ -213,6 +220,7 @@ pub enum Command {
     #[command(after_help = RUN_HELP)]
     Run(run::RunArgs),
     /// List an appliance's pending updates; exit 1 when a security update is pending.
+    #[command(after_help = AUDIT_HELP)]
     Audit(audit::AuditArgs),
     /// Show what an image holds: packages, services, kernel, sizes, SBOM (no root needed).
     Inspect(inspect::InspectArgs),

@@ -10,8 +10,8 @@
 pub mod audit;
 pub mod boot;
 pub mod cli;
-pub mod init_tasks;
 pub mod deploy;
+pub mod init_tasks;
 pub mod kernel;
 pub mod ovf_hardware;
 pub mod pipeline;

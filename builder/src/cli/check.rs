@@ -75,7 +75,8 @@ fn package_problems(
     let Ok(repos) = resolve::open_repositories(&parsed.source, options, reporter) else {
         return Vec::new();
     };
-    let Ok((index, _, _)) = resolve::load_index(&parsed.source, &repos, std::time::SystemTime::now())
+    let Ok((index, _, _)) =
+        resolve::load_index(&parsed.source, &repos, std::time::SystemTime::now())
     else {
         return Vec::new();
     };

@@ -31,7 +31,7 @@ pub struct LsArgs {
 
 /// `jeos cat`
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  jeos cat dist/nginx-1.0.0/nginx-1.0.0.vmdk /etc/os-release")]
+#[command(after_help = "Examples:\n  jeos cat dist/nginx-1.0.0/nginx-1.0.0.vmdk /etc/os-release")]
 pub struct CatArgs {
     /// Image file: `.raw`, `.qcow2`, `.vmdk` or `.ova`.
     #[arg(value_name = "IMAGE")]

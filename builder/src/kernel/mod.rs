@@ -13,8 +13,8 @@
 //! Module names are compared normalised (`-` becomes `_`), as the kernel does.
 
 pub mod elf;
-pub mod modindex;
 pub mod hardware;
+pub mod modindex;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -15,17 +15,17 @@ mod boot;
 mod cache_cmd;
 mod check;
 mod deploy;
-mod dpkg_status;
 mod docs;
+mod dpkg_status;
 mod fleet;
 mod help;
-mod nested;
 mod image_tools;
+mod nested;
 mod new;
 mod publish;
 mod resolve;
-mod supply_chain;
 mod services;
+mod supply_chain;
 mod test_cmd;
 
 #[test]
