@@ -19,7 +19,7 @@
 //! 9. `files`: the recipe's `[[file]]` entries (last, so they can override anything);
 //!    `[[directory]]` entries below `/run` or `/tmp` become runtime directories;
 //! 10. `dpkg`: `/var/lib/dpkg/status` and `info/*.list` for the installed packages (conffile
-//!    hashes are taken before step 1, from the files as the packages shipped them).
+//!     hashes are taken before step 1, from the files as the packages shipped them).
 //!
 //! [`executables::check_executables`] then verifies each service's and task's program.
 
