@@ -67,6 +67,35 @@ fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Option<String> {
 }
 
 /// Splits a script into simple commands, substituting literal variable assignments.
+/// `words` without shell redirections (`>/dev/null`, `2>&1`, `> file`): the arguments.
+fn without_redirections(words: &[Option<String>]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let mut target_next = false;
+    for word in words {
+        if std::mem::take(&mut target_next) {
+            continue;
+        }
+        if let Some(target) = word.as_deref().and_then(redirection) {
+            target_next = target.is_empty();
+            continue;
+        }
+        out.push(word.clone());
+    }
+    out
+}
+
+/// The target of a shell redirection word (`>/dev/null` -> `/dev/null`, `2>&1` -> `&1`,
+/// `>` -> empty: the target is the next word); `None` for an ordinary word.
+fn redirection(word: &str) -> Option<&str> {
+    let rest = word.trim_start_matches(|c: char| c.is_ascii_digit());
+    let rest = rest.strip_prefix('&').unwrap_or(rest);
+    let rest = rest
+        .strip_prefix(">>")
+        .or_else(|| rest.strip_prefix('>'))
+        .or_else(|| rest.strip_prefix('<'))?;
+    Some(rest.strip_prefix('|').unwrap_or(rest))
+}
+
 fn commands(script: &str) -> Vec<Command> {
     let mut out = Vec::new();
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
@@ -278,6 +307,10 @@ pub fn scan_accounts(scripts: &[Script]) -> (Vec<Located<SysusersLine>>, Vec<Str
             if !["adduser", "useradd", "addgroup", "groupadd"].contains(&program) {
                 continue;
             }
+            let command = Command {
+                line: command.line,
+                words: without_redirections(&command.words),
+            };
             match account_lines(script, &command) {
                 Ok(values) => lines.extend(
                     values
@@ -745,6 +778,35 @@ echo "y=$answer" >> /etc/generated.conf
         assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
         assert!(plan.notes[0].contains("`other.conf`"), "{:?}", plan.notes);
         assert!(plan.ops.is_empty());
+    }
+
+    #[test]
+    fn redirections_are_not_arguments() {
+        let cmds = commands(
+            "GROUP=memcache\naddgroup --system $GROUP >/dev/null\nadduser --system x > /dev/null\n",
+        );
+        let words: Vec<Vec<Option<String>>> = cmds
+            .into_iter()
+            .map(|c| without_redirections(&c.words))
+            .collect();
+        assert_eq!(
+            words,
+            vec![
+                vec![
+                    Some("addgroup".into()),
+                    Some("--system".into()),
+                    Some("memcache".into())
+                ],
+                vec![
+                    Some("adduser".into()),
+                    Some("--system".into()),
+                    Some("x".into())
+                ],
+            ]
+        );
+        assert_eq!(redirection("2>&1"), Some("&1"));
+        assert_eq!(redirection(">"), Some(""));
+        assert_eq!(redirection("x>y"), None);
     }
 
     #[test]

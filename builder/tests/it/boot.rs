@@ -367,7 +367,7 @@ fn a_missing_kernel_package_is_an_error() {
 #[test]
 fn a_missing_source_file_is_an_error() {
     let text = nginx_recipe().replace(
-        "content = \"hello from jeos\\n\"",
+        "template = \"{{ovf.page.text}}\\n\"\ntemplate-at = \"boot\"",
         "source = \"files/missing.html\"",
     );
     assert!(text.contains("files/missing.html"));

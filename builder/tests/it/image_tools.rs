@@ -108,9 +108,12 @@ fn issue_10_inspect_ls_cat_on_every_format() {
 
         let (code, listing, stderr) = run(args!("ls", &path, "/var/www/html"));
         assert_eq!(code, 0, "{stderr}");
+        // The page is a boot-time template: a link into /run, rendered by guest-init.
         assert!(
-            listing.contains("-rw-r--r-- root     root             16 ")
-                && listing.contains(" /var/www/html/index.html"),
+            listing.contains("lrwxrwxrwx root     root ")
+                && listing.contains(
+                    " /var/www/html/index.html -> /run/jeos/files/var/www/html/index.html"
+                ),
             "{format}: {listing}"
         );
         let (code, listing, _) = run(args!("ls", &path, "/etc/nginx/sites-enabled"));
@@ -132,8 +135,16 @@ fn issue_10_inspect_ls_cat_on_every_format() {
         assert_eq!(nginx_dir["user"], "www-data");
         assert_eq!(nginx_dir["kind"], "dir");
 
-        let (code, page, stderr) = run(args!("cat", &path, "/var/www/html/index.html"));
-        assert_eq!((code, page.as_str()), (0, "hello from jeos\n"), "{stderr}");
+        let (code, page, stderr) = run(args!(
+            "cat",
+            &path,
+            "/usr/lib/jeos/boot-templates/var/www/html/index.html"
+        ));
+        assert_eq!(
+            (code, page.as_str()),
+            (0, "{{ovf.page.text}}\n"),
+            "{stderr}"
+        );
         // Through the symlink, inside the image.
         let (code, site, _) = run(args!("cat", &path, "/etc/nginx/sites-enabled/default"));
         assert_eq!(code, 0);
@@ -229,7 +240,7 @@ fn issue_10_raw_image_is_sparse() {
 
 fn variant_recipe(dir: &TestDir) -> PathBuf {
     let text = std::fs::read_to_string(crate::common::recipes_dir().join("nginx.toml")).unwrap();
-    let page = "[[file]]\npath = \"/var/www/html/index.html\"\ncontent = \"hello from jeos\\n\"\nmode = \"0644\"";
+    let page = "[[file]]\npath = \"/var/www/html/index.html\"\ntemplate = \"{{ovf.page.text}}\\n\"\ntemplate-at = \"boot\"\nmode = \"0644\"";
     assert!(text.contains(page), "the nginx recipe's page entry changed");
     let text = text.replace(
         page,
@@ -286,11 +297,11 @@ fn issue_10_source_directory_overwrites_and_diff() {
     let (code, text, stderr) = run(args!("diff", &ova, &qcow2));
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        text.contains("Files: 4 added, 0 removed, 3 changed"),
+        text.contains("Files: 4 added, 5 removed, 4 changed"),
         "{text}"
     );
     assert!(
-        text.contains("  M /var/www/html/index.html (size, content, owner)"),
+        text.contains("  M /var/www/html/index.html (kind, mode, owner, target)"),
         "{text}"
     );
     assert!(
@@ -298,11 +309,16 @@ fn issue_10_source_directory_overwrites_and_diff() {
         "{text}"
     );
     assert!(text.contains("  + /var/www/html/bin/run.sh"), "{text}");
+    // The example's page is a boot-time template; the variant's is a plain file.
+    assert!(
+        text.contains("  - /usr/lib/jeos/boot-templates/var/www/html/index.html"),
+        "{text}"
+    );
     let (code, json, _) = run(args!("--json", "diff", "--exit-code", &ova, &qcow2));
     assert_eq!(code, 1, "differences with --exit-code");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["identical"], false);
-    assert_eq!(v["files"].as_array().unwrap().len(), 7);
+    assert_eq!(v["files"].as_array().unwrap().len(), 13);
 
     // The same build in two formats: no differences.
     let (code, text, stderr) = run(args!("diff", "--exit-code", &b.raw, &ova));
