@@ -9,7 +9,8 @@
 //! The devices are the `modalias` files of `/sys/bus/*/devices/*/`. A module is loaded when
 //! one of its device aliases (`bus:...`; not `devname:` or `symbol:`) matches one, together
 //! with its dependencies. A module with no device alias that no other packed module depends
-//! on (a filesystem such as ext4) is always loaded. Loading a bus driver adds devices (a
+//! on (a filesystem such as ext4) is always loaded, and so is an input handler (`evdev`,
+//! aliases only on `input:`), which guest-init needs for the ACPI power button. Loading a bus driver adds devices (a
 //! PCI virtio device brings its virtio device, a SCSI host its disks), so [`Loader::round`]
 //! is called again while the root device is awaited.
 
@@ -109,6 +110,11 @@ impl ModuleIndex {
                 let module = &self.modules[i];
                 if module.aliases.is_empty() {
                     !needed_by_others.contains(&i)
+                } else if module.aliases.iter().all(|a| a.starts_with("input:")) {
+                    // An input handler (evdev: the power button's `/dev/input/event*`):
+                    // the input devices it binds to appear only once their drivers are
+                    // loaded, and not under `/sys/bus`, so it is always loaded.
+                    true
                 } else {
                     module
                         .aliases
@@ -234,13 +240,15 @@ mod tests {
             "kernel/e1000.ko",
             "kernel/ext4.ko",
             "kernel/crc16.ko",
+            "kernel/evdev.ko",
         ]
         .iter()
         .map(PathBuf::from)
         .collect();
         let aliases = "# comment\nalias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n\
             alias virtio:d00000002v* virtio_blk\nalias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
-            alias fs-ext4 ext4\nalias devname:x virtio\nmalformed\n";
+            alias fs-ext4 ext4\nalias devname:x virtio\nmalformed\n\
+            alias input:b*v*p*e*-e*k*r*a*m*l*s*f*w* evdev\n";
         let deps = "kernel/virtio.ko: kernel/virtio_ring.ko\n\
             kernel/virtio_pci.ko: kernel/virtio.ko kernel/virtio_ring.ko\n\
             kernel/virtio_blk.ko: kernel/virtio.ko kernel/virtio_ring.ko\n\
@@ -255,8 +263,9 @@ mod tests {
         let pci = ["pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00".to_owned()];
         let mut loaded = BTreeSet::new();
         let first = index.select(&pci, &loaded);
-        // virtio_ring, virtio, virtio_pci, ext4 (always: no device alias), crc16 (its dep).
-        assert_eq!(first, vec![0, 1, 2, 5, 6]);
+        // virtio_ring, virtio, virtio_pci, ext4 (always: no device alias), crc16 (its dep),
+        // evdev (an input handler: always).
+        assert_eq!(first, vec![0, 1, 2, 5, 6, 7]);
         loaded.extend(first);
         let mut devices = pci.to_vec();
         devices.push("virtio:d00000002v00001AF4".to_owned());
