@@ -99,7 +99,7 @@ mod tests {
                 kind: RuntimeKind::File("x".into()),
             },
         ];
-        let config = crate::pipeline::init_config(&recipe, &dirs);
+        let config = crate::plan::init::init_config(&recipe, &dirs);
         assert_eq!(config.tasks[0].timeout_ms, Some(60_000));
         assert_eq!(config.tasks[0].before, ["web"]);
         assert_eq!(config.runtime_dirs[1].content.as_deref(), Some("x"));

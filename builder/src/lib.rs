@@ -15,6 +15,7 @@ pub mod init_tasks;
 pub mod kernel;
 pub mod ovf_hardware;
 pub mod pipeline;
+pub mod plan;
 pub mod progress;
 pub mod publish;
 pub mod recipe;

@@ -2,9 +2,13 @@
 //!
 //! ```text
 //! resolve_packages ─▶ fetch_packages ─▶ unpack_rootfs ─▶ unpack_kernel ─▶ unpack_boot_loaders
-//!   ─▶ customize_rootfs ─▶ install_init ─▶ build_initramfs ─▶ write_disk ─▶ publish_formats
-//!   ─▶ write_report ─▶ (rename into DIR/<name>-<version>/)
+//!   ─▶ customize_rootfs ─▶ install_init ─▶ build_initramfs ─▶ write_sbom ─▶ write_disk
+//!   ─▶ publish_formats ─▶ write_report ─▶ (rename into DIR/<name>-<version>/)
 //! ```
+//!
+//! Each step is a function of the same name over the [`BuildContext`] (work paths, cache,
+//! UI) and the [`BuildPlan`] (what the recipe and the lock mean, computed without IO by
+//! [`crate::plan`]); `resolve_packages` makes the plan once the lock is known.
 //!
 //! Everything is built in a hidden work directory inside the output directory (same file
 //! system, so the final rename is atomic) and in the cache (unpacked kernels and boot
@@ -19,14 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use guest_init::config::{
-    CheckConfig, CommandCheckConfig, FileCheckConfig, HttpCheckConfig, HttpProbeConfig, InitConfig,
-    NetworkConfig, ReadyConfig, RestartPolicy, ServiceCheckConfig, ServiceConfig,
-    StaticNetworkConfig, TcpCheckConfig,
-};
+use guest_init::config::InitConfig;
 use image_writer::cpio::{self, CpioEntry};
-use image_writer::ext4::{Ext4Config, Ext4Metadata, Ext4NodeKind, Ext4Size};
-use image_writer::layout::Seed;
+use image_writer::ext4::Ext4Config;
 use image_writer::{BootloaderFiles, DiskPlan, DiskReport};
 use miette::Diagnostic;
 use package_resolver::cache::Cache;
@@ -36,17 +35,14 @@ use package_resolver::lock::{LockFile, LockedPackage};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::kernel::{DEFAULT_MODULES, KernelPackage};
+use crate::kernel::KernelPackage;
+use crate::plan::{self, BuildPlan};
 use crate::progress::Ui;
 use crate::publish::{PublishOptions, PublishReport};
-use crate::recipe::{self, CheckKind, ReadyProbe, Recipe};
+use crate::recipe::Recipe;
 use crate::reporters::UiResolverReporter;
 use crate::resolve::{self, ResolveError, ResolveOptions};
-use crate::rootfs::accounts::{GroupConfig, UserConfig};
-use crate::rootfs::etc::{EtcConfig, OsReleaseConfig, ResolvConfig};
 use crate::rootfs::executables::{self, ServiceExec};
-use crate::rootfs::files::{FileConfig, FileContent};
-use crate::rootfs::prune::PruneConfig;
 use crate::rootfs::staging::{FsOp, Staging};
 use crate::rootfs::tmpfiles::RuntimeDir;
 use crate::rootfs::tree::{Entry, EntryKind, Ownership, Tree};
@@ -54,10 +50,6 @@ use crate::rootfs::{self, DEFAULT_INIT_PATH, RootfsConfig, RootfsReport};
 
 /// Where guest-init reads its configuration.
 const INIT_CONFIG_PATH: &str = "etc/jeos/init.json";
-
-/// Modules added to the hypervisor drivers: the power button (ACPI `button` + `evdev`)
-/// lets guest-init see "shut down guest".
-const EXTRA_MODULES: [&str; 2] = ["button", "evdev"];
 
 /// Inputs of [`build`] beyond the recipe.
 #[derive(Debug, Clone)]
@@ -263,19 +255,54 @@ pub struct StepReport {
 }
 
 /// The build's state: frozen inputs plus the work paths.
+/// The build's state: frozen inputs, the work directory and the step timings. The
+/// configuration the steps apply is the [`BuildPlan`], made once the lock is known.
 struct BuildContext<'a> {
     recipe: &'a Recipe,
     recipe_path: &'a Path,
     options: &'a BuildOptions,
     ui: Arc<Ui>,
+    reporter: Arc<UiResolverReporter>,
     cache: Cache,
     work: tempfile::TempDir,
-    epoch: i64,
-    seed: Seed,
+    _active: ActiveWorkDir,
     steps: Vec<StepReport>,
 }
 
-impl BuildContext<'_> {
+impl<'a> BuildContext<'a> {
+    /// The hidden work directory in `-o DIR` (same file system as the final rename) and
+    /// the package cache.
+    fn create(
+        recipe: &'a Recipe,
+        recipe_path: &'a Path,
+        options: &'a BuildOptions,
+        ui: Arc<Ui>,
+    ) -> Result<Self, BuildError> {
+        fs::create_dir_all(&options.out_dir).map_err(io_err("create", &options.out_dir))?;
+        remove_stale_work_dirs(&options.out_dir);
+        let work = tempfile::Builder::new()
+            .prefix(".jeos-build-")
+            .tempdir_in(&options.out_dir)
+            .map_err(io_err("create a work directory in", &options.out_dir))?;
+        let active = ActiveWorkDir::register(work.path());
+        let cache = resolve::open_cache(&options.resolve.cache_dir)?;
+        // Killed builds leave temp downloads and half-unpacked trees: reclaim them.
+        let _ = cache.reclaim_leftovers(Duration::from_secs(3600));
+        let stage = work.path().join("out");
+        fs::create_dir_all(&stage).map_err(io_err("create", &stage))?;
+        Ok(Self {
+            recipe,
+            recipe_path,
+            options,
+            reporter: Arc::new(UiResolverReporter::new(Arc::clone(&ui))),
+            ui,
+            cache,
+            work,
+            _active: active,
+            steps: Vec::new(),
+        })
+    }
+
     fn rootfs_dir(&self) -> PathBuf {
         self.work.path().join("rootfs")
     }
@@ -292,6 +319,14 @@ impl BuildContext<'_> {
         )
     }
 
+    /// The raw disk image in the stage directory.
+    fn raw_image(&self) -> PathBuf {
+        self.stage_dir()
+            .join(format!("{}.raw", self.artifact_name()))
+    }
+
+    /// Runs step `name` (the step function's name: the UI shows it as words, the build
+    /// report and `--json` as is), timing it for the report.
     fn step<T>(
         &mut self,
         name: &str,
@@ -310,6 +345,20 @@ impl BuildContext<'_> {
         }
         result
     }
+
+    /// [`Self::step`] when `wanted`, else nothing (no step line, no report entry).
+    fn step_if<T>(
+        &mut self,
+        wanted: bool,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> Result<T, BuildError>,
+    ) -> Result<Option<T>, BuildError> {
+        if wanted {
+            self.step(name, f).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 /// Builds the appliance: see the module documentation.
@@ -319,116 +368,108 @@ pub fn build(
     options: &BuildOptions,
     ui: Arc<Ui>,
 ) -> Result<BuildReport, BuildError> {
-    let reporter = Arc::new(UiResolverReporter::new(Arc::clone(&ui)));
-    ui.step_started("resolve_packages");
-    let start = Instant::now();
-    let resolved =
-        resolve::resolve_packages(recipe, recipe_path, &options.resolve, reporter.clone())?;
-    let resolve_elapsed = start.elapsed();
-    ui.step_finished("resolve_packages", resolve_elapsed);
-    let lock = resolved.lock;
-
-    fs::create_dir_all(&options.out_dir).map_err(io_err("create", &options.out_dir))?;
-    remove_stale_work_dirs(&options.out_dir);
-    let work = tempfile::Builder::new()
-        .prefix(".jeos-build-")
-        .tempdir_in(&options.out_dir)
-        .map_err(io_err("create a work directory in", &options.out_dir))?;
-    let _active = ActiveWorkDir::register(work.path());
-    let cache = resolve::open_cache(&options.resolve.cache_dir)?;
-    // Killed builds leave temp downloads and half-unpacked trees: reclaim them.
-    let _ = cache.reclaim_leftovers(Duration::from_secs(3600));
-    let epoch = options
-        .source_date_epoch
-        .or_else(|| package_resolver::release::parse_rfc2822(&lock.source.date))
-        .unwrap_or(0)
-        .max(0);
-    let recipe_bytes = fs::read(recipe_path).map_err(io_err("read", recipe_path))?;
-    let mut seed_input = recipe_bytes;
-    seed_input.push(0);
-    seed_input.extend_from_slice(lock.to_toml_string().as_bytes());
-    let mut ctx = BuildContext {
-        recipe,
-        recipe_path,
-        options,
-        ui: Arc::clone(&ui),
-        cache,
-        work,
-        epoch,
-        seed: Seed::from_bytes(&seed_input),
-        steps: vec![StepReport {
-            name: "resolve_packages".to_owned(),
-            seconds: resolve_elapsed.as_secs_f64(),
-        }],
-    };
-    fs::create_dir_all(ctx.stage_dir()).map_err(io_err("create", &ctx.stage_dir()))?;
-
-    let debs = ctx.step("fetch_packages", |c| fetch_packages(c, &lock, reporter))?;
-    let (deb_staging, package_bytes) =
-        ctx.step("unpack_rootfs", |c| unpack_rootfs(c, &lock, &debs))?;
-    let kernel_dir = ctx.step("unpack_kernel", |c| unpack_kernel(c, &lock, &debs))?;
-    let loaders_dir = ctx.step("unpack_boot_loaders", |c| unpack_tools(c, &lock, &debs))?;
-    let dpkg_packages = dpkg_packages(&lock, &debs, &deb_staging)?;
+    let mut ctx = BuildContext::create(recipe, recipe_path, options, ui)?;
+    let (lock, plan) = ctx.step("resolve_packages", resolve_packages)?;
+    let debs = ctx.step("fetch_packages", |c| fetch_packages(c, &lock))?;
+    let unpacked = ctx.step("unpack_rootfs", |c| unpack_rootfs(c, &plan, &lock, &debs))?;
+    let kernel_dir = ctx.step("unpack_kernel", |c| unpack_kernel(c, &plan, &lock, &debs))?;
+    let loaders_dir = ctx.step("unpack_boot_loaders", |c| {
+        unpack_boot_loaders(c, &plan, &lock, &debs)
+    })?;
     let (mut staging, rootfs_report) = ctx.step("customize_rootfs", |c| {
-        customize(c, &deb_staging, dpkg_packages)
+        customize_rootfs(c, &plan, &lock, &debs, &unpacked)
     })?;
     ctx.step("install_init", |c| {
-        install_init(c, &mut staging, &rootfs_report.runtime_dirs)
+        install_init(c, &plan, &mut staging, &rootfs_report.runtime_dirs)
     })?;
-    let (kernel, initramfs) = ctx.step("build_initramfs", |c| build_initramfs(c, &kernel_dir))?;
-    let raw = ctx.stage_dir().join(format!("{}.raw", ctx.artifact_name()));
+    let kernel = ctx.step("build_initramfs", |c| {
+        build_initramfs(c, &plan, &kernel_dir)
+    })?;
     let esp_extra = ctx.step("write_sbom", |c| {
-        write_sbom(c, &lock, &staging, &kernel.version)
+        write_sbom(c, &plan, &lock, &staging, &kernel.version)
     })?;
-    let (disk, cmdline) = ctx.step("write_disk", |c| {
-        write_disk(
-            c,
-            &staging,
-            &kernel,
-            &initramfs,
-            &loaders_dir,
-            &raw,
-            esp_extra,
-        )
+    let disk = ctx.step("write_disk", |c| {
+        write_disk(c, &plan, &staging, &kernel, &loaders_dir, esp_extra)
     })?;
-    let published = if recipe
-        .disk
-        .formats
-        .iter()
-        .any(|f| *f != recipe::DiskFormat::Raw)
-    {
-        let stage = ctx.stage_dir();
-        let recipe_dir = recipe_path
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_owned);
-        Some(ctx.step("publish_formats", |c| {
-            Ok(crate::publish::publish_artifacts(
-                c.recipe,
-                &recipe_dir,
-                &raw,
-                &stage,
-                c.epoch,
-                &c.options.publish,
-                &c.ui,
-            )?)
-        })?)
-    } else {
-        None
-    };
+    let published = ctx.step_if(plan.publishes(), "publish_formats", |c| {
+        publish_formats(c, &plan)
+    })?;
+    let report = build_report(
+        &ctx,
+        &plan,
+        &unpacked,
+        &rootfs_report,
+        &kernel,
+        disk,
+        published,
+    );
+    ctx.step("write_report", |c| write_report(c, &lock, &report))?;
+    finish(&ctx, report)
+}
 
-    let final_dir = options.out_dir.join(ctx.artifact_name());
-    let mut report = BuildReport {
-        name: recipe.appliance.name.to_string(),
-        version: recipe.appliance.version.clone(),
+/// Step `resolve_packages`: the lock (read, checked or made anew), and the build plan of
+/// the recipe with it.
+fn resolve_packages(ctx: &mut BuildContext<'_>) -> Result<(LockFile, BuildPlan), BuildError> {
+    let resolved = resolve::resolve_packages(
+        ctx.recipe,
+        ctx.recipe_path,
+        &ctx.options.resolve,
+        ctx.reporter.clone(),
+    )?;
+    let recipe_bytes = fs::read(ctx.recipe_path).map_err(io_err("read", ctx.recipe_path))?;
+    let plan = BuildPlan::new(
+        ctx.recipe,
+        &recipe_bytes,
+        &resolved.lock,
+        ctx.options.source_date_epoch,
+    );
+    Ok((resolved.lock, plan))
+}
+
+/// Step `publish_formats`: qcow2, VMDK, VHD, GCE and the OVF package from the raw disk.
+fn publish_formats(
+    ctx: &mut BuildContext<'_>,
+    plan: &BuildPlan,
+) -> Result<PublishReport, BuildError> {
+    let recipe_dir = ctx
+        .recipe_path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_owned);
+    Ok(crate::publish::publish_artifacts(
+        ctx.recipe,
+        &recipe_dir,
+        &ctx.raw_image(),
+        &ctx.stage_dir(),
+        plan.epoch,
+        &ctx.options.publish,
+        &ctx.ui,
+    )?)
+}
+
+/// The report of a finished build (its step list is filled in by [`finish`]).
+fn build_report(
+    ctx: &BuildContext<'_>,
+    plan: &BuildPlan,
+    unpacked: &Unpacked,
+    rootfs_report: &RootfsReport,
+    kernel: &KernelArtifacts,
+    disk: DiskReport,
+    published: Option<PublishReport>,
+) -> BuildReport {
+    let final_dir = ctx.options.out_dir.join(ctx.artifact_name());
+    let deb_staging = &unpacked.staging;
+    BuildReport {
+        name: ctx.recipe.appliance.name.to_string(),
+        version: ctx.recipe.appliance.version.clone(),
         output: final_dir.clone(),
-        raw_image: final_dir.join(raw.file_name().unwrap_or_default()),
+        raw_image: final_dir.join(ctx.raw_image().file_name().unwrap_or_default()),
         image_bytes: disk.size_bytes,
         root_fs_bytes: disk.root_size_bytes,
         esp_bytes: disk.esp_size_bytes,
         kernel: kernel.version.clone(),
         modules: kernel.modules.clone(),
-        initramfs_bytes: u64::try_from(initramfs.len()).unwrap_or(u64::MAX),
-        packages: package_bytes,
+        initramfs_bytes: u64::try_from(kernel.initramfs.len()).unwrap_or(u64::MAX),
+        packages: unpacked.bytes.clone(),
         pruned: rootfs_report
             .prune
             .categories
@@ -451,18 +492,20 @@ pub fn build(
             deb_staging.manifest(),
         ),
         notes: rootfs_report.notes.clone(),
-        source_date_epoch: ctx.epoch,
-        cmdline,
+        source_date_epoch: plan.epoch,
+        cmdline: plan.disk.cmdline.clone(),
         steps: Vec::new(),
         published,
-    };
-    ctx.step("write_report", |c| write_report(c, &lock, &report))?;
+    }
+}
+
+/// Renames the finished directory into place and completes the report.
+fn finish(ctx: &BuildContext<'_>, mut report: BuildReport) -> Result<BuildReport, BuildError> {
     report.steps = ctx.steps.clone();
-    move_into_place(&ctx.stage_dir(), &final_dir)?;
+    move_into_place(&ctx.stage_dir(), &report.output)?;
     Ok(report)
 }
 
-/// Work directories of builds running in this process, removed by [`remove_active_work_dirs`]
 /// when the process is interrupted.
 static ACTIVE_WORK_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
@@ -538,10 +581,13 @@ fn fetch_items(packages: &[&LockedPackage]) -> Vec<FetchItem> {
 fn fetch_packages(
     ctx: &mut BuildContext<'_>,
     lock: &LockFile,
-    reporter: Arc<UiResolverReporter>,
 ) -> Result<BTreeMap<String, PathBuf>, BuildError> {
     let all: Vec<&LockedPackage> = lock.packages.iter().chain(lock.tools.iter()).collect();
-    let repos = resolve::open_repositories(&ctx.recipe.source, &ctx.options.resolve, reporter)?;
+    let repos = resolve::open_repositories(
+        &ctx.recipe.source,
+        &ctx.options.resolve,
+        ctx.reporter.clone(),
+    )?;
     let mut debs = BTreeMap::new();
     for archive in [resolve::Archive::Main, resolve::Archive::Security] {
         let group: Vec<&LockedPackage> = all
@@ -601,19 +647,22 @@ fn unpack_all(
     Ok(staging)
 }
 
+/// The unpacked root filesystem packages and what each contributed.
+struct Unpacked {
+    staging: DebStaging,
+    bytes: Vec<PackageBytes>,
+}
+
 /// Step `unpack_rootfs`: the non-kernel packages into the staging tree (merged-/usr).
 fn unpack_rootfs(
     ctx: &mut BuildContext<'_>,
+    plan: &BuildPlan,
     lock: &LockFile,
     debs: &BTreeMap<String, PathBuf>,
-) -> Result<(DebStaging, Vec<PackageBytes>), BuildError> {
+) -> Result<Unpacked, BuildError> {
     let root = ctx.rootfs_dir();
     fs::create_dir_all(&root).map_err(io_err("create", &root))?;
-    let rootfs: Vec<&LockedPackage> = lock
-        .packages
-        .iter()
-        .filter(|p| !resolve::is_kernel_package(lock, p))
-        .collect();
+    let rootfs = plan::locked(lock, &plan.packages.rootfs);
     let staging = unpack_all(&root, &rootfs, debs)?;
     let bytes = staging
         .packages()
@@ -631,7 +680,7 @@ fn unpack_rootfs(
             overlap.path, overlap.first, overlap.second, overlap.second
         ));
     }
-    Ok((staging, bytes))
+    Ok(Unpacked { staging, bytes })
 }
 
 /// Unpacks `packages` into `<cache>/unpacked/<key>/` once; later builds reuse it. The key is
@@ -696,14 +745,11 @@ fn unpack_cached(
 /// Step `unpack_kernel`.
 fn unpack_kernel(
     ctx: &mut BuildContext<'_>,
+    plan: &BuildPlan,
     lock: &LockFile,
     debs: &BTreeMap<String, PathBuf>,
 ) -> Result<PathBuf, BuildError> {
-    let kernel: Vec<&LockedPackage> = lock
-        .packages
-        .iter()
-        .filter(|p| resolve::is_kernel_package(lock, p))
-        .collect();
+    let kernel = plan::locked(lock, &plan.packages.kernel);
     if kernel.is_empty() {
         return Err(BuildError::NoKernel);
     }
@@ -711,12 +757,13 @@ fn unpack_kernel(
 }
 
 /// Step `unpack_boot_loaders`.
-fn unpack_tools(
+fn unpack_boot_loaders(
     ctx: &mut BuildContext<'_>,
+    plan: &BuildPlan,
     lock: &LockFile,
     debs: &BTreeMap<String, PathBuf>,
 ) -> Result<PathBuf, BuildError> {
-    let tools: Vec<&LockedPackage> = lock.tools.iter().collect();
+    let tools = plan::locked(lock, &plan.packages.tools);
     unpack_cached(ctx, &tools, debs)
 }
 
@@ -765,16 +812,13 @@ fn manifest_tree(staging: &DebStaging, epoch: i64) -> Result<Tree, BuildError> {
 /// The installed packages for the image's dpkg database: the root filesystem's, then the
 /// kernel's (read from their control members).
 fn dpkg_packages(
+    plan: &BuildPlan,
     lock: &LockFile,
     debs: &BTreeMap<String, PathBuf>,
     deb_staging: &DebStaging,
 ) -> Result<Vec<rootfs::dpkg::DpkgPackage>, BuildError> {
     let mut kernel = Vec::new();
-    for p in lock
-        .packages
-        .iter()
-        .filter(|p| resolve::is_kernel_package(lock, p))
-    {
+    for p in plan::locked(lock, &plan.packages.kernel) {
         let report = deb::read_package_control(deb_path(debs, &p.name), &UnpackOptions::default())
             .map_err(|source| BuildError::Unpack {
                 package: p.name.clone(),
@@ -785,122 +829,19 @@ fn dpkg_packages(
     Ok(rootfs::dpkg::packages_from_unpack(deb_staging, &kernel))
 }
 
-/// The recipe as the customisation step's input.
-fn rootfs_config(
-    ctx: &BuildContext<'_>,
-    postinsts: Vec<(String, String)>,
-    scripts: Vec<rootfs::maintainer::Script>,
-    dpkg: Vec<rootfs::dpkg::DpkgPackage>,
-) -> RootfsConfig {
-    let r = ctx.recipe;
-    let mut files: Vec<FileConfig> = Vec::new();
-    for d in &r.directories {
-        files.push(FileConfig {
-            path: d.path.clone(),
-            content: FileContent::Directory,
-            mode: Some(d.mode),
-            owner: Some(d.owner.clone()),
-            group: Some(d.group.clone()),
-        });
-    }
-    for f in &r.files {
-        if let recipe::FileContent::BootTemplate(text) = &f.content {
-            files.extend(crate::deploy::boot_file_configs(f, text));
-            continue;
-        }
-        files.push(FileConfig {
-            path: f.path.clone(),
-            content: match &f.content {
-                recipe::FileContent::Inline(text) => FileContent::Inline(text.clone().into_bytes()),
-                recipe::FileContent::Source(path) => FileContent::Source(path.clone()),
-                recipe::FileContent::BootTemplate(_) => unreachable!("handled above"),
-            },
-            mode: Some(f.mode),
-            owner: Some(f.owner.clone()),
-            group: Some(f.group.clone()),
-        });
-    }
-    for s in &r.symlinks {
-        files.push(FileConfig {
-            path: s.path.clone(),
-            content: FileContent::Symlink(s.target.clone()),
-            mode: None,
-            owner: None,
-            group: None,
-        });
-    }
-    // guest-init writes /run/resolv.conf for DHCP, static and deploy-time name servers.
-    let resolv = ResolvConfig::Runtime;
-    let timezone = Some(r.system.timezone.clone()).filter(|t| !t.is_empty() && t != "UTC");
-    RootfsConfig {
-        init_path: PathBuf::from(DEFAULT_INIT_PATH),
-        groups: r
-            .system
-            .groups
-            .iter()
-            .map(|g| GroupConfig {
-                name: g.name.clone(),
-                gid: g.gid,
-                system: g.system,
-            })
-            .collect(),
-        users: r
-            .system
-            .users
-            .iter()
-            .map(|u| UserConfig {
-                name: u.name.clone(),
-                uid: u.uid,
-                // A user's own-name group that the recipe does not declare is created
-                // with the user (same id when free).
-                group: Some(u.group.clone()).filter(|g| {
-                    !g.is_empty() && (*g != u.name || r.system.groups.iter().any(|d| d.name == *g))
-                }),
-                groups: u.groups.clone(),
-                home: Some(u.home.clone()).filter(|h| !h.is_empty()),
-                shell: Some(u.shell.clone()).filter(|s| !s.is_empty()),
-                gecos: None,
-                system: u.system,
-                password_hash: None,
-            })
-            .collect(),
-        etc: EtcConfig {
-            hostname: r.system.hostname.clone(),
-            resolv,
-            os_release: OsReleaseConfig {
-                name: r.appliance.name.to_string(),
-                version: r.appliance.version.clone(),
-                description: r.appliance.description.clone(),
-                vendor: r.appliance.vendor.clone(),
-                suite: r.source.suite.clone(),
-                build_id: None,
-                home_url: r.appliance.url.clone(),
-            },
-            timezone,
-            ..EtcConfig::default()
-        },
-        prune: PruneConfig {
-            locales: Some(r.system.locale.clone())
-                .filter(|l| !l.is_empty() && l != "C" && l != "C.UTF-8")
-                .into_iter()
-                .collect(),
-            ..PruneConfig::default()
-        },
-        postinsts,
-        scripts,
-        files,
-        dpkg,
-    }
-}
-
-/// Step `customize_rootfs`.
-fn customize(
+/// Step `customize_rootfs`: the plan's root filesystem configuration, completed with the
+/// packages' maintainer scripts and dpkg data, applied to the unpacked tree.
+fn customize_rootfs(
     ctx: &mut BuildContext<'_>,
-    deb_staging: &DebStaging,
-    dpkg: Vec<rootfs::dpkg::DpkgPackage>,
+    plan: &BuildPlan,
+    lock: &LockFile,
+    debs: &BTreeMap<String, PathBuf>,
+    unpacked: &Unpacked,
 ) -> Result<(Staging, RootfsReport), BuildError> {
-    let tree = manifest_tree(deb_staging, ctx.epoch)?;
-    let mut staging = Staging::new(ctx.rootfs_dir(), tree, ctx.epoch);
+    let deb_staging = &unpacked.staging;
+    let dpkg = dpkg_packages(plan, lock, debs, deb_staging)?;
+    let tree = manifest_tree(deb_staging, plan.epoch)?;
+    let mut staging = Staging::new(ctx.rootfs_dir(), tree, plan.epoch);
     let postinsts = deb_staging
         .packages()
         .iter()
@@ -923,7 +864,12 @@ fn customize(
                 })
         })
         .collect();
-    let config = rootfs_config(ctx, postinsts, scripts, dpkg);
+    let config = RootfsConfig {
+        postinsts,
+        scripts,
+        dpkg,
+        ..plan.rootfs.clone()
+    };
     let report =
         rootfs::customize_rootfs(&mut staging, &config).map_err(|source| BuildError::Rootfs {
             name: ctx.recipe.appliance.name.to_string(),
@@ -941,141 +887,18 @@ fn customize(
     Ok((staging, report))
 }
 
-/// guest-init's configuration from the recipe, plus the runtime directories packages'
-/// `tmpfiles.d` entries ask for under `/run` and `/tmp`.
-pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
-    let services = recipe
-        .services
-        .iter()
-        .map(|s| ServiceConfig {
-            name: s.name.clone(),
-            exec: s.exec.clone(),
-            user: Some(s.user.clone()).filter(|u| !u.is_empty() && u != "root"),
-            group: s.group.clone(),
-            environment: s.environment.clone(),
-            working_directory: Some(s.working_directory.clone()).filter(|w| !w.is_empty()),
-            restart: match s.restart {
-                recipe::Restart::No => RestartPolicy::No,
-                recipe::Restart::OnFailure => RestartPolicy::OnFailure,
-                recipe::Restart::Always => RestartPolicy::Always,
-            },
-            after: s.after.clone(),
-            ready: s.ready.as_ref().map(|ready| {
-                let mut config = ReadyConfig {
-                    tcp: None,
-                    file: None,
-                    command: None,
-                    http: None,
-                    timeout_ms: Some(millis(ready.timeout)),
-                };
-                match &ready.probe {
-                    ReadyProbe::Tcp(port) => config.tcp = Some(*port),
-                    ReadyProbe::File(path) => config.file = Some(path.clone()),
-                    ReadyProbe::Command(argv) => config.command = Some(argv.clone()),
-                    ReadyProbe::Http { port, path } => {
-                        config.http = Some(HttpProbeConfig {
-                            port: *port,
-                            path: path.clone(),
-                        });
-                    }
-                }
-                config
-            }),
-        })
-        .collect();
-    let checks = recipe
-        .test
-        .checks
-        .iter()
-        .map(|c| {
-            let mut check = CheckConfig {
-                name: c.name.clone(),
-                http: None,
-                tcp: None,
-                command: None,
-                file: None,
-                service: None,
-                timeout_ms: None,
-            };
-            match &c.kind {
-                CheckKind::Http {
-                    port,
-                    path,
-                    status,
-                    body_contains,
-                } => {
-                    check.http = Some(HttpCheckConfig {
-                        port: *port,
-                        path: path.clone(),
-                        status: *status,
-                        body_contains: body_contains.clone(),
-                    });
-                }
-                CheckKind::Tcp { port } => check.tcp = Some(TcpCheckConfig { port: *port }),
-                CheckKind::Command {
-                    run,
-                    exit_code,
-                    stdout_contains,
-                } => {
-                    check.command = Some(CommandCheckConfig {
-                        run: run.clone(),
-                        exit_code: *exit_code,
-                        stdout_contains: stdout_contains.clone(),
-                    });
-                }
-                CheckKind::File { path } => {
-                    check.file = Some(FileCheckConfig { path: path.clone() })
-                }
-                CheckKind::Service { name } => {
-                    check.service = Some(ServiceCheckConfig { name: name.clone() });
-                }
-            }
-            check
-        })
-        .collect();
-    InitConfig {
-        hostname: Some(recipe.system.hostname.clone()),
-        network: match &recipe.network {
-            recipe::Network::Dhcp => NetworkConfig::Dhcp,
-            recipe::Network::None => NetworkConfig::None,
-            recipe::Network::Static(s) => NetworkConfig::Static(StaticNetworkConfig {
-                address: s.address,
-                prefix: s.prefix,
-                gateway: s.gateway,
-                dns: s.dns.clone(),
-                ipv6: s
-                    .ipv6
-                    .map(|(address, prefix)| guest_init::config::StaticIpv6Config {
-                        address,
-                        prefix,
-                        gateway: s.gateway6,
-                    }),
-            }),
-        },
-        root_rw: true,
-        services,
-        checks,
-        test_timeout_ms: millis(recipe.test.timeout),
-        shutdown_timeout_ms: 10_000,
-        runtime_dirs: crate::init_tasks::runtime_dir_configs(runtime_dirs),
-        tasks: crate::init_tasks::task_configs(recipe),
-        properties: crate::deploy::property_defaults(recipe),
-        boot_files: crate::deploy::boot_files(recipe),
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Step `install_init`: guest-init as PID 1 and its configuration.
 fn install_init(
-    ctx: &mut BuildContext<'_>,
+    _ctx: &mut BuildContext<'_>,
+    plan: &BuildPlan,
     staging: &mut Staging,
     runtime_dirs: &[RuntimeDir],
 ) -> Result<(), BuildError> {
-    let json = serde_json::to_vec_pretty(&init_config(ctx.recipe, runtime_dirs))
-        .expect("the init configuration serialises");
+    let config = InitConfig {
+        runtime_dirs: crate::init_tasks::runtime_dir_configs(runtime_dirs),
+        ..plan.init.clone()
+    };
+    let json = serde_json::to_vec_pretty(&config).expect("the init configuration serialises");
     let root = Ownership {
         mode: 0o755,
         uid: 0,
@@ -1109,34 +932,33 @@ fn install_init(
     Ok(())
 }
 
-/// The kernel image and the initramfs modules.
+/// The kernel image, the initramfs and its modules.
 struct KernelArtifacts {
     version: String,
     vmlinuz: Vec<u8>,
     modules: Vec<String>,
+    initramfs: Vec<u8>,
 }
 
 /// Step `build_initramfs`: guest-init as `/init`, the hypervisor drivers and their
 /// dependencies (decompressed, in load order), compressed with zstd.
 fn build_initramfs(
     ctx: &mut BuildContext<'_>,
+    build_plan: &BuildPlan,
     kernel_dir: &Path,
-) -> Result<(KernelArtifacts, Vec<u8>), BuildError> {
-    let package = ctx.recipe.kernel.package.clone();
+) -> Result<KernelArtifacts, BuildError> {
     let kernel_err = |source| BuildError::Kernel {
-        package: package.clone(),
+        package: build_plan.modules.package.clone(),
         source,
     };
     let kernel = KernelPackage::open(kernel_dir, None).map_err(kernel_err)?;
-    let mut wanted: Vec<&str> = DEFAULT_MODULES.to_vec();
-    wanted.extend(EXTRA_MODULES);
-    wanted.extend(crate::kernel::hardware::vm_modules(&ctx.recipe.vm));
-    wanted.extend(ctx.recipe.kernel.extra_modules.iter().map(String::as_str));
-    let required: Vec<&str> = ctx
-        .recipe
-        .kernel
-        .extra_modules
+    let wanted: Vec<&str> = build_plan
+        .modules
+        .wanted
         .iter()
+        .map(String::as_str)
+        .collect();
+    let required: Vec<&str> = (build_plan.modules.required.iter())
         .map(String::as_str)
         .collect();
     let plan = kernel
@@ -1212,18 +1034,16 @@ fn build_initramfs(
         })
         .into_bytes(),
     ));
-    let epoch = u64::try_from(ctx.epoch).unwrap_or(0);
+    let epoch = u64::try_from(build_plan.epoch).unwrap_or(0);
     let initramfs = cpio::write_initramfs(&entries, epoch).map_err(BuildError::Initramfs)?;
     let vmlinuz_path = kernel_dir.join(&plan.vmlinuz);
     let vmlinuz = fs::read(&vmlinuz_path).map_err(io_err("read", &vmlinuz_path))?;
-    Ok((
-        KernelArtifacts {
-            version: plan.kernel_version,
-            vmlinuz,
-            modules: names,
-        },
+    Ok(KernelArtifacts {
+        version: plan.kernel_version,
+        vmlinuz,
+        modules: names,
         initramfs,
-    ))
+    })
 }
 
 /// `usr/lib/modules/<v>/kernel/drivers/x.ko.xz` → `kernel/drivers/x.ko` (relative to
@@ -1242,107 +1062,44 @@ fn module_path_inside(path: &Path, version: &str) -> String {
         .to_owned()
 }
 
-/// The customisation tree as the ext4 writer's metadata.
-fn ext4_metadata(tree: &Tree) -> Vec<Ext4Metadata> {
-    tree.iter()
-        .filter(|(path, _)| !path.as_os_str().is_empty())
-        .map(|(path, entry)| Ext4Metadata {
-            path: format!("/{}", path.display()),
-            uid: entry.uid,
-            gid: entry.gid,
-            permissions: entry.mode & 0o7777,
-            mtime: u64::try_from(entry.mtime).ok(),
-            kind: match &entry.kind {
-                // The staging directory holds hard links as real links; mkfs.ext4 -d keeps
-                // them, so they are plain files here.
-                EntryKind::File { .. } | EntryKind::Hardlink { .. } => Ext4NodeKind::File,
-                EntryKind::Dir => Ext4NodeKind::Dir,
-                EntryKind::Symlink { .. } => Ext4NodeKind::Symlink,
-                EntryKind::CharDevice { major, minor } => Ext4NodeKind::CharDevice {
-                    major: *major,
-                    minor: *minor,
-                },
-                EntryKind::BlockDevice { major, minor } => Ext4NodeKind::BlockDevice {
-                    major: *major,
-                    minor: *minor,
-                },
-                EntryKind::Fifo => Ext4NodeKind::Fifo,
-            },
-        })
-        .collect()
-}
-
-/// The kernel command line. Each parameter, and why:
-/// - `root=UUID=…`: guest-init's initramfs stage mounts the ext4 root by filesystem UUID;
-/// - `rw`: services write logs and state under `/var` as on any Debian system;
-/// - `console=tty0 console=ttyS0,115200`: the last console is `/dev/console`, so PID 1's
-///   log and the test protocol reach the first serial port, which runners capture;
-/// - `panic=-1`: reboot at once on a panic, so a runner sees the VM exit instead of a hang;
-/// - `reboot=k`: reboot through the keyboard controller, the exit that works without ACPI;
-/// - `quiet`: kernel messages only from warnings up, which keeps boots over emulated
-///   serial consoles fast.
-pub fn kernel_cmdline(root_uuid: &str, extra: &[String]) -> String {
-    let mut parts = vec![
-        format!("root=UUID={root_uuid}"),
-        "rw".to_owned(),
-        "console=tty0".to_owned(),
-        "console=ttyS0,115200".to_owned(),
-        "panic=-1".to_owned(),
-        "reboot=k".to_owned(),
-        "quiet".to_owned(),
-    ];
-    parts.extend(extra.iter().cloned());
-    parts.join(" ")
-}
-
-/// Step `write_disk`.
+/// Step `write_disk`: the raw GPT disk (ESP with kernel, initramfs and boot loaders;
+/// the customised tree as ext4 root) as the plan's disk settings say.
 fn write_disk(
     ctx: &mut BuildContext<'_>,
+    build_plan: &BuildPlan,
     staging: &Staging,
     kernel: &KernelArtifacts,
-    initramfs: &[u8],
     loaders_dir: &Path,
-    raw: &Path,
     extra_esp_files: Vec<(String, Vec<u8>)>,
-) -> Result<(DiskReport, String), BuildError> {
+) -> Result<DiskReport, BuildError> {
     let loaders = BootloaderFiles::from_extracted(loaders_dir).map_err(BuildError::Bootloader)?;
-    let root_uuid = image_writer::ext4::root_fs_uuid(&ctx.seed);
-    let cmdline = kernel_cmdline(&root_uuid.to_string(), &ctx.recipe.kernel.cmdline);
-    let mut label: String = ctx.recipe.appliance.name.to_string();
-    label.truncate(16);
-    let size = match ctx.recipe.disk.size {
-        Some(size) => Ext4Size::Exact(size.bytes()),
-        None => Ext4Size::Auto {
-            free_space_bytes: ctx.recipe.disk.free_space.bytes(),
-        },
-    };
-    let timestamp = u64::try_from(ctx.epoch).unwrap_or(0);
+    let settings = &build_plan.disk;
     let plan = DiskPlan {
         kernel: kernel.vmlinuz.clone(),
-        initramfs: initramfs.to_vec(),
-        cmdline: cmdline.clone(),
+        initramfs: kernel.initramfs.clone(),
+        cmdline: settings.cmdline.clone(),
         loaders,
         root: Ext4Config {
             staging_dir: ctx.rootfs_dir(),
-            metadata: ext4_metadata(staging.tree()),
-            size,
-            seed: ctx.seed,
-            label,
-            timestamp,
+            metadata: plan::rootfs::ext4_metadata(staging.tree()),
+            size: settings.size,
+            seed: build_plan.seed,
+            label: settings.label.clone(),
+            timestamp: settings.timestamp,
         },
         esp_size_bytes: None,
         extra_esp_files,
-        seed: ctx.seed,
-        timestamp,
+        seed: build_plan.seed,
+        timestamp: settings.timestamp,
     };
-    let report = image_writer::write_disk(&plan, raw).map_err(BuildError::Disk)?;
-    Ok((report, cmdline))
+    image_writer::write_disk(&plan, &ctx.raw_image()).map_err(BuildError::Disk)
 }
 
 /// Step `write_sbom`: the SPDX document beside the images; returns the files that go on
 /// the ESP so that `jeos audit IMAGE` works from the image alone: the SBOM and the lock.
 fn write_sbom(
     ctx: &mut BuildContext<'_>,
+    plan: &BuildPlan,
     lock: &LockFile,
     staging: &Staging,
     kernel_release: &str,
@@ -1363,7 +1120,7 @@ fn write_sbom(
         lock,
         licenses: &licenses,
         kernel_release,
-        epoch: ctx.epoch,
+        epoch: plan.epoch,
         guest_init_sha256: package_resolver::release::sha256_hex(crate::GUEST_INIT),
     });
     let mut bytes = serde_json::to_vec_pretty(&document).expect("JSON values serialise");
@@ -1425,80 +1182,5 @@ mod tests {
             module_path_inside(Path::new("lib/modules/6.1/kernel/fs/ext4/ext4.ko"), "6.1"),
             "kernel/fs/ext4/ext4.ko"
         );
-    }
-
-    #[test]
-    fn cmdline_names_the_root_and_the_serial_console_last() {
-        let line = kernel_cmdline("1234", &["nokaslr".to_owned()]);
-        assert!(line.starts_with("root=UUID=1234 rw "), "{line}");
-        let tty0 = line.find("console=tty0").expect("tty0");
-        let serial = line.find("console=ttyS0").expect("ttyS0");
-        assert!(tty0 < serial, "{line}");
-        assert!(line.ends_with(" nokaslr"), "{line}");
-    }
-
-    #[test]
-    fn init_config_carries_services_checks_and_network() {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/nginx.toml"),
-        )
-        .expect("example recipe");
-        let recipe = crate::recipe::parse_str("nginx.toml", &text, None).expect("valid");
-        let dirs = [RuntimeDir {
-            path: "/run/nginx".into(),
-            mode: 0o750,
-            uid: 33,
-            gid: 33,
-            kind: crate::rootfs::tmpfiles::RuntimeKind::Directory,
-        }];
-        let config = init_config(&recipe, &dirs);
-        assert_eq!(config.runtime_dirs[0].path, "/run/nginx");
-        config.validate().expect("guest-init accepts it");
-        assert_eq!(config.hostname.as_deref(), Some("nginx"));
-        assert_eq!(config.network, NetworkConfig::Dhcp);
-        assert_eq!(config.services.len(), 1);
-        assert_eq!(config.services[0].exec[0], "/usr/sbin/nginx");
-        assert_eq!(
-            config.services[0].ready.as_ref().and_then(|r| r.tcp),
-            Some(80)
-        );
-        assert!(config.checks.iter().any(|c| c.http.is_some()));
-        let json = serde_json::to_string(&config).expect("json");
-        let back = InitConfig::from_json(&json).expect("guest-init parses it");
-        assert_eq!(back, config);
-    }
-
-    #[test]
-    fn hard_links_and_devices_become_ext4_metadata() {
-        let mut tree = Tree::new(5);
-        let own = Ownership {
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-        };
-        tree.add_dir(Path::new("dev"), own, 5).expect("dir");
-        tree.add_char_device(Path::new("dev/null"), 1, 3, own, 5)
-            .expect("dev");
-        tree.add_file(
-            Path::new("a"),
-            3,
-            Ownership {
-                mode: 0o4755,
-                ..own
-            },
-            5,
-        )
-        .expect("file");
-        tree.add_hardlink(Path::new("b"), Path::new("a"), own, 5)
-            .expect("link");
-        let meta = ext4_metadata(&tree);
-        let find = |p: &str| meta.iter().find(|m| m.path == p).expect(p);
-        assert!(matches!(
-            find("/dev/null").kind,
-            Ext4NodeKind::CharDevice { major: 1, minor: 3 }
-        ));
-        assert_eq!(find("/a").permissions, 0o4755);
-        assert_eq!(find("/b").kind, Ext4NodeKind::File);
-        assert!(meta.iter().all(|m| m.path != "/"));
     }
 }
