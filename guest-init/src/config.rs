@@ -325,10 +325,21 @@ pub struct ServiceConfig {
     pub ready: Option<ReadyConfig>,
 }
 
-/// A readiness probe: exactly one of `tcp`, `file`, `command`, `http`.
+/// A readiness probe: one [`Probe`] and its timeout. In JSON the probe is one key of the
+/// object (`{"tcp": 80, "timeout_ms": 5000}`), see [`ReadyWire`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ReadyWire", into = "ReadyWire")]
+pub struct ReadyConfig {
+    /// What must succeed.
+    pub probe: Probe,
+    /// Give up after this long (default 30 s).
+    pub timeout_ms: Option<u64>,
+}
+
+/// [`ReadyConfig`] as JSON: exactly one of `tcp`, `file`, `command`, `http`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReadyConfig {
+pub struct ReadyWire {
     /// Ready when 127.0.0.1:`tcp` accepts a connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<u16>,
@@ -361,7 +372,7 @@ fn default_path() -> String {
     "/".to_owned()
 }
 
-/// A readiness probe after validation.
+/// What a readiness probe waits for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
     /// TCP connect to 127.0.0.1:port.
@@ -374,25 +385,47 @@ pub enum Probe {
     Http(HttpProbeConfig),
 }
 
-impl ReadyConfig {
-    /// The one probe this config names.
-    pub fn probe(&self) -> Result<Probe, ConfigError> {
+impl TryFrom<ReadyWire> for ReadyConfig {
+    type Error = ConfigError;
+
+    fn try_from(wire: ReadyWire) -> Result<Self, ConfigError> {
         let mut probes = Vec::new();
-        if let Some(port) = self.tcp {
-            probes.push(Probe::Tcp(port));
-        }
-        if let Some(path) = &self.file {
-            probes.push(Probe::File(path.clone()));
-        }
-        if let Some(command) = &self.command {
-            probes.push(Probe::Command(command.clone()));
-        }
-        if let Some(http) = &self.http {
-            probes.push(Probe::Http(http.clone()));
-        }
+        probes.extend(wire.tcp.map(Probe::Tcp));
+        probes.extend(wire.file.map(Probe::File));
+        probes.extend(wire.command.map(Probe::Command));
+        probes.extend(wire.http.map(Probe::Http));
         match (probes.pop(), probes.is_empty()) {
-            (Some(probe), true) => Ok(probe),
-            _ => Err(ConfigError::ProbeKind),
+            (Some(probe), true) => Ok(Self {
+                probe,
+                timeout_ms: wire.timeout_ms,
+            }),
+            _ => Err(kind_error(ConfigError::ProbeKind)),
+        }
+    }
+}
+
+impl From<ReadyConfig> for ReadyWire {
+    fn from(config: ReadyConfig) -> Self {
+        let mut wire = ReadyWire {
+            timeout_ms: config.timeout_ms,
+            ..ReadyWire::default()
+        };
+        match config.probe {
+            Probe::Tcp(port) => wire.tcp = Some(port),
+            Probe::File(path) => wire.file = Some(path),
+            Probe::Command(argv) => wire.command = Some(argv),
+            Probe::Http(http) => wire.http = Some(http),
+        }
+        wire
+    }
+}
+
+impl ReadyConfig {
+    /// A probe with the default timeout.
+    pub fn new(probe: Probe) -> Self {
+        Self {
+            probe,
+            timeout_ms: None,
         }
     }
 
@@ -402,10 +435,24 @@ impl ReadyConfig {
     }
 }
 
-/// One test check: a name plus exactly one of `http`, `tcp`, `command`, `file`, `service`.
+/// One test check: a name, one [`CheckKind`] and a timeout. In JSON the kind is one key of
+/// the object (`{"name": "page", "http": {...}}`), see [`CheckWire`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "CheckWire", into = "CheckWire")]
+pub struct CheckConfig {
+    /// Name printed in the result line.
+    pub name: String,
+    /// What is checked.
+    pub kind: CheckKind,
+    /// Timeout for this check (default 10 s).
+    pub timeout_ms: Option<u64>,
+}
+
+/// [`CheckConfig`] as JSON: a name plus exactly one of `http`, `tcp`, `command`, `file`,
+/// `service`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CheckConfig {
+pub struct CheckWire {
     /// Name printed in the result line.
     pub name: String,
     /// HTTP GET against 127.0.0.1.
@@ -487,7 +534,7 @@ pub struct ServiceCheckConfig {
     pub name: String,
 }
 
-/// A check after validation.
+/// What a check tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckKind {
     /// HTTP GET.
@@ -502,20 +549,52 @@ pub enum CheckKind {
     Service(ServiceCheckConfig),
 }
 
-impl CheckConfig {
-    /// The one kind this check names.
-    pub fn kind(&self) -> Result<CheckKind, ConfigError> {
+impl TryFrom<CheckWire> for CheckConfig {
+    type Error = ConfigError;
+
+    fn try_from(wire: CheckWire) -> Result<Self, ConfigError> {
         let mut kinds = Vec::new();
-        kinds.extend(self.http.clone().map(CheckKind::Http));
-        kinds.extend(self.tcp.clone().map(CheckKind::Tcp));
-        kinds.extend(self.command.clone().map(CheckKind::Command));
-        kinds.extend(self.file.clone().map(CheckKind::File));
-        kinds.extend(self.service.clone().map(CheckKind::Service));
+        kinds.extend(wire.http.map(CheckKind::Http));
+        kinds.extend(wire.tcp.map(CheckKind::Tcp));
+        kinds.extend(wire.command.map(CheckKind::Command));
+        kinds.extend(wire.file.map(CheckKind::File));
+        kinds.extend(wire.service.map(CheckKind::Service));
         match (kinds.pop(), kinds.is_empty()) {
-            (Some(kind), true) => Ok(kind),
-            _ => Err(ConfigError::CheckKind {
-                check: self.name.clone(),
+            (Some(kind), true) => Ok(Self {
+                name: wire.name,
+                kind,
+                timeout_ms: wire.timeout_ms,
             }),
+            _ => Err(kind_error(ConfigError::CheckKind { check: wire.name })),
+        }
+    }
+}
+
+impl From<CheckConfig> for CheckWire {
+    fn from(config: CheckConfig) -> Self {
+        let mut wire = CheckWire {
+            name: config.name,
+            timeout_ms: config.timeout_ms,
+            ..CheckWire::default()
+        };
+        match config.kind {
+            CheckKind::Http(http) => wire.http = Some(http),
+            CheckKind::Tcp(tcp) => wire.tcp = Some(tcp),
+            CheckKind::Command(command) => wire.command = Some(command),
+            CheckKind::File(file) => wire.file = Some(file),
+            CheckKind::Service(service) => wire.service = Some(service),
+        }
+        wire
+    }
+}
+
+impl CheckConfig {
+    /// A check with the default timeout.
+    pub fn new(name: impl Into<String>, kind: CheckKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            timeout_ms: None,
         }
     }
 
@@ -621,18 +700,35 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+thread_local! {
+    /// The last probe/check kind error of this thread's deserialisation: serde can only
+    /// carry it as text, [`InitConfig::from_json`] returns it typed.
+    static KIND_ERROR: std::cell::RefCell<Option<ConfigError>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn kind_error(error: ConfigError) -> ConfigError {
+    KIND_ERROR.with(|last| *last.borrow_mut() = Some(error.clone()));
+    error
+}
+
 impl InitConfig {
     /// Parses and validates `init.json` text.
     pub fn from_json(text: &str) -> Result<InitConfig, ConfigError> {
-        let config: InitConfig = serde_json::from_str(text).map_err(|err| ConfigError::Syntax {
-            message: err.to_string(),
+        KIND_ERROR.with(|last| last.borrow_mut().take());
+        let config: InitConfig = serde_json::from_str(text).map_err(|err| {
+            KIND_ERROR
+                .with(|last| last.borrow_mut().take())
+                .unwrap_or_else(|| ConfigError::Syntax {
+                    message: err.to_string(),
+                })
         })?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks everything serde cannot: one kind per probe/check, unique names, known and
-    /// acyclic dependencies, absolute programs.
+    /// Checks everything serde cannot: unique names, known and acyclic dependencies,
+    /// absolute programs (one kind per probe/check is a property of the types).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let NetworkConfig::Static(net) = &self.network
             && net.prefix > 32
@@ -652,9 +748,6 @@ impl InitConfig {
                     service: service.name.clone(),
                 });
             }
-            if let Some(ready) = &service.ready {
-                ready.probe()?;
-            }
         }
         for task in &self.tasks {
             for service in task.before.iter().chain(&task.after) {
@@ -668,12 +761,12 @@ impl InitConfig {
         }
         self.start_order()?;
         for check in &self.checks {
-            if let CheckKind::Service(svc) = check.kind()?
+            if let CheckKind::Service(svc) = &check.kind
                 && !names.contains(svc.name.as_str())
             {
                 return Err(ConfigError::UnknownCheckService {
                     check: check.name.clone(),
-                    service: svc.name,
+                    service: svc.name.clone(),
                 });
             }
         }
@@ -917,15 +1010,15 @@ mod tests {
         assert_eq!(config.services[1].restart, RestartPolicy::Always);
         let ready = config.services[1].ready.as_ref().expect("has probe");
         assert_eq!(
-            ready.probe(),
-            Ok(Probe::Http(HttpProbeConfig {
+            ready.probe,
+            Probe::Http(HttpProbeConfig {
                 port: 80,
                 path: "/".into()
-            }))
+            })
         );
         assert_eq!(ready.timeout_ms(), DEFAULT_READY_TIMEOUT_MS);
         assert_eq!(config.checks[4].timeout_ms(), 100);
-        assert!(matches!(config.checks[2].kind(), Ok(CheckKind::Command(c)) if c.exit_code == 0));
+        assert!(matches!(&config.checks[2].kind, CheckKind::Command(c) if c.exit_code == 0));
         assert_eq!(config.start_order(), Ok(vec![0, 1]));
         // Serializing and parsing again gives the same config (builder writes it this way).
         let json = serde_json::to_string(&config).expect("serializable");

@@ -148,7 +148,7 @@ impl Supervisor {
             .into_iter()
             .map(|config| {
                 let task = tasks.next().flatten();
-                let probe = config.ready.as_ref().and_then(|r| r.probe().ok());
+                let probe = config.ready.as_ref().map(|r| r.probe.clone());
                 let ready_timeout =
                     Duration::from_millis(config.ready.as_ref().map_or(0, |r| r.timeout_ms()));
                 let after = config
@@ -580,7 +580,7 @@ impl Supervisor {
 mod tests {
     use super::*;
     use crate::process::ReapMode;
-    use guest_init::config::{InitConfig, ReadyConfig, TaskConfig, TaskWhen};
+    use guest_init::config::{InitConfig, Probe, ReadyConfig, TaskConfig, TaskWhen};
     use std::collections::BTreeMap;
     use std::sync::mpsc;
 
@@ -693,10 +693,7 @@ mod tests {
             RestartPolicy::No,
             &[],
         );
-        db.ready = Some(ReadyConfig {
-            file: Some(ready.display().to_string()),
-            ..ReadyConfig::default()
-        });
+        db.ready = Some(ReadyConfig::new(Probe::File(ready.display().to_string())));
         let config = InitConfig {
             services: vec![db],
             tasks: vec![task(
@@ -811,9 +808,8 @@ mod tests {
             &["db"],
         );
         web.ready = Some(ReadyConfig {
-            file: Some(format!("{}/web.ready", dir.display())),
+            probe: Probe::File(format!("{}/web.ready", dir.display())),
             timeout_ms: Some(5_000),
-            ..ReadyConfig::default()
         });
         let mut db = service(
             "db",
@@ -824,10 +820,10 @@ mod tests {
             RestartPolicy::No,
             &[],
         );
-        db.ready = Some(ReadyConfig {
-            file: Some(format!("{}/db.ready", dir.display())),
-            ..ReadyConfig::default()
-        });
+        db.ready = Some(ReadyConfig::new(Probe::File(format!(
+            "{}/db.ready",
+            dir.display()
+        ))));
         let mut h = Harness::new(vec![web, db]);
         assert_eq!(h.run(Duration::from_secs(10)), Some(Outcome::AllReady));
         assert_eq!(std::fs::read_to_string(&log).expect("log"), "db hi\nweb\n");
@@ -855,9 +851,8 @@ mod tests {
         );
         let mut job = service("job", &script, RestartPolicy::OnFailure, &[]);
         job.ready = Some(ReadyConfig {
-            file: Some(format!("{}.ready", counter.display())),
+            probe: Probe::File(format!("{}.ready", counter.display())),
             timeout_ms: Some(5_000),
-            ..ReadyConfig::default()
         });
         let mut h = Harness::new(vec![job]);
         assert_eq!(h.run(Duration::from_secs(10)), Some(Outcome::AllReady));
@@ -878,10 +873,7 @@ mod tests {
             RestartPolicy::No,
             &[],
         );
-        bad.ready = Some(ReadyConfig {
-            tcp: Some(1),
-            ..ReadyConfig::default()
-        });
+        bad.ready = Some(ReadyConfig::new(Probe::Tcp(1)));
         let mut h = Harness::new(vec![bad]);
         match h.run(Duration::from_secs(5)) {
             Some(Outcome::NotReady { service, detail }) => {
@@ -898,9 +890,8 @@ mod tests {
     fn probe_timeout_reports_not_ready_while_restarting() {
         let mut crashing = service("crash", "echo dying; exit 1", RestartPolicy::Always, &[]);
         crashing.ready = Some(ReadyConfig {
-            file: Some("/nonexistent/ready".into()),
+            probe: Probe::File("/nonexistent/ready".into()),
             timeout_ms: Some(700),
-            ..ReadyConfig::default()
         });
         let mut h = Harness::new(vec![crashing]);
         match h.run(Duration::from_secs(5)) {

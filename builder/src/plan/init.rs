@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use guest_init::config::{
-    CheckConfig, CommandCheckConfig, FileCheckConfig, HttpCheckConfig, HttpProbeConfig, InitConfig,
-    NetworkConfig, ReadyConfig, RestartPolicy, ServiceCheckConfig, ServiceConfig,
-    StaticNetworkConfig, TcpCheckConfig,
+    CheckConfig, CheckKind as InitCheck, CommandCheckConfig, FileCheckConfig, HttpCheckConfig,
+    HttpProbeConfig, InitConfig, NetworkConfig, Probe, ReadyConfig, RestartPolicy,
+    ServiceCheckConfig, ServiceConfig, StaticNetworkConfig, TcpCheckConfig,
 };
 
 use crate::recipe::{self, CheckKind, ReadyProbe, Recipe};
@@ -30,26 +30,17 @@ pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
                 recipe::Restart::Always => RestartPolicy::Always,
             },
             after: s.after.clone(),
-            ready: s.ready.as_ref().map(|ready| {
-                let mut config = ReadyConfig {
-                    tcp: None,
-                    file: None,
-                    command: None,
-                    http: None,
-                    timeout_ms: Some(millis(ready.timeout)),
-                };
-                match &ready.probe {
-                    ReadyProbe::Tcp(port) => config.tcp = Some(*port),
-                    ReadyProbe::File(path) => config.file = Some(path.clone()),
-                    ReadyProbe::Command(argv) => config.command = Some(argv.clone()),
-                    ReadyProbe::Http { port, path } => {
-                        config.http = Some(HttpProbeConfig {
-                            port: *port,
-                            path: path.clone(),
-                        });
-                    }
-                }
-                config
+            ready: s.ready.as_ref().map(|ready| ReadyConfig {
+                probe: match &ready.probe {
+                    ReadyProbe::Tcp(port) => Probe::Tcp(*port),
+                    ReadyProbe::File(path) => Probe::File(path.clone()),
+                    ReadyProbe::Command(argv) => Probe::Command(argv.clone()),
+                    ReadyProbe::Http { port, path } => Probe::Http(HttpProbeConfig {
+                        port: *port,
+                        path: path.clone(),
+                    }),
+                },
+                timeout_ms: Some(millis(ready.timeout)),
             }),
         })
         .collect();
@@ -58,49 +49,34 @@ pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
         .checks
         .iter()
         .map(|c| {
-            let mut check = CheckConfig {
-                name: c.name.clone(),
-                http: None,
-                tcp: None,
-                command: None,
-                file: None,
-                service: None,
-                timeout_ms: None,
-            };
-            match &c.kind {
+            let kind = match &c.kind {
                 CheckKind::Http {
                     port,
                     path,
                     status,
                     body_contains,
-                } => {
-                    check.http = Some(HttpCheckConfig {
-                        port: *port,
-                        path: path.clone(),
-                        status: *status,
-                        body_contains: body_contains.clone(),
-                    });
-                }
-                CheckKind::Tcp { port } => check.tcp = Some(TcpCheckConfig { port: *port }),
+                } => InitCheck::Http(HttpCheckConfig {
+                    port: *port,
+                    path: path.clone(),
+                    status: *status,
+                    body_contains: body_contains.clone(),
+                }),
+                CheckKind::Tcp { port } => InitCheck::Tcp(TcpCheckConfig { port: *port }),
                 CheckKind::Command {
                     run,
                     exit_code,
                     stdout_contains,
-                } => {
-                    check.command = Some(CommandCheckConfig {
-                        run: run.clone(),
-                        exit_code: *exit_code,
-                        stdout_contains: stdout_contains.clone(),
-                    });
-                }
-                CheckKind::File { path } => {
-                    check.file = Some(FileCheckConfig { path: path.clone() })
-                }
+                } => InitCheck::Command(CommandCheckConfig {
+                    run: run.clone(),
+                    exit_code: *exit_code,
+                    stdout_contains: stdout_contains.clone(),
+                }),
+                CheckKind::File { path } => InitCheck::File(FileCheckConfig { path: path.clone() }),
                 CheckKind::Service { name } => {
-                    check.service = Some(ServiceCheckConfig { name: name.clone() });
+                    InitCheck::Service(ServiceCheckConfig { name: name.clone() })
                 }
-            }
-            check
+            };
+            CheckConfig::new(c.name.clone(), kind)
         })
         .collect();
     InitConfig {
@@ -168,10 +144,15 @@ mod tests {
         assert_eq!(config.services.len(), 1);
         assert_eq!(config.services[0].exec[0], "/usr/sbin/nginx");
         assert_eq!(
-            config.services[0].ready.as_ref().and_then(|r| r.tcp),
-            Some(80)
+            config.services[0].ready.as_ref().map(|r| &r.probe),
+            Some(&Probe::Tcp(80))
         );
-        assert!(config.checks.iter().any(|c| c.http.is_some()));
+        assert!(
+            config
+                .checks
+                .iter()
+                .any(|c| matches!(c.kind, InitCheck::Http(_)))
+        );
         let json = serde_json::to_string(&config).expect("json");
         let back = InitConfig::from_json(&json).expect("guest-init parses it");
         assert_eq!(back, config);

@@ -15,8 +15,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use guest_init::config::{
-    CheckConfig, CommandCheckConfig, FileCheckConfig, HttpCheckConfig, HttpProbeConfig, InitConfig,
-    ReadyConfig, RestartPolicy, ServiceCheckConfig, ServiceConfig, TcpCheckConfig,
+    CheckConfig, CheckKind, CommandCheckConfig, FileCheckConfig, HttpCheckConfig, HttpProbeConfig,
+    InitConfig, Probe, ReadyConfig, RestartPolicy, ServiceCheckConfig, ServiceConfig,
+    TcpCheckConfig,
 };
 use guest_init::protocol::{CheckStatus, Event, parse_line};
 
@@ -194,17 +195,15 @@ fn find_kernel(dir: &Path) -> Option<Kernel> {
 fn config() -> InitConfig {
     let web = r#"$|=1; my $s=IO::Socket::INET->new(LocalAddr=>"127.0.0.1:8080",Listen=>5,ReuseAddr=>1) or die "listen: $!"; print "listening\n"; while(my $c=$s->accept){ while(<$c>){last if /^\r?$/} my $b="$ENV{GREETING} uid=$<\n"; print $c "HTTP/1.1 200 OK\r\nContent-Length: ".length($b)."\r\nConnection: close\r\n\r\n$b"; close $c }"#;
     let sh = |script: &str| vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
-    let check = |name: &str| CheckConfig {
-        name: name.to_owned(),
-        ..CheckConfig::default()
-    };
-    let command = |name: &str, script: &str, needle: &str| CheckConfig {
-        command: Some(CommandCheckConfig {
-            run: sh(script),
-            exit_code: 0,
-            stdout_contains: Some(needle.to_owned()),
-        }),
-        ..check(name)
+    let command = |name: &str, script: &str, needle: &str| {
+        CheckConfig::new(
+            name,
+            CheckKind::Command(CommandCheckConfig {
+                run: sh(script),
+                exit_code: 0,
+                stdout_contains: Some(needle.to_owned()),
+            }),
+        )
     };
     InitConfig {
         hostname: Some("jeos-it".into()),
@@ -218,10 +217,7 @@ fn config() -> InitConfig {
                 working_directory: None,
                 restart: RestartPolicy::No,
                 after: vec![],
-                ready: Some(ReadyConfig {
-                    file: Some("/run/prep.done".into()),
-                    ..ReadyConfig::default()
-                }),
+                ready: Some(ReadyConfig::new(Probe::File("/run/prep.done".into()))),
             },
             ServiceConfig {
                 name: "web".into(),
@@ -238,29 +234,25 @@ fn config() -> InitConfig {
                 restart: RestartPolicy::Always,
                 after: vec!["prep".into()],
                 ready: Some(ReadyConfig {
-                    http: Some(HttpProbeConfig {
+                    probe: Probe::Http(HttpProbeConfig {
                         port: 8080,
                         path: "/".into(),
                     }),
                     timeout_ms: Some(60_000),
-                    ..ReadyConfig::default()
                 }),
             },
         ],
         checks: vec![
-            CheckConfig {
-                http: Some(HttpCheckConfig {
+            CheckConfig::new(
+                "serves the page as www-data",
+                CheckKind::Http(HttpCheckConfig {
                     port: 8080,
                     path: "/".into(),
                     status: 200,
                     body_contains: Some("hello from jeos uid=33".into()),
                 }),
-                ..check("serves the page as www-data")
-            },
-            CheckConfig {
-                tcp: Some(TcpCheckConfig { port: 8080 }),
-                ..check("port open")
-            },
+            ),
+            CheckConfig::new("port open", CheckKind::Tcp(TcpCheckConfig { port: 8080 })),
             command(
                 "dns from dhcp",
                 "read l < /run/resolv.conf; echo $l",
@@ -276,20 +268,22 @@ fn config() -> InitConfig {
                 "read h < /proc/sys/kernel/hostname; echo $h",
                 "jeos-it",
             ),
-            CheckConfig {
-                service: Some(ServiceCheckConfig { name: "web".into() }),
-                ..check("web running")
-            },
-            CheckConfig {
-                file: Some(FileCheckConfig {
+            CheckConfig::new(
+                "web running",
+                CheckKind::Service(ServiceCheckConfig { name: "web".into() }),
+            ),
+            CheckConfig::new(
+                "prep file",
+                CheckKind::File(FileCheckConfig {
                     path: "/run/prep.done".into(),
                 }),
-                ..check("prep file")
-            },
+            ),
             CheckConfig {
-                tcp: Some(TcpCheckConfig { port: 9 }),
                 timeout_ms: Some(1_000),
-                ..check("closed port fails")
+                ..CheckConfig::new(
+                    "closed port fails",
+                    CheckKind::Tcp(TcpCheckConfig { port: 9 }),
+                )
             },
         ],
         ..InitConfig::default()
