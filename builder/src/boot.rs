@@ -372,25 +372,20 @@ pub fn shorten_detail(detail: &str, max: usize) -> String {
     short
 }
 
-/// Escapes text for an XML attribute or text node (pure).
+/// Escapes text for an XML attribute or text node (pure): image-writer's escaper, with
+/// the control characters XML 1.0 cannot carry shown as `\xNN` (people read these
+/// details) rather than replaced.
 #[must_use]
 pub fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    let mut visible = String::with_capacity(text.len());
     for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Characters XML 1.0 cannot carry at all.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
+        if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') {
+            visible.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            visible.push(c);
         }
     }
-    out
+    image_writer::ovf::escape_xml(&visible)
 }
 
 /// JUnit XML: one `<testcase>` per check, plus a `boot` test case that fails when the

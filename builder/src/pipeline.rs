@@ -29,7 +29,7 @@ use image_writer::ext4::Ext4Config;
 use image_writer::{BootloaderFiles, DiskPlan, DiskReport};
 use miette::Diagnostic;
 use package_resolver::cache::Cache;
-use package_resolver::deb::{self, Staging as DebStaging, UnpackOptions};
+use package_resolver::deb::{self, UnpackDir, UnpackOptions};
 use package_resolver::fetch::{self, FetchItem, FetchOptions};
 use package_resolver::lock::{LockFile, LockedPackage};
 use serde::Serialize;
@@ -627,8 +627,8 @@ fn unpack_all(
     root: &Path,
     packages: &[&LockedPackage],
     debs: &BTreeMap<String, PathBuf>,
-) -> Result<DebStaging, BuildError> {
-    let mut staging = DebStaging::new(root).map_err(|source| BuildError::Unpack {
+) -> Result<UnpackDir, BuildError> {
+    let mut staging = UnpackDir::new(root).map_err(|source| BuildError::Unpack {
         package: "(staging)".to_owned(),
         source,
     })?;
@@ -649,7 +649,7 @@ fn unpack_all(
 
 /// The unpacked root filesystem packages and what each contributed.
 struct Unpacked {
-    staging: DebStaging,
+    staging: UnpackDir,
     bytes: Vec<PackageBytes>,
 }
 
@@ -768,7 +768,7 @@ fn unpack_boot_loaders(
 }
 
 /// The unpacker's manifest as the customisation tree.
-fn manifest_tree(staging: &DebStaging, epoch: i64) -> Result<Tree, BuildError> {
+fn manifest_tree(staging: &UnpackDir, epoch: i64) -> Result<Tree, BuildError> {
     let mut tree = Tree::new(epoch);
     for (path, entry) in staging.manifest() {
         let kind = match &entry.kind {
@@ -777,7 +777,7 @@ fn manifest_tree(staging: &DebStaging, epoch: i64) -> Result<Tree, BuildError> {
             deb::EntryKind::Symlink { target } => EntryKind::Symlink {
                 target: PathBuf::from(target),
             },
-            deb::EntryKind::HardLink { target } => EntryKind::Hardlink {
+            deb::EntryKind::HardLink { target } => EntryKind::HardLink {
                 target: PathBuf::from(target),
             },
             deb::EntryKind::CharDev { major, minor } => EntryKind::CharDevice {
@@ -815,7 +815,7 @@ fn dpkg_packages(
     plan: &BuildPlan,
     lock: &LockFile,
     debs: &BTreeMap<String, PathBuf>,
-    deb_staging: &DebStaging,
+    deb_staging: &UnpackDir,
 ) -> Result<Vec<rootfs::dpkg::DpkgPackage>, BuildError> {
     let mut kernel = Vec::new();
     for p in plan::locked(lock, &plan.packages.kernel) {

@@ -25,14 +25,13 @@ use image_writer::ovf::{self, Finding, OvfDisk, OvfNetwork, OvfOs, OvfProduct, S
 use image_writer::qcow2::{Qcow2Config, Qcow2Error, write_qcow2};
 use image_writer::vhd::{VhdError, write_vhd};
 use image_writer::vmdk::{AdapterType, VmdkConfig, VmdkError, write_vmdk};
-use image_writer::{
-    OvfInputs, PackageError, PackageSpec, PublishReporter, SigningConfig, write_ovf_package,
-};
+use image_writer::{OvfInputs, PackageError, PackageSpec, SigningConfig, write_ovf_package};
 use miette::Diagnostic;
 use serde::Serialize;
 
-use crate::progress::{Ui, format_bytes};
+use crate::progress::Ui;
 use crate::recipe::{DiskController, DiskFormat, Firmware, Nic, OvfTarget, Recipe};
+use crate::reporters::UiPublishReporter;
 
 /// Largest EULA file read into the descriptor.
 pub const MAX_EULA_BYTES: u64 = 1 << 20;
@@ -171,27 +170,6 @@ pub struct PublishReport {
     pub vmdk_populated_bytes: Option<u64>,
     /// Warnings of the OVF compatibility lint (already shown through the UI).
     pub findings: Vec<Finding>,
-}
-
-/// Forwards image-writer's progress events to the [`Ui`] as info lines.
-struct UiReporter<'a> {
-    ui: &'a Ui,
-}
-
-impl PublishReporter for UiReporter<'_> {
-    fn on_file_started(&self, file: &str, total_bytes: u64) {
-        self.ui.info(&format!(
-            "writing {file} from {} of raw disk",
-            format_bytes(total_bytes)
-        ));
-    }
-
-    fn on_file_finished(&self, file: &str, size_bytes: u64) {
-        self.ui
-            .info(&format!("wrote {file} ({})", format_bytes(size_bytes)));
-    }
-
-    // Findings are linted and shown before anything is written; see `publish_artifacts`.
 }
 
 /// The OVF targets of a recipe: `[ovf] targets`, else every target the `[vm]` hardware
@@ -398,7 +376,7 @@ pub fn publish_artifacts(
         }
     }
 
-    let reporter = UiReporter { ui };
+    let reporter = UiPublishReporter { ui };
     let mut written = Written(Vec::new());
     let mut files = Vec::new();
     let mut vmdk_populated_bytes = None;

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
-use package_resolver::deb::{Staging, UnpackOptions};
+use package_resolver::deb::{UnpackDir, UnpackOptions};
 
 fn scratch() -> PathBuf {
     std::env::temp_dir().join(format!("jeos-fuzz-deb-{}", std::process::id()))
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let canary = base.join("canary");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&canary).expect("scratch dir");
-    let mut staging = Staging::new(&root).expect("staging dir");
+    let mut staging = UnpackDir::new(&root).expect("staging dir");
     let options = UnpackOptions {
         max_data_bytes: 64 << 20,
         ..UnpackOptions::default()

@@ -28,9 +28,9 @@
 //! unprivileged builder can read everything; the [`Manifest`] keeps the real owner, mode
 //! (including setuid/setgid), mtime and kind for the image writer.
 //!
-//! Several packages may be unpacked into one [`Staging`]: directories are shared; when two
+//! Several packages may be unpacked into one [`UnpackDir`]: directories are shared; when two
 //! packages ship the same non-directory path, the later package wins and the pair is recorded
-//! in [`Staging::overlaps`] (dpkg would need `Replaces`; jeos reports it instead of failing).
+//! in [`UnpackDir::overlaps`] (dpkg would need `Replaces`; jeos reports it instead of failing).
 //! On error the staging tree may hold a partial package, but never anything outside itself.
 
 use std::collections::BTreeMap;
@@ -358,9 +358,10 @@ pub struct Overlap {
     pub second: String,
 }
 
-/// A staging directory being filled with packages.
+/// A directory being filled with packages (the unpacked root filesystem and its
+/// manifest).
 #[derive(Debug)]
-pub struct Staging {
+pub struct UnpackDir {
     root: PathBuf,
     manifest: Manifest,
     overlaps: Vec<Overlap>,
@@ -549,7 +550,7 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> DebError + '_ {
     }
 }
 
-impl Staging {
+impl UnpackDir {
     /// A staging tree at `root` (created if absent; it should be empty).
     pub fn new(root: &Path) -> Result<Self, DebError> {
         std::fs::create_dir_all(root).map_err(io_at(root))?;

@@ -1,17 +1,18 @@
 //! `jeos test`: boot a built image with the smoke test on and report every check.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use miette::Diagnostic;
-use test_vm::{RunError, RunReporter, Vmm, VmmKind};
+use test_vm::{RunError, Vmm, VmmKind};
 
 use super::{ExitStatus, Session, test_target};
 use crate::boot::{self, BootError, RunOptions};
 use crate::ovf_hardware;
+use crate::reporters::UiRunReporter;
 
 /// `--vmm`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,23 +78,11 @@ pub struct TestArgs {
     pub keep_log: Option<PathBuf>,
 }
 
-/// `180s`, `3m`, `500ms`, `90` (seconds).
+/// `180s`, `3m`, `500ms`, `90` (seconds): [`crate::recipe::parse_duration`], not zero.
 pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(end);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like `180s` or `3m`"))?;
-    let d = match unit.trim() {
-        "" | "s" => Some(Duration::from_secs(n)),
-        "ms" => Some(Duration::from_millis(n)),
-        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
-        _ => None,
-    };
-    d.filter(|d| !d.is_zero())
+    crate::recipe::parse_duration(text)
+        .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("`{text}` is not a positive duration like `180s` or `3m`"))
 }
 
@@ -153,35 +142,6 @@ pub enum TestError {
         #[source]
         source: io::Error,
     },
-}
-
-/// Says which VMM runs, and why, on stderr as soon as it is chosen.
-struct TestReporter {
-    quiet: bool,
-}
-
-impl RunReporter for TestReporter {
-    fn on_vmm_selected(&self, vmm: VmmKind, reason: &str) {
-        if self.quiet {
-            return;
-        }
-        let line = vmm_line(vmm, reason, test_vm::check_host().can_boot_linux());
-        let _ = writeln!(io::stderr(), "{line}");
-    }
-}
-
-/// `vmm: qemu (TCG) — /dev/kvm is kvm_pvm, …` (pure).
-pub(super) fn vmm_line(vmm: VmmKind, reason: &str, kvm: bool) -> String {
-    let name = match vmm {
-        VmmKind::Embedded => "embedded (KVM)",
-        VmmKind::Qemu if kvm => "qemu (KVM)",
-        VmmKind::Qemu => "qemu (TCG)",
-    };
-    let reason = reason
-        .strip_prefix("qemu: ")
-        .or_else(|| reason.strip_prefix("embedded runner: "))
-        .unwrap_or(reason);
-    format!("vmm: {name} — {reason}")
 }
 
 /// Gives QEMU the NIC and disk controller the OVF declares (the nearest it emulates, with a
@@ -309,9 +269,7 @@ fn test_image(
             args.timeout.as_secs()
         ));
     }
-    let reporter = Arc::new(TestReporter {
-        quiet: session.global.quiet,
-    });
+    let reporter = Arc::new(UiRunReporter::new(Arc::clone(&session.ui)));
     let outcome = test_vm::run(vmm, config, reporter).map_err(|source| TestError::Run {
         image: image.clone(),
         source,
@@ -417,14 +375,5 @@ mod tests {
         assert_eq!(parse_memory_mib("1GiB"), Ok(1024));
         assert!(parse_memory_mib("12").is_err());
         assert!(parse_memory_mib("1TB").is_err());
-    }
-
-    #[test]
-    fn vmm_lines() {
-        assert_eq!(
-            vmm_line(VmmKind::Qemu, "qemu: /dev/kvm is kvm_pvm", false),
-            "vmm: qemu (TCG) — /dev/kvm is kvm_pvm"
-        );
-        assert!(vmm_line(VmmKind::Embedded, "embedded runner requested", true).contains("KVM"));
     }
 }

@@ -129,7 +129,7 @@ pub fn ext4_metadata(tree: &Tree) -> Vec<Ext4Metadata> {
             kind: match &entry.kind {
                 // The staging directory holds hard links as real links; mkfs.ext4 -d keeps
                 // them, so they are plain files here.
-                EntryKind::File { .. } | EntryKind::Hardlink { .. } => Ext4NodeKind::File,
+                EntryKind::File { .. } | EntryKind::HardLink { .. } => Ext4NodeKind::File,
                 EntryKind::Dir => Ext4NodeKind::Dir,
                 EntryKind::Symlink { .. } => Ext4NodeKind::Symlink,
                 EntryKind::CharDevice { major, minor } => Ext4NodeKind::CharDevice {

@@ -10,7 +10,7 @@
 //! | [`UiMode::Plain`] | otherwise | `step: message` lines on stderr |
 //! | [`UiMode::Json`] | `--json` | one JSON object per line on stdout |
 //!
-//! Step timings are kept for the build report ([`Ui::timings`]).
+//! Step timings for the build report are kept by the pipeline (`BuildContext::step`).
 
 mod json;
 mod plain;
@@ -50,15 +50,6 @@ impl UiMode {
             Self::Plain
         }
     }
-}
-
-/// One finished pipeline step, for the build report.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct StepTiming {
-    /// Step name (`resolve_packages`).
-    pub name: String,
-    /// Wall-clock time.
-    pub elapsed: Duration,
 }
 
 /// The name people read for a pipeline step: `unpack_boot_loaders` -> `unpack boot
@@ -143,7 +134,6 @@ struct Download {
 
 #[derive(Debug, Default)]
 struct State {
-    timings: Vec<StepTiming>,
     downloads: HashMap<DownloadId, Download>,
     downloaded_bytes: u64,
     warnings: usize,
@@ -207,12 +197,8 @@ impl Ui {
         }
     }
 
-    /// A pipeline step ended after `elapsed`; recorded for [`Ui::timings`].
+    /// A pipeline step ended after `elapsed` (the build report keeps its own timings).
     pub fn step_finished(&self, name: &str, elapsed: Duration) {
-        self.state().timings.push(StepTiming {
-            name: name.to_owned(),
-            elapsed,
-        });
         if !self.quiet {
             self.renderer.render(Event::StepFinished { name, elapsed });
         }
@@ -277,11 +263,6 @@ impl Ui {
     /// Clears bars and flushes; call once at the end of the command.
     pub fn finish(&self) {
         self.renderer.finish();
-    }
-
-    /// Steps finished so far, in completion order.
-    pub fn timings(&self) -> Vec<StepTiming> {
-        self.state().timings.clone()
     }
 
     /// Total bytes reported through `download_progress`.
@@ -411,23 +392,10 @@ mod tests {
         );
         assert_eq!(ui.downloaded_bytes(), 2048);
         assert_eq!(ui.warning_count(), 1);
-        assert_eq!(
-            ui.timings(),
-            vec![
-                StepTiming {
-                    name: "resolve_packages".into(),
-                    elapsed: Duration::from_millis(1234)
-                },
-                StepTiming {
-                    name: "fetch_packages".into(),
-                    elapsed: Duration::from_millis(45)
-                },
-            ]
-        );
     }
 
     #[test]
-    fn quiet_keeps_warnings_and_timings() {
+    fn quiet_keeps_warnings() {
         let out = Capture::default();
         let ui = Ui::with_writer(UiMode::Plain, true, Box::new(out.clone()));
         run_pipeline(&ui);
@@ -435,7 +403,6 @@ mod tests {
             out.text(),
             "warning: excluded `perl-base`, a dependency of `nginx`\n"
         );
-        assert_eq!(ui.timings().len(), 2);
     }
 
     #[test]
@@ -493,7 +460,6 @@ mod tests {
         ui.download_started(7, "unsized.deb", None);
         ui.download_progress(7, 10);
         ui.finish();
-        assert_eq!(ui.timings().len(), 2);
         assert_eq!(ui.downloaded_bytes(), 2058);
     }
 

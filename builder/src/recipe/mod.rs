@@ -42,6 +42,7 @@ pub use names::AppName;
 pub use size::ByteSize;
 pub use spanned::Spanned;
 pub use starter::{StarterTemplate, starter, starter_recipe};
+pub use validate::parse_duration;
 
 /// A validated appliance recipe. Immutable: the pipeline only reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1955,16 +1955,19 @@ fn find_cycle<'a>(
     None
 }
 
-/// `30`, `30s`, `500ms`, `2m`.
-fn parse_duration(text: &str) -> Option<Duration> {
+/// `30` (seconds), `30s`, `500ms`, `2m`, `2min`: the one duration grammar of jeos (recipe
+/// values and command-line options alike).
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit())?;
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(digits_end);
     let n: u64 = digits.parse().ok()?;
     match unit.trim() {
+        "" | "s" => Some(Duration::from_secs(n)),
         "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
         _ => None,
     }
 }

@@ -254,7 +254,7 @@ pub fn plan_dpkg(packages: &[DpkgPackage], tree: &Tree) -> Result<Vec<FsOp>, Dpk
 /// control members alone.
 #[must_use]
 pub fn packages_from_unpack(
-    staging: &package_resolver::deb::Staging,
+    staging: &package_resolver::deb::UnpackDir,
     elsewhere: &[package_resolver::deb::PackageReport],
 ) -> Vec<DpkgPackage> {
     let mut files: std::collections::BTreeMap<&str, Vec<String>> = Default::default();

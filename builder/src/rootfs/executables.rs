@@ -396,7 +396,7 @@ pub fn check_executables(tree: &Tree, programs: &[ServiceExec]) -> Result<(), Ex
                     source,
                 })?;
         let mode = match &entry.kind {
-            EntryKind::File { .. } | EntryKind::Hardlink { .. } => entry.mode,
+            EntryKind::File { .. } | EntryKind::HardLink { .. } => entry.mode,
             _ => {
                 return Err(ExecutableError::NotAFile {
                     service: service.clone(),

@@ -398,7 +398,7 @@ pub fn plan_prune(tree: &Tree, config: &PruneConfig) -> PrunePlan {
     }
     // Files shared with a kept hard link stay.
     for (path, entry) in tree.iter() {
-        if let EntryKind::Hardlink { target } = &entry.kind
+        if let EntryKind::HardLink { target } = &entry.kind
             && !removed.contains_key(path)
         {
             removed.remove(target);

@@ -224,7 +224,7 @@ impl Staging {
             })?;
         let physical = match &entry.kind {
             EntryKind::File { .. } => physical,
-            EntryKind::Hardlink { target } => target.clone(),
+            EntryKind::HardLink { target } => target.clone(),
             _ => return Err(StagingError::NotAFile { path: physical }),
         };
         let host = self.host_path(&physical)?;

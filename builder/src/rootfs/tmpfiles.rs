@@ -561,7 +561,7 @@ fn plan_copy(tree: &Tree, source: &Path, target: &Path) -> Option<Vec<FsOp>> {
                 own: own_of(e),
                 update: true,
             }),
-            EntryKind::File { .. } | EntryKind::Hardlink { .. } => {
+            EntryKind::File { .. } | EntryKind::HardLink { .. } => {
                 ops.push(FsOp::CopyFile {
                     from: path.to_path_buf(),
                     to,

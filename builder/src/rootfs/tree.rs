@@ -87,7 +87,7 @@ pub enum EntryKind {
         target: PathBuf,
     },
     /// A hard link to another regular file of the tree (a root-relative physical path).
-    Hardlink {
+    HardLink {
         /// The file it shares an inode with.
         target: PathBuf,
     },
@@ -139,7 +139,7 @@ impl Entry {
     pub fn is_file(&self) -> bool {
         matches!(
             self.kind,
-            EntryKind::File { .. } | EntryKind::Hardlink { .. }
+            EntryKind::File { .. } | EntryKind::HardLink { .. }
         )
     }
 }
@@ -246,7 +246,7 @@ impl Tree {
             }
             Some(_) => {}
         }
-        if let EntryKind::Hardlink { target } = &entry.kind {
+        if let EntryKind::HardLink { target } = &entry.kind {
             let target = normalize(target)?;
             if !matches!(
                 self.entries.get(&target).map(|e| &e.kind),
@@ -330,7 +330,7 @@ impl Tree {
         mtime: i64,
     ) -> Result<(), TreeError> {
         let target = normalize(target)?;
-        self.add(path, EntryKind::Hardlink { target }, own, mtime)
+        self.add(path, EntryKind::HardLink { target }, own, mtime)
     }
 
     /// Adds a character device node.
@@ -441,7 +441,7 @@ impl Tree {
     pub fn file_size(&self, path: &Path) -> Option<u64> {
         match &self.get(path)?.kind {
             EntryKind::File { size } => Some(*size),
-            EntryKind::Hardlink { target } => match self.get(target)?.kind {
+            EntryKind::HardLink { target } => match self.get(target)?.kind {
                 EntryKind::File { size } => Some(size),
                 _ => None,
             },

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use package_resolver::deb::{DebError, EntryKind, Staging, UnpackOptions};
+use package_resolver::deb::{DebError, EntryKind, UnpackDir, UnpackOptions};
 
 use crate::support::{RawEntry, ar, control_tar, deb, deb_raw_data, raw_tar, tree, xz};
 
@@ -47,7 +47,7 @@ impl Sandbox {
     }
 }
 
-fn unpack(sb: &Sandbox, staging: &mut Staging, bytes: &[u8]) -> Result<(), DebError> {
+fn unpack(sb: &Sandbox, staging: &mut UnpackDir, bytes: &[u8]) -> Result<(), DebError> {
     let p = sb.write_deb("x.deb", bytes);
     staging
         .unpack_deb(&p, &UnpackOptions::default())
@@ -56,7 +56,7 @@ fn unpack(sb: &Sandbox, staging: &mut Staging, bytes: &[u8]) -> Result<(), DebEr
 
 fn unpack_one(bytes: &[u8]) -> (Sandbox, Result<(), DebError>) {
     let sb = Sandbox::new();
-    let mut staging = Staging::new(&sb.root).unwrap();
+    let mut staging = UnpackDir::new(&sb.root).unwrap();
     let r = unpack(&sb, &mut staging, bytes);
     (sb, r)
 }
@@ -88,7 +88,7 @@ fn dotdot_traversal() {
 fn absolute_path() {
     let sb = Sandbox::new();
     let target = format!("{}/pwned", sb.canary.display());
-    let mut staging = Staging::new(&sb.root).unwrap();
+    let mut staging = UnpackDir::new(&sb.root).unwrap();
     let r = unpack(
         &sb,
         &mut staging,
@@ -101,7 +101,7 @@ fn absolute_path() {
 #[test]
 fn write_through_symlink_same_package() {
     let sb = Sandbox::new();
-    let mut staging = Staging::new(&sb.root).unwrap();
+    let mut staging = UnpackDir::new(&sb.root).unwrap();
     let r = unpack(
         &sb,
         &mut staging,
@@ -123,7 +123,7 @@ fn write_through_symlink_same_package() {
 fn write_through_symlink_of_earlier_package() {
     let sb = Sandbox::new();
     let canary = sb.canary.display().to_string();
-    let mut staging = Staging::new(&sb.root).unwrap();
+    let mut staging = UnpackDir::new(&sb.root).unwrap();
     unpack(
         &sb,
         &mut staging,
@@ -150,7 +150,7 @@ fn replacing_a_symlink_does_not_follow_it() {
     // link; it must not write into the link's target.
     let sb = Sandbox::new();
     let target = sb.canary.join("file").display().to_string();
-    let mut staging = Staging::new(&sb.root).unwrap();
+    let mut staging = UnpackDir::new(&sb.root).unwrap();
     unpack(
         &sb,
         &mut staging,
@@ -253,7 +253,7 @@ fn unsupported_entry_and_oversized_control() {
     assert!(matches!(inner(r), DebError::UnsupportedEntry { .. }));
 
     let sb = Sandbox::new();
-    let mut staging = Staging::new(&sb.root).unwrap();
+    let mut staging = UnpackDir::new(&sb.root).unwrap();
     let big = "x".repeat(2000);
     let p = sb.write_deb("x.deb", &deb("t", "1", &[("postinst", &big)], &[]));
     let err = staging
@@ -274,7 +274,7 @@ fn unsupported_entry_and_oversized_control() {
 #[test]
 fn devices_recorded_not_created_and_usrmerge() {
     let sb = Sandbox::new();
-    let mut staging = Staging::new(&sb.root).unwrap();
+    let mut staging = UnpackDir::new(&sb.root).unwrap();
     unpack(
         &sb,
         &mut staging,
@@ -378,7 +378,7 @@ fn mutated_debs_never_escape() {
             bytes[i] = (seed >> 32) as u8;
         }
         let sb = Sandbox::new();
-        let mut staging = Staging::new(&sb.root).unwrap();
+        let mut staging = UnpackDir::new(&sb.root).unwrap();
         let _ = unpack(&sb, &mut staging, &bytes);
         sb.assert_canary_intact();
     }
@@ -405,7 +405,7 @@ fn zstd_and_uncompressed_members() {
 #[test]
 fn data_size_cap() {
     let sb = Sandbox::new();
-    let mut staging = Staging::new(&sb.root).unwrap();
+    let mut staging = UnpackDir::new(&sb.root).unwrap();
     let p = sb.write_deb(
         "x.deb",
         &deb(

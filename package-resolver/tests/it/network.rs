@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use package_resolver::cache::Cache;
 use package_resolver::client::{ClientConfig, ClientError, HttpClient, Repository};
-use package_resolver::deb::{Staging, UnpackOptions};
+use package_resolver::deb::{UnpackDir, UnpackOptions};
 use package_resolver::fetch::{FetchItem, FetchOptions, fetch_all};
 use package_resolver::release::{self, DEBIAN_ARCHIVE_KEYRING, Keyring};
 use package_resolver::reporter::NoReporter;
@@ -150,7 +150,7 @@ fn real_trixie_packages_and_debs() {
     let small = item("hostname").expect("trixie has `hostname`");
     let paths = fetch_all(&repo, &cache, &[small], FetchOptions::default()).unwrap();
     let stage = tmp.path().join("root");
-    let mut staging = Staging::new(&stage).unwrap();
+    let mut staging = UnpackDir::new(&stage).unwrap();
     let report = staging
         .unpack_deb(&paths[0], &UnpackOptions::default())
         .unwrap();
@@ -170,7 +170,7 @@ fn real_trixie_packages_and_debs() {
         FetchOptions::default(),
     )
     .unwrap();
-    let mut staging = Staging::new(&tmp.path().join("big")).unwrap();
+    let mut staging = UnpackDir::new(&tmp.path().join("big")).unwrap();
     let start = Instant::now();
     let report = staging
         .unpack_deb(&paths[0], &UnpackOptions::default())

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use package_resolver::cache::Cache;
 use package_resolver::client::{ClientConfig, ClientError, Repository};
-use package_resolver::deb::{Staging, UnpackOptions};
+use package_resolver::deb::{UnpackDir, UnpackOptions};
 use package_resolver::fetch::{FetchError, FetchItem, FetchOptions, fetch_all};
 use package_resolver::release::{Keyring, ReleaseError, format_rfc2822};
 use package_resolver::reporter::{RecordingReporter, ResolverEvent, ResolverWarning};
@@ -205,7 +205,7 @@ fn good_path_then_warm_cache() {
 
     // Unpack everything; the postinst text is in the report, setuid only in the manifest.
     let stage_dir = tempfile::tempdir().unwrap();
-    let mut staging = Staging::new(&stage_dir.path().join("root")).unwrap();
+    let mut staging = UnpackDir::new(&stage_dir.path().join("root")).unwrap();
     for p in &paths {
         staging.unpack_deb(p, &UnpackOptions::default()).unwrap();
     }
