@@ -1,6 +1,13 @@
 //! jeos: recipe model, build pipeline, cache and progress rendering.
 //!
 //! The `jeos` binary (src/main.rs) is the only place that renders output or exits.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::too_many_lines,
+        reason = "test functions are scripts of steps; the 150-line limit is for the code they test"
+    )
+)]
 #![forbid(unsafe_code)]
 #![allow(
     clippy::result_large_err,

@@ -1,4 +1,11 @@
 //! The `jeos` command: parses the command line, runs it, renders errors, exits.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::too_many_lines,
+        reason = "test functions are scripts of steps; the 150-line limit is for the code they test"
+    )
+)]
 
 use std::process::ExitCode;
 

@@ -16,7 +16,13 @@
 //! let line = format(&Event::Error { detail: "no network".into() });
 //! assert_eq!(line, "JEOS1 error detail=no%20network");
 //! ```
-
+#![cfg_attr(
+    test,
+    allow(
+        clippy::too_many_lines,
+        reason = "test functions are scripts of steps; the 150-line limit is for the code they test"
+    )
+)]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

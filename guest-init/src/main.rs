@@ -13,7 +13,13 @@
 //! `unsafe` lives in `sys.rs`, `net.rs`, `net6.rs`, `process.rs` and `log.rs` only (system
 //! calls). Deploy-time configuration (OVF environment, NoCloud, fw_cfg) is read in
 //! `deployment.rs` before the host name and network are set.
-
+#![cfg_attr(
+    test,
+    allow(
+        clippy::too_many_lines,
+        reason = "test functions are scripts of steps; the 150-line limit is for the code they test"
+    )
+)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![allow(
     clippy::print_stdout,

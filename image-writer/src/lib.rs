@@ -3,6 +3,13 @@
 //!
 //! Every writer works in two phases: a pure plan (layout, headers, descriptors) and the IO
 //! that writes it. This crate never prints.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::too_many_lines,
+        reason = "test functions are scripts of steps; the 150-line limit is for the code they test"
+    )
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

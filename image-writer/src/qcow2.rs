@@ -230,6 +230,82 @@ pub fn write_qcow2(
         .write(&vec![0u8; usize::try_from(CLUSTER_BYTES).expect("64 KiB")])
         .map_err(out_err)?;
 
+    let (l1, data_clusters) = write_data(&file, &mut output, config, reporter, &label, size)
+        .map_err(|e| e.with_paths(raw, out))?;
+
+    // L1 table, cluster aligned, padded to whole clusters.
+    output.align().map_err(out_err)?;
+    let l1_offset = output.pos;
+    let mut l1_bytes = be_bytes(&l1);
+    l1_bytes.resize(
+        l1_bytes
+            .len()
+            .next_multiple_of(usize::try_from(CLUSTER_BYTES).expect("64 KiB"))
+            .max(usize::try_from(CLUSTER_BYTES).expect("64 KiB")),
+        0,
+    );
+    output.write(&l1_bytes).map_err(out_err)?;
+
+    let (table_offset, table, total_clusters) = write_refcounts(&mut output).map_err(out_err)?;
+    let file_bytes = total_clusters * CLUSTER_BYTES;
+
+    let header = Qcow2Header {
+        size,
+        l1_size: u32::try_from(l1_size).map_err(|_| Qcow2Error::UnalignedSize {
+            path: raw.to_path_buf(),
+            size,
+        })?,
+        l1_table_offset: l1_offset,
+        refcount_table_offset: table_offset,
+        refcount_table_clusters: u32::try_from(table).expect("small"),
+    };
+    let w = output.dest.writer();
+    w.seek(SeekFrom::Start(0)).map_err(out_err)?;
+    w.write_all(&header.encode()).map_err(out_err)?;
+    output.dest.commit().map_err(out_err)?;
+    reporter.on_file_finished(&label, file_bytes);
+    Ok(Qcow2Report {
+        capacity_bytes: size,
+        data_clusters,
+        file_bytes,
+    })
+}
+
+/// Why [`write_data`] failed, before the paths are known.
+enum DataError {
+    Input(io::Error),
+    Output(io::Error),
+    Compress { offset: u64 },
+}
+
+impl DataError {
+    fn with_paths(self, raw: &Path, out: &Path) -> Qcow2Error {
+        match self {
+            Self::Input(source) => Qcow2Error::Io {
+                path: raw.to_path_buf(),
+                source,
+            },
+            Self::Output(source) => Qcow2Error::Io {
+                path: out.to_path_buf(),
+                source,
+            },
+            Self::Compress { offset } => Qcow2Error::Compress { offset },
+        }
+    }
+}
+
+/// Writes the data clusters (compressed when `config.compress` and it saves a sector)
+/// and their L2 tables; returns the L1 table and the number of data clusters.
+fn write_data(
+    file: &File,
+    output: &mut Output,
+    config: &Qcow2Config,
+    reporter: &dyn PublishReporter,
+    label: &str,
+    size: u64,
+) -> Result<(Vec<u64>, u64), DataError> {
+    let clusters = size.div_ceil(CLUSTER_BYTES);
+    let l1_size = clusters.div_ceil(L2_ENTRIES);
     let mut compress = config
         .compress
         .then(|| Compress::new_with_window_bits(Compression::default(), false, QEMU_WINDOW_BITS));
@@ -247,13 +323,13 @@ pub fn write_qcow2(
         for cluster in first..last {
             let offset = cluster * CLUSTER_BYTES;
             if data_at < offset {
-                data_at = next_data(&file, offset);
+                data_at = next_data(file, offset);
             }
             if data_at >= offset + CLUSTER_BYTES {
                 continue; // a hole of the sparse raw file
             }
             buf.fill(0);
-            read_full_at(&file, &mut buf, offset).map_err(in_err)?;
+            read_full_at(file, &mut buf, offset).map_err(DataError::Input)?;
             if is_zero(&buf) {
                 continue;
             }
@@ -262,7 +338,7 @@ pub fn write_qcow2(
             data_clusters += 1;
             let stored = match compress.as_mut() {
                 Some(c) => {
-                    compress_cluster(c, &buf, &mut packed).ok_or(Qcow2Error::Compress { offset })?
+                    compress_cluster(c, &buf, &mut packed).ok_or(DataError::Compress { offset })?
                 }
                 None => false,
             };
@@ -273,38 +349,30 @@ pub fn write_qcow2(
                 let len = u64::try_from(packed.len()).expect("usize fits in u64");
                 let extra = (host + len - 1) / 512 - host / 512;
                 l2[slot] = OFLAG_COMPRESSED | (extra << COMPRESSED_OFFSET_BITS) | host;
-                output.write(&packed).map_err(out_err)?;
+                output.write(&packed).map_err(DataError::Output)?;
             } else {
-                output.align().map_err(out_err)?;
+                output.align().map_err(DataError::Output)?;
                 l2[slot] = output.pos | OFLAG_COPIED;
-                output.write(&buf).map_err(out_err)?;
+                output.write(&buf).map_err(DataError::Output)?;
             }
             if cluster % 1024 == 1023 {
-                reporter.on_file_progress(&label, offset + CLUSTER_BYTES);
+                reporter.on_file_progress(label, offset + CLUSTER_BYTES);
             }
         }
         if used {
-            output.align().map_err(out_err)?;
+            output.align().map_err(DataError::Output)?;
             l1.push(output.pos | OFLAG_COPIED);
-            output.write(&be_bytes(&l2)).map_err(out_err)?;
+            output.write(&be_bytes(&l2)).map_err(DataError::Output)?;
         } else {
             l1.push(0);
         }
     }
+    Ok((l1, data_clusters))
+}
 
-    // L1 table, cluster aligned, padded to whole clusters.
-    output.align().map_err(out_err)?;
-    let l1_offset = output.pos;
-    let mut l1_bytes = be_bytes(&l1);
-    l1_bytes.resize(
-        l1_bytes
-            .len()
-            .next_multiple_of(usize::try_from(CLUSTER_BYTES).expect("64 KiB"))
-            .max(usize::try_from(CLUSTER_BYTES).expect("64 KiB")),
-        0,
-    );
-    output.write(&l1_bytes).map_err(out_err)?;
-
+/// Writes the refcount blocks and then the refcount table after everything else; returns
+/// the table's offset, its clusters and the clusters of the whole file.
+fn write_refcounts(output: &mut Output) -> io::Result<(u64, u64, u64)> {
     // Refcount blocks then the refcount table: find the smallest counts that cover every
     // cluster including themselves.
     let base = output.pos / CLUSTER_BYTES;
@@ -334,7 +402,7 @@ pub fn write_qcow2(
     for r in &refcounts {
         block_bytes.extend_from_slice(&r.to_be_bytes());
     }
-    output.dest.write_all(&block_bytes).map_err(out_err)?;
+    output.dest.write_all(&block_bytes)?;
     let table_entries: Vec<u64> = (0..blocks)
         .map(|i| blocks_offset + i * CLUSTER_BYTES)
         .collect();
@@ -343,29 +411,8 @@ pub fn write_qcow2(
         usize::try_from(table * CLUSTER_BYTES).expect("table fits in memory"),
         0,
     );
-    output.dest.write_all(&table_bytes).map_err(out_err)?;
-    let file_bytes = total_clusters * CLUSTER_BYTES;
-
-    let header = Qcow2Header {
-        size,
-        l1_size: u32::try_from(l1_size).map_err(|_| Qcow2Error::UnalignedSize {
-            path: raw.to_path_buf(),
-            size,
-        })?,
-        l1_table_offset: l1_offset,
-        refcount_table_offset: table_offset,
-        refcount_table_clusters: u32::try_from(table).expect("small"),
-    };
-    let w = output.dest.writer();
-    w.seek(SeekFrom::Start(0)).map_err(out_err)?;
-    w.write_all(&header.encode()).map_err(out_err)?;
-    output.dest.commit().map_err(out_err)?;
-    reporter.on_file_finished(&label, file_bytes);
-    Ok(Qcow2Report {
-        capacity_bytes: size,
-        data_clusters,
-        file_bytes,
-    })
+    output.dest.write_all(&table_bytes)?;
+    Ok((table_offset, table, total_clusters))
 }
 
 /// Raw-deflates `data` into `out`; `Some(false)` when compression does not save a sector

@@ -740,272 +740,374 @@ pub struct VmdkInfo {
 /// Walks every marker from `overHead` to the end of stream, inflates each grain, checks
 /// that the grain directory and tables point exactly at the grain markers found, and,
 /// when `raw_out` is given, writes the flat disk content to it.
-pub fn read_vmdk(path: &Path, mut raw_out: Option<&mut dyn Write>) -> Result<VmdkInfo, VmdkError> {
-    let io_err = |source| VmdkError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let invalid = |offset: u64, reason: String| VmdkError::Invalid {
-        path: path.to_path_buf(),
-        offset,
-        reason,
-    };
-    let mut file = File::open(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    if len % SECTOR != 0 || len < 4 * SECTOR {
-        return Err(invalid(
-            len,
-            "size is not a multiple of 512 or too small".into(),
-        ));
-    }
-    let mut sector = [0u8; 512];
-    file.read_exact(&mut sector).map_err(io_err)?;
-    let first = SparseExtentHeader::decode(&sector).map_err(|r| invalid(0, r))?;
-    if first.gd_offset != GD_AT_END {
-        return Err(invalid(56, "first header gdOffset is not GD_AT_END".into()));
-    }
-    let desc_len = first
-        .descriptor_size
-        .checked_mul(SECTOR)
-        .filter(|n| *n <= 1 << 20 && first.descriptor_offset > 0)
-        .ok_or_else(|| invalid(36, "descriptor size out of range".into()))?;
-    let mut descriptor =
-        vec![0u8; usize::try_from(desc_len).map_err(|_| invalid(36, "size".into()))?];
-    file.seek(SeekFrom::Start(first.descriptor_offset * SECTOR))
-        .map_err(io_err)?;
-    file.read_exact(&mut descriptor).map_err(io_err)?;
-    let end = descriptor
-        .iter()
-        .position(|b| *b == 0)
-        .unwrap_or(descriptor.len());
-    let descriptor = String::from_utf8_lossy(&descriptor[..end]).into_owned();
-
-    // Footer: footer marker, footer, end-of-stream marker are the last three sectors.
-    let mut tail = [0u8; 1536];
-    file.seek(SeekFrom::Start(len - 1536)).map_err(io_err)?;
-    file.read_exact(&mut tail).map_err(io_err)?;
-    let marker = |b: &[u8]| -> (u64, u32, u32) {
-        let mut v = [0u8; 8];
-        v.copy_from_slice(&b[0..8]);
-        (
-            u64::from_le_bytes(v),
-            u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-            u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
-        )
-    };
-    if marker(&tail[0..512]) != (1, 0, MARKER_FOOTER) {
-        return Err(invalid(len - 1536, "missing footer marker".into()));
-    }
-    if tail[1024..].iter().any(|b| *b != 0) {
-        return Err(invalid(
-            len - 512,
-            "last sector is not an end-of-stream marker".into(),
-        ));
-    }
-    let mut footer_bytes = [0u8; 512];
-    footer_bytes.copy_from_slice(&tail[512..1024]);
-    let footer = SparseExtentHeader::decode(&footer_bytes).map_err(|r| invalid(len - 1024, r))?;
-    if footer.capacity != first.capacity {
-        return Err(invalid(
-            len - 1024,
-            "footer capacity differs from header".into(),
-        ));
-    }
-    let gts = footer.grain_tables();
-    let gd_sectors = (gts * 4).div_ceil(SECTOR);
-    if footer.gd_offset == GD_AT_END
-        || footer
-            .gd_offset
-            .checked_add(gd_sectors)
-            .is_none_or(|e| e * SECTOR > len - 1536)
-    {
-        return Err(invalid(
-            len - 1024 + 56,
-            "footer gdOffset out of range".into(),
-        ));
-    }
-
-    // Walk the stream.
-    let mut expected_gt: BTreeMap<u64, u64> = BTreeMap::new(); // gt index -> gt data sector
-    let mut grain_at: BTreeMap<u64, u64> = BTreeMap::new(); // marker sector -> grain index
-    let mut gd_found = None;
-    let mut pos = first.over_head;
-    let total_sectors = len / SECTOR;
-    let grain_len = usize::try_from(GRAIN_BYTES).expect("64 KiB");
-    let mut inflated = vec![0u8; grain_len];
-    let mut written_grains = 0u64; // next disk grain to emit to raw_out
-    let mut last_lba: Option<u64> = None;
-    let mut grains = 0u64;
-    let mut grain_tables = 0u64;
-    let mut decompress = Decompress::new(true);
-    let zero = vec![0u8; grain_len];
-    let capacity_grains = first.capacity.div_ceil(GRAIN_SECTORS);
-    let mut emit = |out: &mut Option<&mut dyn Write>, upto: u64, data: Option<&[u8]>| {
-        if let Some(w) = out.as_mut() {
-            while written_grains < upto {
-                let n = disk_grain_len(first.capacity, written_grains);
-                w.write_all(&zero[..n]).map_err(io_err)?;
-                written_grains += 1;
-            }
-            if let Some(d) = data {
-                let n = disk_grain_len(first.capacity, written_grains);
-                w.write_all(&d[..n]).map_err(io_err)?;
-                written_grains += 1;
-            }
-        }
-        Ok::<(), VmdkError>(())
-    };
-    let mut compressed = Vec::new();
-    loop {
-        if pos >= total_sectors {
-            return Err(invalid(
-                pos * SECTOR,
-                "stream ends without end-of-stream marker".into(),
-            ));
-        }
-        file.seek(SeekFrom::Start(pos * SECTOR)).map_err(io_err)?;
-        file.read_exact(&mut sector).map_err(io_err)?;
-        let (val, size, kind) = marker(&sector);
-        if size != 0 {
-            // Grain marker.
-            let lba = val;
-            if lba % GRAIN_SECTORS != 0 || lba >= first.capacity {
-                return Err(invalid(pos * SECTOR, format!("grain LBA {lba} invalid")));
-            }
-            if last_lba.is_some_and(|l| l >= lba) {
-                return Err(invalid(
-                    pos * SECTOR,
-                    "grains are not in ascending order".into(),
-                ));
-            }
-            last_lba = Some(lba);
-            if u64::from(size) > 2 * GRAIN_BYTES {
-                return Err(invalid(
-                    pos * SECTOR + 8,
-                    format!("grain size {size} too large"),
-                ));
-            }
-            let total = (12 + u64::from(size)).div_ceil(SECTOR);
-            let size = usize::try_from(size).map_err(|_| invalid(pos * SECTOR, "size".into()))?;
-            compressed.clear();
-            compressed.extend_from_slice(&sector[12..]);
-            if size > 500 {
-                let rest = size - 500;
-                let start = compressed.len();
-                compressed.resize(start + rest, 0);
-                file.read_exact(&mut compressed[start..]).map_err(io_err)?;
-            }
-            compressed.truncate(size);
-            decompress.reset(true);
-            let status = decompress
-                .decompress(&compressed, &mut inflated, FlushDecompress::Finish)
-                .map_err(|e| invalid(pos * SECTOR, format!("grain does not inflate: {e}")))?;
-            if status != Status::StreamEnd || decompress.total_out() != GRAIN_BYTES {
-                return Err(invalid(
-                    pos * SECTOR,
-                    "grain does not inflate to 64 KiB".into(),
-                ));
-            }
-            grain_at.insert(pos, lba / GRAIN_SECTORS);
-            emit(&mut raw_out, lba / GRAIN_SECTORS, Some(&inflated))?;
-            grains += 1;
-            pos += total;
-            continue;
-        }
-        match kind {
-            MARKER_EOS => break,
-            MARKER_GT => {
-                if val != GT_SECTORS {
-                    return Err(invalid(pos * SECTOR, format!("GT marker of {val} sectors")));
-                }
-                let idx = last_lba.map_or(0, |l| l / (GRAIN_SECTORS * GTES_PER_GT));
-                if expected_gt.insert(idx, pos + 1).is_some() {
-                    return Err(invalid(
-                        pos * SECTOR,
-                        format!("second grain table for GT {idx}"),
-                    ));
-                }
-                grain_tables += 1;
-                pos += 1 + GT_SECTORS;
-            }
-            MARKER_GD => {
-                if val != gd_sectors {
-                    return Err(invalid(pos * SECTOR, format!("GD marker of {val} sectors")));
-                }
-                gd_found = Some(pos + 1);
-                pos += 1 + gd_sectors;
-            }
-            MARKER_FOOTER => {
-                if pos + 3 != total_sectors {
-                    return Err(invalid(pos * SECTOR, "footer is not at the end".into()));
-                }
-                pos += 2;
-            }
-            other => {
-                return Err(invalid(
-                    pos * SECTOR + 12,
-                    format!("unknown marker type {other}"),
-                ));
-            }
-        }
-    }
-    emit(&mut raw_out, capacity_grains, None)?;
-    if gd_found != Some(footer.gd_offset) {
-        return Err(invalid(
-            footer.gd_offset * SECTOR,
-            "gdOffset does not follow a GD marker".into(),
-        ));
-    }
-
-    // Cross-check directory and tables against the grain markers walked.
-    let mut gd_raw = vec![0u8; usize::try_from(gts * 4).map_err(|_| invalid(0, "gd".into()))?];
-    file.seek(SeekFrom::Start(footer.gd_offset * SECTOR))
-        .map_err(io_err)?;
-    file.read_exact(&mut gd_raw).map_err(io_err)?;
-    let mut referenced = 0u64;
-    let mut gt_raw = vec![0u8; 2048];
-    for (gt_index, entry) in gd_raw.chunks_exact(4).enumerate() {
-        let gt_sector = u64::from(u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]));
-        let gt_index = u64::try_from(gt_index).expect("usize fits in u64");
-        if gt_sector == 0 {
-            continue;
-        }
-        if expected_gt.get(&gt_index) != Some(&gt_sector) {
-            return Err(invalid(
-                footer.gd_offset * SECTOR,
-                format!("GD entry {gt_index} does not point at its GT"),
-            ));
-        }
-        file.seek(SeekFrom::Start(gt_sector * SECTOR))
-            .map_err(io_err)?;
-        file.read_exact(&mut gt_raw).map_err(io_err)?;
-        for (i, e) in gt_raw.chunks_exact(4).enumerate() {
-            let g = u64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
-            if g == 0 {
-                continue;
-            }
-            let disk_grain = gt_index * GTES_PER_GT + u64::try_from(i).expect("below 512");
-            if grain_at.get(&g) != Some(&disk_grain) {
-                return Err(invalid(
-                    gt_sector * SECTOR,
-                    format!("GT entry for grain {disk_grain} does not point at its marker"),
-                ));
-            }
-            referenced += 1;
-        }
-    }
-    if referenced != grains || u64::try_from(expected_gt.len()).ok() != Some(grain_tables) {
-        return Err(invalid(
-            0,
-            "some grains are not referenced by a grain table".into(),
-        ));
-    }
+pub fn read_vmdk(path: &Path, raw_out: Option<&mut dyn Write>) -> Result<VmdkInfo, VmdkError> {
+    let mut reader = VmdkReader::open(path)?;
+    let (first, descriptor) = reader.read_header()?;
+    let footer = reader.read_footer(&first)?;
+    let walk = reader.walk_stream(&first, &footer, raw_out)?;
+    reader.check_tables(&footer, &walk)?;
     Ok(VmdkInfo {
         header: footer,
         descriptor,
-        grains,
-        grain_tables,
+        grains: walk.grains,
+        grain_tables: walk.grain_tables,
     })
+}
+
+/// A VMDK being read by [`read_vmdk`]: the path (for errors), the file and its length.
+struct VmdkReader<'a> {
+    path: &'a Path,
+    file: File,
+    len: u64,
+}
+
+/// What walking the marker stream found.
+#[derive(Default)]
+struct StreamWalk {
+    /// Grain table index → sector of its data.
+    expected_gt: BTreeMap<u64, u64>,
+    /// Grain marker sector → disk grain index.
+    grain_at: BTreeMap<u64, u64>,
+    /// Sector after the grain directory marker.
+    gd_found: Option<u64>,
+    grains: u64,
+    grain_tables: u64,
+}
+
+/// `(value, size, type)` of a stream marker sector.
+fn parse_marker(b: &[u8]) -> (u64, u32, u32) {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[0..8]);
+    (
+        u64::from_le_bytes(v),
+        u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+    )
+}
+
+/// Sectors of the grain directory of a disk described by `header`.
+fn gd_sectors_of(header: &SparseExtentHeader) -> u64 {
+    (header.grain_tables() * 4).div_ceil(SECTOR)
+}
+
+/// Writes the inflated grains to the extraction target in disk order, zeros between them.
+struct RawEmitter<'w> {
+    out: Option<&'w mut dyn Write>,
+    capacity: u64,
+    written_grains: u64,
+    zero: Vec<u8>,
+}
+
+impl RawEmitter<'_> {
+    /// Zeros up to grain `upto`, then `data` as grain `upto`.
+    fn emit(&mut self, upto: u64, data: Option<&[u8]>) -> io::Result<()> {
+        if let Some(w) = self.out.as_mut() {
+            while self.written_grains < upto {
+                let n = disk_grain_len(self.capacity, self.written_grains);
+                w.write_all(&self.zero[..n])?;
+                self.written_grains += 1;
+            }
+            if let Some(d) = data {
+                let n = disk_grain_len(self.capacity, self.written_grains);
+                w.write_all(&d[..n])?;
+                self.written_grains += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'a> VmdkReader<'a> {
+    fn open(path: &'a Path) -> Result<Self, VmdkError> {
+        let io_err = |source| VmdkError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        let reader = Self { path, file, len };
+        if len % SECTOR != 0 || len < 4 * SECTOR {
+            return Err(reader.invalid(len, "size is not a multiple of 512 or too small".into()));
+        }
+        Ok(reader)
+    }
+
+    fn io(&self, source: io::Error) -> VmdkError {
+        VmdkError::Io {
+            path: self.path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn invalid(&self, offset: u64, reason: String) -> VmdkError {
+        VmdkError::Invalid {
+            path: self.path.to_path_buf(),
+            offset,
+            reason,
+        }
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), VmdkError> {
+        self.file
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| self.io(e))?;
+        self.file.read_exact(buf).map_err(|e| self.io(e))
+    }
+
+    /// The first header (`gdOffset` must be `GD_AT_END`) and the embedded descriptor.
+    fn read_header(&mut self) -> Result<(SparseExtentHeader, String), VmdkError> {
+        let mut sector = [0u8; 512];
+        self.read_at(0, &mut sector)?;
+        let first = SparseExtentHeader::decode(&sector).map_err(|r| self.invalid(0, r))?;
+        if first.gd_offset != GD_AT_END {
+            return Err(self.invalid(56, "first header gdOffset is not GD_AT_END".into()));
+        }
+        let desc_len = first
+            .descriptor_size
+            .checked_mul(SECTOR)
+            .filter(|n| *n <= 1 << 20 && first.descriptor_offset > 0)
+            .ok_or_else(|| self.invalid(36, "descriptor size out of range".into()))?;
+        let mut descriptor =
+            vec![0u8; usize::try_from(desc_len).map_err(|_| self.invalid(36, "size".into()))?];
+        self.read_at(first.descriptor_offset * SECTOR, &mut descriptor)?;
+        let end = descriptor
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(descriptor.len());
+        let descriptor = String::from_utf8_lossy(&descriptor[..end]).into_owned();
+        Ok((first, descriptor))
+    }
+
+    /// The footer: footer marker, footer, end-of-stream marker are the last three sectors.
+    fn read_footer(&mut self, first: &SparseExtentHeader) -> Result<SparseExtentHeader, VmdkError> {
+        let len = self.len;
+        let mut tail = [0u8; 1536];
+        self.read_at(len - 1536, &mut tail)?;
+        if parse_marker(&tail[0..512]) != (1, 0, MARKER_FOOTER) {
+            return Err(self.invalid(len - 1536, "missing footer marker".into()));
+        }
+        if tail[1024..].iter().any(|b| *b != 0) {
+            return Err(self.invalid(
+                len - 512,
+                "last sector is not an end-of-stream marker".into(),
+            ));
+        }
+        let mut footer_bytes = [0u8; 512];
+        footer_bytes.copy_from_slice(&tail[512..1024]);
+        let footer =
+            SparseExtentHeader::decode(&footer_bytes).map_err(|r| self.invalid(len - 1024, r))?;
+        if footer.capacity != first.capacity {
+            return Err(self.invalid(len - 1024, "footer capacity differs from header".into()));
+        }
+        let gd_sectors = gd_sectors_of(&footer);
+        if footer.gd_offset == GD_AT_END
+            || footer
+                .gd_offset
+                .checked_add(gd_sectors)
+                .is_none_or(|e| e * SECTOR > len - 1536)
+        {
+            return Err(self.invalid(len - 1024 + 56, "footer gdOffset out of range".into()));
+        }
+        Ok(footer)
+    }
+
+    /// Walks the markers from `overHead` to the end of stream, inflating every grain
+    /// (written to `raw_out` in disk order, with zeros for the grains not stored).
+    fn walk_stream(
+        &mut self,
+        first: &SparseExtentHeader,
+        footer: &SparseExtentHeader,
+        raw_out: Option<&mut dyn Write>,
+    ) -> Result<StreamWalk, VmdkError> {
+        let gd_sectors = gd_sectors_of(footer);
+        let mut walk = StreamWalk::default();
+        let mut pos = first.over_head;
+        let total_sectors = self.len / SECTOR;
+        let grain_len = usize::try_from(GRAIN_BYTES).expect("64 KiB");
+        let mut inflated = vec![0u8; grain_len];
+        let mut last_lba: Option<u64> = None;
+        let mut decompress = Decompress::new(true);
+        let mut emitter = RawEmitter {
+            out: raw_out,
+            capacity: first.capacity,
+            written_grains: 0,
+            zero: vec![0u8; grain_len],
+        };
+        let capacity_grains = first.capacity.div_ceil(GRAIN_SECTORS);
+        let mut compressed = Vec::new();
+        let mut sector = [0u8; 512];
+        loop {
+            if pos >= total_sectors {
+                return Err(self.invalid(
+                    pos * SECTOR,
+                    "stream ends without end-of-stream marker".into(),
+                ));
+            }
+            self.read_at(pos * SECTOR, &mut sector)?;
+            let (val, size, kind) = parse_marker(&sector);
+            if size != 0 {
+                // Grain marker.
+                let lba = val;
+                if lba % GRAIN_SECTORS != 0 || lba >= first.capacity {
+                    return Err(self.invalid(pos * SECTOR, format!("grain LBA {lba} invalid")));
+                }
+                if last_lba.is_some_and(|l| l >= lba) {
+                    return Err(
+                        self.invalid(pos * SECTOR, "grains are not in ascending order".into())
+                    );
+                }
+                last_lba = Some(lba);
+                let total = self.inflate_grain(
+                    pos,
+                    &sector,
+                    size,
+                    &mut compressed,
+                    &mut decompress,
+                    &mut inflated,
+                )?;
+                walk.grain_at.insert(pos, lba / GRAIN_SECTORS);
+                emitter
+                    .emit(lba / GRAIN_SECTORS, Some(&inflated))
+                    .map_err(|e| self.io(e))?;
+                walk.grains += 1;
+                pos += total;
+                continue;
+            }
+            match kind {
+                MARKER_EOS => break,
+                MARKER_GT => {
+                    if val != GT_SECTORS {
+                        return Err(
+                            self.invalid(pos * SECTOR, format!("GT marker of {val} sectors"))
+                        );
+                    }
+                    let idx = last_lba.map_or(0, |l| l / (GRAIN_SECTORS * GTES_PER_GT));
+                    if walk.expected_gt.insert(idx, pos + 1).is_some() {
+                        return Err(
+                            self.invalid(pos * SECTOR, format!("second grain table for GT {idx}"))
+                        );
+                    }
+                    walk.grain_tables += 1;
+                    pos += 1 + GT_SECTORS;
+                }
+                MARKER_GD => {
+                    if val != gd_sectors {
+                        return Err(
+                            self.invalid(pos * SECTOR, format!("GD marker of {val} sectors"))
+                        );
+                    }
+                    walk.gd_found = Some(pos + 1);
+                    pos += 1 + gd_sectors;
+                }
+                MARKER_FOOTER => {
+                    if pos + 3 != total_sectors {
+                        return Err(self.invalid(pos * SECTOR, "footer is not at the end".into()));
+                    }
+                    pos += 2;
+                }
+                other => {
+                    return Err(
+                        self.invalid(pos * SECTOR + 12, format!("unknown marker type {other}"))
+                    );
+                }
+            }
+        }
+        emitter
+            .emit(capacity_grains, None)
+            .map_err(|e| self.io(e))?;
+        if walk.gd_found != Some(footer.gd_offset) {
+            return Err(self.invalid(
+                footer.gd_offset * SECTOR,
+                "gdOffset does not follow a GD marker".into(),
+            ));
+        }
+        Ok(walk)
+    }
+
+    /// Inflates the grain whose marker sector (at `pos`) is `sector`, `size` compressed
+    /// bytes, into `inflated`; returns the sectors the grain takes.
+    fn inflate_grain(
+        &mut self,
+        pos: u64,
+        sector: &[u8; 512],
+        size: u32,
+        compressed: &mut Vec<u8>,
+        decompress: &mut Decompress,
+        inflated: &mut [u8],
+    ) -> Result<u64, VmdkError> {
+        if u64::from(size) > 2 * GRAIN_BYTES {
+            return Err(self.invalid(pos * SECTOR + 8, format!("grain size {size} too large")));
+        }
+        let total = (12 + u64::from(size)).div_ceil(SECTOR);
+        let size = usize::try_from(size).map_err(|_| self.invalid(pos * SECTOR, "size".into()))?;
+        compressed.clear();
+        compressed.extend_from_slice(&sector[12..]);
+        if size > 500 {
+            let rest = size - 500;
+            let start = compressed.len();
+            compressed.resize(start + rest, 0);
+            self.file
+                .read_exact(&mut compressed[start..])
+                .map_err(|e| self.io(e))?;
+        }
+        compressed.truncate(size);
+        decompress.reset(true);
+        let status = decompress
+            .decompress(compressed, inflated, FlushDecompress::Finish)
+            .map_err(|e| self.invalid(pos * SECTOR, format!("grain does not inflate: {e}")))?;
+        if status != Status::StreamEnd || decompress.total_out() != GRAIN_BYTES {
+            return Err(self.invalid(pos * SECTOR, "grain does not inflate to 64 KiB".into()));
+        }
+        Ok(total)
+    }
+
+    /// Cross-checks the grain directory and tables against the grain markers walked.
+    fn check_tables(
+        &mut self,
+        footer: &SparseExtentHeader,
+        walk: &StreamWalk,
+    ) -> Result<(), VmdkError> {
+        let gts = footer.grain_tables();
+        let mut gd_raw =
+            vec![0u8; usize::try_from(gts * 4).map_err(|_| self.invalid(0, "gd".into()))?];
+        self.read_at(footer.gd_offset * SECTOR, &mut gd_raw)?;
+        let mut referenced = 0u64;
+        let mut gt_raw = vec![0u8; 2048];
+        for (gt_index, entry) in gd_raw.chunks_exact(4).enumerate() {
+            let gt_sector = u64::from(u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]));
+            let gt_index = u64::try_from(gt_index).expect("usize fits in u64");
+            if gt_sector == 0 {
+                continue;
+            }
+            if walk.expected_gt.get(&gt_index) != Some(&gt_sector) {
+                return Err(self.invalid(
+                    footer.gd_offset * SECTOR,
+                    format!("GD entry {gt_index} does not point at its GT"),
+                ));
+            }
+            self.read_at(gt_sector * SECTOR, &mut gt_raw)?;
+            for (i, e) in gt_raw.chunks_exact(4).enumerate() {
+                let g = u64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
+                if g == 0 {
+                    continue;
+                }
+                let disk_grain = gt_index * GTES_PER_GT + u64::try_from(i).expect("below 512");
+                if walk.grain_at.get(&g) != Some(&disk_grain) {
+                    return Err(self.invalid(
+                        gt_sector * SECTOR,
+                        format!("GT entry for grain {disk_grain} does not point at its marker"),
+                    ));
+                }
+                referenced += 1;
+            }
+        }
+        if referenced != walk.grains
+            || u64::try_from(walk.expected_gt.len()).ok() != Some(walk.grain_tables)
+        {
+            return Err(self.invalid(0, "some grains are not referenced by a grain table".into()));
+        }
+        Ok(())
+    }
 }
 
 /// Bytes of disk grain `index` that are inside the capacity.

@@ -5,6 +5,13 @@
 //! (InRelease + OpenPGP verification), [`client`] (HTTP), [`cache`], [`fetch`], [`deb`]
 //! (safe `.deb` unpacking). Progress goes through [`reporter::ResolverReporter`]; this
 //! crate never prints.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::too_many_lines,
+        reason = "test functions are scripts of steps; the 150-line limit is for the code they test"
+    )
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

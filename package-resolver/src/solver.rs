@@ -948,28 +948,7 @@ pub fn solve(index: &PackageIndex, request: &SolveRequest) -> Result<Resolution,
             index: index.arch().to_owned(),
         });
     }
-    let mut roots = Vec::new();
-    for text in &request.install {
-        let relation =
-            relation::parse_relation(text).map_err(|source| SolveError::InvalidRequest {
-                request: text.clone(),
-                source,
-            })?;
-        if index.versions(relation.name).next().is_none()
-            && index.providers(relation.name).next().is_none()
-        {
-            return Err(SolveError::UnknownPackage {
-                name: relation.name.to_owned(),
-                suggestions: suggest(index, relation.name),
-            });
-        }
-        roots.push((
-            text.trim().to_owned(),
-            Clause {
-                alternatives: vec![relation],
-            },
-        ));
-    }
+    let roots = parse_roots(index, request)?;
     let mut drops: HashMap<&str, (&str, bool)> = HashMap::new();
     for (name, reason) in &request.drop_with_reason {
         drops
@@ -1000,68 +979,9 @@ pub fn solve(index: &PackageIndex, request: &SolveRequest) -> Result<Resolution,
     };
     let state = solver.search(state)?;
 
-    // Minimality. Roots: for each request, the member that satisfies it (the one added
-    // for it when there is one).
-    let mut root_ids: BTreeSet<PackageId> = BTreeSet::new();
-    for (_, clause) in &solver.roots {
-        let satisfiers: Vec<PackageId> = clause
-            .alternatives
-            .iter()
-            .flat_map(|r| state.set.satisfiers(index, r).collect::<Vec<_>>())
-            .collect();
-        let added = satisfiers
-            .iter()
-            .find(|id| state.parent.get(id).is_some_and(|(p, _)| p.is_none()));
-        if let Some(&id) = added.or(satisfiers.first()) {
-            root_ids.insert(id);
-        }
-    }
-    let members: BTreeSet<PackageId> = state.order.iter().copied().collect();
     let is_dropped = |_: &str, clause: &Clause<'_>| solver.drop_reason(clause).is_some();
-    let members = prune(index, &members, &root_ids, &is_dropped);
-
-    // Reasons, breadth-first from the roots (in request order).
-    let mut set = Set::default();
-    for &id in &members {
-        set.insert(index.get(id));
-    }
-    let mut reasons: HashMap<PackageId, Reason> = HashMap::new();
-    let mut queue = VecDeque::new();
-    for (text, clause) in &solver.roots {
-        for relation in &clause.alternatives {
-            for id in set.satisfiers(index, relation).collect::<Vec<_>>() {
-                if members.contains(&id) && !reasons.contains_key(&id) {
-                    reasons.insert(
-                        id,
-                        Reason::Root {
-                            request: text.clone(),
-                        },
-                    );
-                    queue.push_back(id);
-                }
-            }
-        }
-    }
-    while let Some(id) = queue.pop_front() {
-        let parent_name = index.get(id).name();
-        for clause in live_clauses(index, id, &is_dropped).unwrap_or_default() {
-            let mut satisfiers: Vec<PackageId> = clause
-                .alternatives
-                .iter()
-                .flat_map(|r| set.satisfiers(index, r).collect::<Vec<_>>())
-                .collect();
-            satisfiers.sort_by_key(|&s| index.get(s).name());
-            for s in satisfiers {
-                if let std::collections::hash_map::Entry::Vacant(e) = reasons.entry(s) {
-                    e.insert(Reason::Dependency {
-                        parent: parent_name.to_owned(),
-                        relation: clause.to_string(),
-                    });
-                    queue.push_back(s);
-                }
-            }
-        }
-    }
+    let members = minimal_members(&solver, &state, &is_dropped);
+    let mut reasons = member_reasons(&solver, &members, &is_dropped);
 
     let mut packages: Vec<ResolvedPackage> = members
         .iter()
@@ -1111,6 +1031,120 @@ pub fn solve(index: &PackageIndex, request: &SolveRequest) -> Result<Resolution,
         dropped: dropped.into_iter().collect(),
         warnings: warnings.into_iter().collect(),
     })
+}
+
+/// The requests as root clauses; every named package must exist (or be provided).
+#[expect(
+    clippy::result_large_err,
+    reason = "errors are rare and carry whole chains for the user"
+)]
+fn parse_roots<'i>(
+    index: &'i PackageIndex,
+    request: &'i SolveRequest,
+) -> Result<Vec<(String, Clause<'i>)>, SolveError> {
+    let mut roots = Vec::new();
+    for text in &request.install {
+        let relation =
+            relation::parse_relation(text).map_err(|source| SolveError::InvalidRequest {
+                request: text.clone(),
+                source,
+            })?;
+        if index.versions(relation.name).next().is_none()
+            && index.providers(relation.name).next().is_none()
+        {
+            return Err(SolveError::UnknownPackage {
+                name: relation.name.to_owned(),
+                suggestions: suggest(index, relation.name),
+            });
+        }
+        roots.push((
+            text.trim().to_owned(),
+            Clause {
+                alternatives: vec![relation],
+            },
+        ));
+    }
+    Ok(roots)
+}
+
+/// The found set made minimal: members nothing needs are pruned, keeping for each request
+/// the member that satisfies it (the one added for it when there is one).
+fn minimal_members(
+    solver: &Solver<'_>,
+    state: &State<'_>,
+    is_dropped: &dyn Fn(&str, &Clause<'_>) -> bool,
+) -> BTreeSet<PackageId> {
+    let index = solver.index;
+    // Minimality. Roots: for each request, the member that satisfies it (the one added
+    // for it when there is one).
+    let mut root_ids: BTreeSet<PackageId> = BTreeSet::new();
+    for (_, clause) in &solver.roots {
+        let satisfiers: Vec<PackageId> = clause
+            .alternatives
+            .iter()
+            .flat_map(|r| state.set.satisfiers(index, r).collect::<Vec<_>>())
+            .collect();
+        let added = satisfiers
+            .iter()
+            .find(|id| state.parent.get(id).is_some_and(|(p, _)| p.is_none()));
+        if let Some(&id) = added.or(satisfiers.first()) {
+            root_ids.insert(id);
+        }
+    }
+    let members: BTreeSet<PackageId> = state.order.iter().copied().collect();
+    prune(index, &members, &root_ids, is_dropped)
+}
+
+/// Why each member is in the closure, breadth-first from the roots (in request order).
+fn member_reasons(
+    solver: &Solver<'_>,
+    members: &BTreeSet<PackageId>,
+    is_dropped: &dyn Fn(&str, &Clause<'_>) -> bool,
+) -> HashMap<PackageId, Reason> {
+    let index = solver.index;
+    // Reasons, breadth-first from the roots (in request order).
+    let mut set = Set::default();
+    for &id in members {
+        set.insert(index.get(id));
+    }
+    let mut reasons: HashMap<PackageId, Reason> = HashMap::new();
+    let mut queue = VecDeque::new();
+    for (text, clause) in &solver.roots {
+        for relation in &clause.alternatives {
+            for id in set.satisfiers(index, relation).collect::<Vec<_>>() {
+                if members.contains(&id) && !reasons.contains_key(&id) {
+                    reasons.insert(
+                        id,
+                        Reason::Root {
+                            request: text.clone(),
+                        },
+                    );
+                    queue.push_back(id);
+                }
+            }
+        }
+    }
+    while let Some(id) = queue.pop_front() {
+        let parent_name = index.get(id).name();
+        for clause in live_clauses(index, id, is_dropped).unwrap_or_default() {
+            let mut satisfiers: Vec<PackageId> = clause
+                .alternatives
+                .iter()
+                .flat_map(|r| set.satisfiers(index, r).collect::<Vec<_>>())
+                .collect();
+            satisfiers.sort_by_key(|&s| index.get(s).name());
+            for s in satisfiers {
+                if let std::collections::hash_map::Entry::Vacant(e) = reasons.entry(s) {
+                    e.insert(Reason::Dependency {
+                        parent: parent_name.to_owned(),
+                        relation: clause.to_string(),
+                    });
+                    queue.push_back(s);
+                }
+            }
+        }
+    }
+    reasons
 }
 
 /// Checks that `resolution` is closed (every `Depends`/`Pre-Depends` of every member is

@@ -25,6 +25,13 @@
 //!
 //! Unsafe code is confined to [`vm`] (registering guest RAM with KVM) and the no-op signal
 //! handler in [`runner`]; vm-memory's checked accessors are used for every guest access.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::too_many_lines,
+        reason = "test functions are scripts of steps; the 150-line limit is for the code they test"
+    )
+)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 #![warn(

@@ -1,6 +1,9 @@
 //! Integration tests for guest-init: the binary as a host process, and (when a Debian
 //! kernel is provided) a real boot in QEMU.
-
+#![allow(
+    clippy::too_many_lines,
+    reason = "test functions are scripts of steps; the 150-line limit is for the code they test"
+)]
 #![allow(
     clippy::tests_outside_test_module,
     clippy::print_stderr,

@@ -1,5 +1,9 @@
 //! Integration tests for package-resolver (one binary; fixtures generated in code).
 #![allow(
+    clippy::too_many_lines,
+    reason = "test functions are scripts of steps; the 150-line limit is for the code they test"
+)]
+#![allow(
     clippy::print_stderr,
     reason = "tests report SKIPPED and measurements on stderr"
 )]

@@ -1,7 +1,10 @@
 //! Integration tests: synthetic guests under this machine's /dev/kvm. Real Linux in the
 //! embedded runner is builder's `nested` test (a hardware-style /dev/kvm one level down),
 //! which asserts the ready line and the check results.
-
+#![allow(
+    clippy::too_many_lines,
+    reason = "test functions are scripts of steps; the 150-line limit is for the code they test"
+)]
 #![allow(
     clippy::print_stderr,
     clippy::tests_outside_test_module,
