@@ -157,20 +157,13 @@ fn purl_escape(text: &str) -> String {
 }
 
 fn iso8601(epoch: i64) -> String {
-    let text = package_resolver::release::format_rfc2822(epoch);
-    // `Sat, 10 May 2025 09:07:43 UTC` -> `2025-05-10T09:07:43Z`.
-    let parts: Vec<&str> = text.split_whitespace().collect();
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| parts.get(2) == Some(m))
-    .map_or(1, |i| i + 1);
+    let (year, month, day) = package_resolver::release::civil_from_days(epoch.div_euclid(86_400));
+    let rest = epoch.rem_euclid(86_400);
     format!(
-        "{}-{month:02}-{:0>2}T{}Z",
-        parts.get(3).unwrap_or(&"1970"),
-        parts.get(1).unwrap_or(&"01"),
-        parts.get(4).unwrap_or(&"00:00:00")
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        (rest % 3600) / 60,
+        rest % 60
     )
 }
 
