@@ -422,18 +422,46 @@ fn choose_geometry(size_bytes: u64) -> Result<Geometry, FatError> {
     Err(FatError::VolumeTooLarge { size_bytes })
 }
 
-/// Builds a FAT volume holding `root` (pure; the result is a byte vector).
+/// Builds a FAT volume holding `root` (pure; the result is a byte vector): plan where
+/// every directory and file goes ([`plan_fat`]), then encode the bytes ([`encode_fat`]).
 ///
 /// # Errors
 /// Size, name and space errors ([`FatError`]).
-#[allow(clippy::too_many_lines)]
 pub fn build_fat(config: &FatConfig, root: &FatDir) -> Result<FatImage, FatError> {
     let g = choose_geometry(config.size_bytes)?;
-    let cluster_bytes = g.cluster_bytes();
-    let (date, time) = dos_date_time(config.timestamp);
+    let plan = plan_fat(config, root, &g)?;
+    let img = encode_fat(config, &g, &plan)?;
+    Ok(FatImage {
+        fat_type: g.fat_type,
+        bytes: img,
+        sectors_per_cluster: u32::try_from(g.sectors_per_cluster).expect("<= 64"),
+        data_start_sector: g.data_start(),
+        extents: plan.extents,
+    })
+}
 
-    // Pass 1: assign directory clusters (breadth of the sorted tree, depth-first order) and
-    // file clusters, in one deterministic walk. Directory sizes depend on the entry counts.
+/// Where every directory and file of a volume goes.
+struct FatPlan<'a> {
+    /// Every directory, depth-first in sorted order, with its path.
+    all_dirs: Vec<(String, &'a FatDir)>,
+    /// The directories' records and clusters.
+    planned: Planned,
+    /// Where each file's data lies.
+    extents: BTreeMap<String, FileExtent>,
+    /// Allocated runs: (first cluster, cluster count).
+    fat_runs: Vec<(u32, u32)>,
+    /// First cluster not allocated.
+    next_cluster: u64,
+}
+
+/// Pass 1: assign directory clusters (breadth of the sorted tree, depth-first order) and
+/// file clusters, in one deterministic walk. Directory sizes depend on the entry counts.
+fn plan_fat<'a>(
+    config: &FatConfig,
+    root: &'a FatDir,
+    g: &Geometry,
+) -> Result<FatPlan<'a>, FatError> {
+    let cluster_bytes = g.cluster_bytes();
     let mut next_cluster: u64 = 2;
     let mut planned = Planned {
         dirs: BTreeMap::new(),
@@ -482,38 +510,7 @@ pub fn build_fat(config: &FatConfig, root: &FatDir) -> Result<FatImage, FatError
     let mut all_dirs = Vec::new();
     walk(root, "/".to_owned(), &mut all_dirs);
 
-    // Short names per directory, and the entry count per directory.
-    let mut names: BTreeMap<String, Vec<(String, [u8; 11], bool)>> = BTreeMap::new();
-    for (path, dir) in &all_dirs {
-        let mut list: Vec<(String, [u8; 11], bool)> = Vec::new();
-        let mut seen_lower = std::collections::BTreeSet::new();
-        // Exact 8.3 names first so aliases never collide with them.
-        for name in dir.entries.keys() {
-            if !valid_long_name(name) {
-                return Err(FatError::BadName { name: name.clone() });
-            }
-            if !seen_lower.insert(name.to_lowercase()) {
-                return Err(FatError::DuplicateName { name: name.clone() });
-            }
-        }
-        let exact: BTreeMap<&String, [u8; 11]> = dir
-            .entries
-            .keys()
-            .filter_map(|n| exact_short_name(n).map(|s| (n, s)))
-            .collect();
-        let mut taken: Vec<[u8; 11]> = exact.values().copied().collect();
-        for name in dir.entries.keys() {
-            if let Some(short) = exact.get(name) {
-                list.push((name.clone(), *short, false));
-            } else {
-                let short = alias_short_name(name, &|s| taken.contains(s))
-                    .ok_or_else(|| FatError::BadName { name: name.clone() })?;
-                taken.push(short);
-                list.push((name.clone(), short, true));
-            }
-        }
-        names.insert(path.clone(), list);
-    }
+    let names = short_names(&all_dirs)?;
     let dir_entry_count = |path: &str| -> u64 {
         let list = &names[path];
         let mut n: u64 = if path == "/" { 1 } else { 2 }; // volume label or . and ..
@@ -595,14 +592,65 @@ pub fn build_fat(config: &FatConfig, root: &FatDir) -> Result<FatImage, FatError
         }
         planned.dirs.insert(path.clone(), records);
     }
+    Ok(FatPlan {
+        all_dirs,
+        planned,
+        extents,
+        fat_runs,
+        next_cluster,
+    })
+}
 
-    // Pass 2: bytes.
+/// Short names per directory (exact 8.3 names first, then aliases), and whether each
+/// entry needs long-name entries.
+#[allow(clippy::type_complexity)]
+fn short_names(
+    all_dirs: &[(String, &FatDir)],
+) -> Result<BTreeMap<String, Vec<(String, [u8; 11], bool)>>, FatError> {
+    let mut names: BTreeMap<String, Vec<(String, [u8; 11], bool)>> = BTreeMap::new();
+    for (path, dir) in all_dirs {
+        let mut list: Vec<(String, [u8; 11], bool)> = Vec::new();
+        let mut seen_lower = std::collections::BTreeSet::new();
+        // Exact 8.3 names first so aliases never collide with them.
+        for name in dir.entries.keys() {
+            if !valid_long_name(name) {
+                return Err(FatError::BadName { name: name.clone() });
+            }
+            if !seen_lower.insert(name.to_lowercase()) {
+                return Err(FatError::DuplicateName { name: name.clone() });
+            }
+        }
+        let exact: BTreeMap<&String, [u8; 11]> = dir
+            .entries
+            .keys()
+            .filter_map(|n| exact_short_name(n).map(|s| (n, s)))
+            .collect();
+        let mut taken: Vec<[u8; 11]> = exact.values().copied().collect();
+        for name in dir.entries.keys() {
+            if let Some(short) = exact.get(name) {
+                list.push((name.clone(), *short, false));
+            } else {
+                let short = alias_short_name(name, &|s| taken.contains(s))
+                    .ok_or_else(|| FatError::BadName { name: name.clone() })?;
+                taken.push(short);
+                list.push((name.clone(), short, true));
+            }
+        }
+        names.insert(path.clone(), list);
+    }
+    Ok(names)
+}
+
+/// Pass 2: the bytes of the volume planned in `plan`.
+fn encode_fat(config: &FatConfig, g: &Geometry, plan: &FatPlan<'_>) -> Result<Vec<u8>, FatError> {
+    let (date, time) = dos_date_time(config.timestamp);
+    let next_cluster = plan.next_cluster;
     let total = usize::try_from(g.total_sectors).map_err(|_| FatError::VolumeTooLarge {
         size_bytes: config.size_bytes,
     })? * SECTOR;
     let mut img = vec![0u8; total];
     let used_clusters = next_cluster - 2;
-    write_boot_sector(&mut img, &g, config);
+    write_boot_sector(&mut img, g, config);
     if g.fat_type == FatType::Fat32 {
         let base = SECTOR;
         img[base..base + 4].copy_from_slice(&0x4161_5252u32.to_le_bytes());
@@ -617,7 +665,38 @@ pub fn build_fat(config: &FatConfig, root: &FatDir) -> Result<FatImage, FatError
         tail[..2 * SECTOR].copy_from_slice(&head[..2 * SECTOR]);
     }
 
-    // FAT.
+    // FAT (two copies).
+    let fat = fat_table(g, &plan.fat_runs);
+    let fat_bytes = fat.len();
+    let fat_start = usize::try_from(g.reserved).expect("small") * SECTOR;
+    img[fat_start..fat_start + fat_bytes].copy_from_slice(&fat);
+    img[fat_start + fat_bytes..fat_start + 2 * fat_bytes].copy_from_slice(&fat);
+
+    write_directories(&mut img, config, g, &plan.planned, (date, time));
+    // File data.
+    let sector_offset = |sector: u64| usize::try_from(sector).expect("within image") * SECTOR;
+    for (path, dir) in &plan.all_dirs {
+        for (name, node) in &dir.entries {
+            if let FatNode::File(data) = node {
+                let child = if path == "/" {
+                    format!("/{name}")
+                } else {
+                    format!("{path}/{name}")
+                };
+                let extent = plan.extents[&child];
+                if extent.first_cluster != 0 {
+                    let start = sector_offset(extent.first_sector);
+                    img[start..start + data.len()].copy_from_slice(data);
+                }
+            }
+        }
+    }
+
+    Ok(img)
+}
+
+/// The file allocation table: the two reserved entries, then one chain per run.
+fn fat_table(g: &Geometry, fat_runs: &[(u32, u32)]) -> Vec<u8> {
     let fat_bytes = usize::try_from(g.fat_sectors).expect("FAT size fits memory") * SECTOR;
     let mut fat = vec![0u8; fat_bytes];
     let set = |fat: &mut [u8], cluster: u32, value: u32| match g.fat_type {
@@ -644,17 +723,23 @@ pub fn build_fat(config: &FatConfig, root: &FatDir) -> Result<FatImage, FatError
         },
     );
     set(&mut fat, 1, eoc);
-    for (first, count) in &fat_runs {
+    for (first, count) in fat_runs {
         for i in 0..*count {
             let c = first + i;
             set(&mut fat, c, if i + 1 == *count { eoc } else { c + 1 });
         }
     }
-    let fat_start = usize::try_from(g.reserved).expect("small") * SECTOR;
-    img[fat_start..fat_start + fat_bytes].copy_from_slice(&fat);
-    img[fat_start + fat_bytes..fat_start + 2 * fat_bytes].copy_from_slice(&fat);
+    fat
+}
 
-    // Directories.
+/// Writes every directory's entries (volume label or `.`/`..`, then the records).
+fn write_directories(
+    img: &mut [u8],
+    config: &FatConfig,
+    g: &Geometry,
+    planned: &Planned,
+    (date, time): (u16, u16),
+) {
     let sector_offset = |sector: u64| usize::try_from(sector).expect("within image") * SECTOR;
     for (path, records) in &planned.dirs {
         let (cluster, _) = planned.dir_clusters[path];
@@ -712,31 +797,6 @@ pub fn build_fat(config: &FatConfig, root: &FatDir) -> Result<FatImage, FatError
         };
         img[start..start + out.len()].copy_from_slice(&out);
     }
-    // File data.
-    for (path, dir) in &all_dirs {
-        for (name, node) in &dir.entries {
-            if let FatNode::File(data) = node {
-                let child = if path == "/" {
-                    format!("/{name}")
-                } else {
-                    format!("{path}/{name}")
-                };
-                let extent = extents[&child];
-                if extent.first_cluster != 0 {
-                    let start = sector_offset(extent.first_sector);
-                    img[start..start + data.len()].copy_from_slice(data);
-                }
-            }
-        }
-    }
-
-    Ok(FatImage {
-        fat_type: g.fat_type,
-        bytes: img,
-        sectors_per_cluster: u32::try_from(g.sectors_per_cluster).expect("<= 64"),
-        data_start_sector: g.data_start(),
-        extents,
-    })
 }
 
 fn short_entry(
