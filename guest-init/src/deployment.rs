@@ -1,6 +1,7 @@
 //! Deploy-time configuration at boot: find the OVF environment and NoCloud seeds on
-//! ISO 9660 media and the `opt/jeos/...` fw_cfg files, merge them over the defaults of
-//! `init.json` (OVF environment, then NoCloud, then fw_cfg, then the defaults), and render
+//! ISO 9660 media, VMware's `guestinfo.ovfEnv` (on VMware only) and the `opt/jeos/...`
+//! fw_cfg files, merge them over the defaults of `init.json` (OVF environment, then
+//! guestinfo, then NoCloud, then fw_cfg, then the defaults), and render
 //! the boot-time files. The parsing is in the library (`guest_init::deploy`).
 
 use std::fs::File;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use guest_init::config::InitConfig;
 use guest_init::deploy::{
-    MAX_FILE_BYTES, Properties, Settings, iso9660, nocloud, ovfenv, template,
+    MAX_FILE_BYTES, Properties, Settings, iso9660, nocloud, ovfenv, template, vmware,
 };
 
 use crate::log::info;
@@ -112,6 +113,25 @@ fn scan_media() -> Vec<(&'static str, String, Properties)> {
     }
 }
 
+/// `guestinfo.ovfEnv` through VMware's backdoor, only when running on VMware.
+fn read_vmware_guestinfo() -> Option<Properties> {
+    if !crate::vmware::detected() {
+        return None;
+    }
+    let Some(mut port) = crate::vmware::Port::open() else {
+        info!("deploy: vmware detected, but the backdoor port is not accessible");
+        return None;
+    };
+    match vmware::guestinfo(&mut port, "ovfEnv", MAX_FILE_BYTES) {
+        Ok(Some(xml)) => Some(ovfenv::parse(&String::from_utf8_lossy(&xml))),
+        Ok(None) => None,
+        Err(err) => {
+            info!("deploy: vmware guestinfo.ovfEnv: {err}");
+            None
+        }
+    }
+}
+
 fn read_fw_cfg() -> Properties {
     let mut props = Properties::new();
     for entry in std::fs::read_dir(FW_CFG_DIR)
@@ -146,6 +166,16 @@ pub fn gather(config: &InitConfig) -> Deployed {
     for (kind, device, props) in media {
         info!("deploy: {kind} on /dev/{device}: {} value(s)", props.len());
         layers.push((kind.to_owned(), props));
+    }
+    if let Some(props) = read_vmware_guestinfo() {
+        info!("deploy: vmware guestinfo.ovfEnv: {} value(s)", props.len());
+        // After an OVF environment CD-ROM (the deployer chose the `iso` transport), before
+        // a NoCloud seed.
+        let at = layers
+            .iter()
+            .take_while(|(kind, _)| kind == "ovf-env.xml")
+            .count();
+        layers.insert(at, ("guestinfo.ovfEnv".to_owned(), props));
     }
     let fw = read_fw_cfg();
     if !fw.is_empty() {

@@ -10,9 +10,10 @@
 //!   protocol line each and the summary, and powers off.
 //! - **`poweroff` / `reboot` / `halt`** (argv[0]): ask PID 1 to shut down (`shutdown.rs`).
 //!
-//! `unsafe` lives in `sys.rs`, `net.rs`, `net6.rs`, `process.rs` and `log.rs` only (system
-//! calls). Deploy-time configuration (OVF environment, NoCloud, fw_cfg) is read in
-//! `deployment.rs` before the host name and network are set.
+//! `unsafe` lives in `sys.rs`, `net.rs`, `net6.rs`, `process.rs`, `log.rs` (system calls)
+//! and `vmware.rs` (the backdoor's `in` instruction) only. Deploy-time configuration (OVF
+//! environment, VMware guestinfo, NoCloud, fw_cfg) is read in `deployment.rs` before the
+//! host name and network are set.
 #![cfg_attr(
     test,
     allow(
@@ -46,6 +47,7 @@ mod supervisor;
 mod sys;
 mod task;
 mod users;
+mod vmware;
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -27,6 +27,7 @@ pub mod ova;
 pub mod ovf;
 pub mod qcow2;
 pub mod sign;
+pub mod vbox;
 pub mod vhd;
 pub mod vmdk;
 

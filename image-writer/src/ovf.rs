@@ -6,8 +6,9 @@
 //! - Targets ([`OvfTarget`]): `vmware` lists every `vmx-NN` family from the lowest the
 //!   hardware needs ([`min_hardware_version`], at least vmx-07 = ESXi 4) up to
 //!   [`MAX_HARDWARE_VERSION`] in `vssd:VirtualSystemType` (space-separated, as DSP0243
-//!   allows; each host picks the newest it runs); `virtualbox` adds `virtualbox-2.2` and
-//!   VirtualBox's own `vbox:OSType`; `generic` (virt-v2v, oVirt, OpenStack) uses only
+//!   allows; each host picks the newest it runs); `virtualbox` adds `virtualbox-2.2`,
+//!   VirtualBox's own `vbox:OSType` and a complete `vbox:Machine` (the only place VirtualBox
+//!   reads the firmware from; [`crate::vbox`]); `generic` (virt-v2v, oVirt, OpenStack) uses only
 //!   DMTF elements. Devices a target lacks are lint errors or warnings for that target.
 //! - `ovf:transport="iso com.vmware.guestInfo"` on the hardware section when the product
 //!   declares properties: the deployer hands the OVF environment to the guest on a CD-ROM
@@ -271,6 +272,8 @@ struct DiskView<'a> {
     populated_bytes: u64,
     instance_id: usize,
     address_on_parent: usize,
+    /// `vbox:uuid`, for the `virtualbox` target.
+    vbox_uuid: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -302,7 +305,8 @@ struct View<'a> {
     nic: NicView,
     system_types: String,
     transport: bool,
-    virtualbox: bool,
+    /// VirtualBox's machine description, for the `virtualbox` target.
+    virtualbox: Option<crate::vbox::VboxMachine>,
     properties: Vec<PropertyView<'a>>,
 }
 
@@ -394,11 +398,17 @@ pub fn render_ovf(ctx: &OvfContext) -> Result<String, OvfError> {
             description: "IDE Controller",
         },
     };
+    let vbox = ctx
+        .vm
+        .targets
+        .contains(&OvfTarget::Virtualbox)
+        .then(|| crate::vbox::machine(ctx));
     let disks: Vec<DiskView<'_>> = ctx
         .disks
         .iter()
         .enumerate()
         .map(|(i, d)| DiskView {
+            vbox_uuid: vbox.as_ref().map(|m| m.disks[i].uuid.clone()),
             href: &d.href,
             file_id: format!("file{}", i + 1),
             disk_id: format!("vmdisk{}", i + 1),
@@ -433,7 +443,7 @@ pub fn render_ovf(ctx: &OvfContext) -> Result<String, OvfError> {
         nic,
         system_types: system_types(&ctx.vm),
         transport: !ctx.product.properties.is_empty(),
-        virtualbox: ctx.vm.targets.contains(&OvfTarget::Virtualbox),
+        virtualbox: vbox,
         properties: property_views(&ctx.product.properties),
     };
     let mut hb = Handlebars::new();
@@ -732,6 +742,52 @@ mod tests {
         assert!(xml.contains("<rasd:ResourceSubType>virtio-net</rasd:ResourceSubType>"));
         assert!(xml.contains("<vssd:VirtualSystemType>virtualbox-2.2</vssd:VirtualSystemType>"));
         assert!(xml.contains("<vbox:OSType ovf:required=\"false\">Debian_64</vbox:OSType>"));
+    }
+
+    #[test]
+    fn virtualbox_gets_its_machine_with_the_firmware_and_the_disk_by_uuid() {
+        let mut c = context();
+        c.vm.firmware = Firmware::Efi;
+        c.vm.controller = DiskController::Sata;
+        c.vm.hardware_version = 10;
+        c.vm.nic = NicModel::Virtio;
+        c.vm.targets = vec![OvfTarget::Virtualbox, OvfTarget::Generic];
+        let xml = render_ovf(&c).unwrap();
+        let machine = crate::vbox::machine(&c);
+        let disk = &machine.disks[0];
+        assert!(
+            xml.contains(&format!(" vbox:uuid=\"{}\"/>", disk.uuid)),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(&format!("<Image uuid=\"{{{}}}\"/>", disk.uuid)),
+            "{xml}"
+        );
+        for needle in [
+            "<vbox:Machine ovf:required=\"false\" version=\"1.12-linux\"",
+            "OSType=\"Debian_64\">",
+            "<Firmware type=\"EFI\"/>",
+            "<Adapter slot=\"0\" enabled=\"true\" type=\"virtio\">",
+            "<StorageController name=\"SATA\" type=\"AHCI\" PortCount=\"1\"",
+            "<CPU count=\"1\">",
+        ] {
+            assert!(xml.contains(needle), "`{needle}` not in {xml}");
+        }
+        // The machine element comes after the hardware section, inside the VirtualSystem.
+        let hw_end = xml.find("</VirtualHardwareSection>").unwrap();
+        let machine_at = xml.find("<vbox:Machine").unwrap();
+        assert!(machine_at > hw_end && machine_at < xml.find("</VirtualSystem>").unwrap());
+        // BIOS, LSI Logic and E1000 for the default hardware.
+        let mut c = context();
+        c.vm.targets = vec![OvfTarget::Virtualbox];
+        let xml = render_ovf(&c).unwrap();
+        assert!(xml.contains("<Firmware type=\"BIOS\"/>"));
+        assert!(xml.contains("type=\"LsiLogic\" PortCount=\"16\""));
+        assert!(xml.contains("type=\"82540EM\""));
+        // Without the target, nothing of it.
+        c.vm.targets = vec![OvfTarget::Vmware, OvfTarget::Generic];
+        let xml = render_ovf(&c).unwrap();
+        assert!(!xml.contains("vbox:Machine") && !xml.contains("vbox:uuid"));
     }
 
     #[test]

@@ -420,8 +420,9 @@ fn same_epoch_gives_identical_ova() {
     assert!(!a.join("demo-1.0.0.cert").exists(), "no cert without a key");
 }
 
-/// The DMTF DSP8023 schema the project carries (image-writer/tests/schemas/ovf).
+/// The DMTF DSP8023 schema the project carries (image-writer/tests/schemas/ovf), entered
+/// through `jeos-vbox-machine.xsd` (DSP8023 plus VirtualBox's `vbox:Machine` section).
 pub(crate) fn ovf_schema() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../image-writer/tests/schemas/ovf/dsp8023_1.1.1.xsd")
+        .join("../image-writer/tests/schemas/ovf/jeos-vbox-machine.xsd")
 }

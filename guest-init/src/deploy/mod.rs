@@ -2,7 +2,8 @@
 //! parsed without touching the guest (the binary's `deploy.rs` finds the bytes).
 //!
 //! Sources, read at boot in this order (an earlier source wins for each setting):
-//! 1. the OVF environment (`ovf-env.xml` on an ISO 9660 CD-ROM, DSP0243 "iso" transport),
+//! 1. the OVF environment (`ovf-env.xml` on an ISO 9660 CD-ROM, DSP0243 "iso" transport;
+//!    on VMware also `guestinfo.ovfEnv` through the backdoor RPC, [`vmware`]),
 //! 2. a cloud-init NoCloud seed (ISO 9660 volume labelled `cidata`: `meta-data`, and a
 //!    subset of `network-config` version 2; `user-data` is ignored),
 //! 3. QEMU `fw_cfg` files `opt/jeos/<key>` (one property each).
@@ -15,6 +16,7 @@ pub mod iso9660;
 pub mod nocloud;
 pub mod ovfenv;
 pub mod template;
+pub mod vmware;
 pub mod yaml;
 
 use std::collections::BTreeMap;
