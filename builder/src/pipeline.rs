@@ -186,7 +186,10 @@ pub enum BuildError {
     },
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_owned();
     move |source| BuildError::Io {
         action,
@@ -260,19 +263,23 @@ pub struct StepReport {
     pub name: String,
     /// Seconds.
     pub seconds: f64,
+    /// Its output came from the step cache (content-addressed by every input).
+    pub cached: bool,
 }
 
 /// The build's state: frozen inputs plus the work paths.
-struct BuildContext<'a> {
-    recipe: &'a Recipe,
+pub(crate) struct BuildContext<'a> {
+    pub(crate) recipe: &'a Recipe,
     recipe_path: &'a Path,
     options: &'a BuildOptions,
-    ui: Arc<Ui>,
-    cache: Cache,
+    pub(crate) ui: Arc<Ui>,
+    pub(crate) cache: Cache,
     work: tempfile::TempDir,
-    epoch: i64,
+    pub(crate) epoch: i64,
     seed: Seed,
     steps: Vec<StepReport>,
+    /// Set by a step whose output came from its step cache ([`crate::stepcache`]).
+    pub(crate) cache_hit: bool,
 }
 
 impl BuildContext<'_> {
@@ -299,6 +306,7 @@ impl BuildContext<'_> {
     ) -> Result<T, BuildError> {
         self.ui.step_started(name);
         let start = Instant::now();
+        self.cache_hit = false;
         let result = f(self);
         let elapsed = start.elapsed();
         if result.is_ok() {
@@ -306,6 +314,7 @@ impl BuildContext<'_> {
             self.steps.push(StepReport {
                 name: name.to_owned(),
                 seconds: elapsed.as_secs_f64(),
+                cached: self.cache_hit,
             });
         }
         result
@@ -359,7 +368,9 @@ pub fn build(
         steps: vec![StepReport {
             name: "resolve_packages".to_owned(),
             seconds: resolve_elapsed.as_secs_f64(),
+            cached: false,
         }],
+        cache_hit: false,
     };
     fs::create_dir_all(ctx.stage_dir()).map_err(io_err("create", &ctx.stage_dir()))?;
 
@@ -375,7 +386,9 @@ pub fn build(
     ctx.step("install_init", |c| {
         install_init(c, &mut staging, &rootfs_report.runtime_dirs)
     })?;
-    let (kernel, initramfs) = ctx.step("build_initramfs", |c| build_initramfs(c, &kernel_dir))?;
+    let (kernel, initramfs) = ctx.step("build_initramfs", |c| {
+        crate::stepcache::cached_initramfs(c, &kernel_dir, build_initramfs)
+    })?;
     let raw = ctx.stage_dir().join(format!("{}.raw", ctx.artifact_name()));
     let esp_extra = ctx.step("write_sbom", |c| {
         write_sbom(c, &lock, &staging, &kernel.version)
@@ -1110,15 +1123,19 @@ fn install_init(
 }
 
 /// The kernel image and the initramfs modules.
-struct KernelArtifacts {
-    version: String,
-    vmlinuz: Vec<u8>,
-    modules: Vec<String>,
+pub(crate) struct KernelArtifacts {
+    pub(crate) version: String,
+    pub(crate) vmlinuz: Vec<u8>,
+    /// `vmlinuz` inside the kernel tree.
+    pub(crate) vmlinuz_path: PathBuf,
+    pub(crate) modules: Vec<String>,
+    /// Wanted modules this kernel lacks (shown as a note).
+    pub(crate) missing: Vec<String>,
 }
 
 /// Step `build_initramfs`: guest-init as `/init`, the hypervisor drivers and their
 /// dependencies (decompressed, in load order), compressed with zstd.
-fn build_initramfs(
+pub(crate) fn build_initramfs(
     ctx: &mut BuildContext<'_>,
     kernel_dir: &Path,
 ) -> Result<(KernelArtifacts, Vec<u8>), BuildError> {
@@ -1220,7 +1237,9 @@ fn build_initramfs(
         KernelArtifacts {
             version: plan.kernel_version,
             vmlinuz,
+            vmlinuz_path: plan.vmlinuz,
             modules: names,
+            missing: plan.missing,
         },
         initramfs,
     ))
