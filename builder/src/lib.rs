@@ -30,6 +30,7 @@ pub mod reporters;
 pub mod resolve;
 pub mod rootfs;
 pub mod sbom;
+pub mod stepcache;
 pub mod unpacked;
 
 /// The static guest-init binary (the appliance's PID 1), built by `build.rs`.

@@ -178,7 +178,10 @@ pub enum BuildError {
     },
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_owned();
     move |source| BuildError::Io {
         action,
@@ -252,21 +255,25 @@ pub struct StepReport {
     pub name: String,
     /// Seconds.
     pub seconds: f64,
+    /// Its output came from the step cache (content-addressed by every input).
+    pub cached: bool,
 }
 
 /// The build's state: frozen inputs plus the work paths.
 /// The build's state: frozen inputs, the work directory and the step timings. The
 /// configuration the steps apply is the [`BuildPlan`], made once the lock is known.
-struct BuildContext<'a> {
-    recipe: &'a Recipe,
+pub(crate) struct BuildContext<'a> {
+    pub(crate) recipe: &'a Recipe,
     recipe_path: &'a Path,
     options: &'a BuildOptions,
-    ui: Arc<Ui>,
+    pub(crate) ui: Arc<Ui>,
     reporter: Arc<UiResolverReporter>,
-    cache: Cache,
+    pub(crate) cache: Cache,
     work: tempfile::TempDir,
     _active: ActiveWorkDir,
     steps: Vec<StepReport>,
+    /// Set by a step whose output came from its step cache ([`crate::stepcache`]).
+    pub(crate) cache_hit: bool,
 }
 
 impl<'a> BuildContext<'a> {
@@ -300,6 +307,7 @@ impl<'a> BuildContext<'a> {
             work,
             _active: active,
             steps: Vec::new(),
+            cache_hit: false,
         })
     }
 
@@ -334,6 +342,7 @@ impl<'a> BuildContext<'a> {
     ) -> Result<T, BuildError> {
         self.ui.step_started(name);
         let start = Instant::now();
+        self.cache_hit = false;
         let result = f(self);
         let elapsed = start.elapsed();
         if result.is_ok() {
@@ -341,6 +350,7 @@ impl<'a> BuildContext<'a> {
             self.steps.push(StepReport {
                 name: name.to_owned(),
                 seconds: elapsed.as_secs_f64(),
+                cached: self.cache_hit,
             });
         }
         result
@@ -383,7 +393,7 @@ pub fn build(
         install_init(c, &plan, &mut staging, &rootfs_report.runtime_dirs)
     })?;
     let kernel = ctx.step("build_initramfs", |c| {
-        build_initramfs(c, &plan, &kernel_dir)
+        crate::stepcache::cached_initramfs(c, &plan, &kernel_dir, build_initramfs)
     })?;
     let esp_extra = ctx.step("write_sbom", |c| {
         write_sbom(c, &plan, &lock, &staging, &kernel.version)
@@ -933,16 +943,20 @@ fn install_init(
 }
 
 /// The kernel image, the initramfs and its modules.
-struct KernelArtifacts {
-    version: String,
-    vmlinuz: Vec<u8>,
-    modules: Vec<String>,
-    initramfs: Vec<u8>,
+pub(crate) struct KernelArtifacts {
+    pub(crate) version: String,
+    pub(crate) vmlinuz: Vec<u8>,
+    /// `vmlinuz` inside the kernel tree.
+    pub(crate) vmlinuz_path: PathBuf,
+    pub(crate) modules: Vec<String>,
+    /// Wanted modules this kernel lacks (shown as a note).
+    pub(crate) missing: Vec<String>,
+    pub(crate) initramfs: Vec<u8>,
 }
 
 /// Step `build_initramfs`: guest-init as `/init`, the hypervisor drivers and their
 /// dependencies (decompressed, in load order), compressed with zstd.
-fn build_initramfs(
+pub(crate) fn build_initramfs(
     ctx: &mut BuildContext<'_>,
     build_plan: &BuildPlan,
     kernel_dir: &Path,
@@ -1041,7 +1055,9 @@ fn build_initramfs(
     Ok(KernelArtifacts {
         version: plan.kernel_version,
         vmlinuz,
+        vmlinuz_path: plan.vmlinuz,
         modules: names,
+        missing: plan.missing,
         initramfs,
     })
 }

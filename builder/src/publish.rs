@@ -380,17 +380,91 @@ pub fn publish_artifacts(
     let mut written = Written(Vec::new());
     let mut files = Vec::new();
     let mut vmdk_populated_bytes = None;
-
-    if qcow2 {
-        let started = Instant::now();
-        ui.step_started("write qcow2");
-        let path = out_dir.join(format!("{stem}.qcow2"));
-        write_qcow2(raw, &path, &Qcow2Config::default(), &reporter).map_err(PublishError::Qcow2)?;
-        written.0.push(path.clone());
-        files.push(describe(path)?);
-        ui.step_finished("write qcow2", started.elapsed());
+    // The qcow2 conversion (one zlib stream) overlaps the VMDK/OVA work: each writes its
+    // own file from the same raw disk, so the outputs do not depend on the timing.
+    let (qcow2_result, rest) = std::thread::scope(|scope| {
+        let job = qcow2.then(|| {
+            scope.spawn(|| {
+                let started = Instant::now();
+                ui.step_started("write qcow2");
+                let path = out_dir.join(format!("{stem}.qcow2"));
+                let result = write_qcow2(raw, &path, &Qcow2Config::default(), &reporter)
+                    .map_err(PublishError::Qcow2)
+                    .and_then(|_| describe(path.clone()));
+                ui.step_finished("write qcow2", started.elapsed());
+                (path, result)
+            })
+        });
+        let rest = publish_rest(
+            &mut PublishState {
+                written: &mut written,
+                files: &mut files,
+                vmdk_populated_bytes: &mut vmdk_populated_bytes,
+            },
+            &RestInputs {
+                recipe,
+                raw,
+                out_dir,
+                epoch,
+                options,
+                ui,
+                reporter: &reporter,
+                stem: &stem,
+                vmdk,
+                ova,
+            },
+            inputs,
+            signing,
+        );
+        let qcow2_result = job.map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (qcow2_result, rest)
+    });
+    if let Some((path, result)) = qcow2_result {
+        written.0.push(path);
+        files.insert(0, result?);
     }
-    if vmdk && !ova {
+    rest?;
+    written.0.clear();
+    Ok(PublishReport {
+        files,
+        capacity_bytes,
+        vmdk_populated_bytes,
+        findings,
+    })
+}
+
+/// What [`publish_rest`] adds to.
+struct PublishState<'a> {
+    written: &'a mut Written,
+    files: &'a mut Vec<PublishedFile>,
+    vmdk_populated_bytes: &'a mut Option<u64>,
+}
+
+/// The inputs of [`publish_rest`].
+struct RestInputs<'a> {
+    recipe: &'a Recipe,
+    raw: &'a Path,
+    out_dir: &'a Path,
+    epoch: i64,
+    options: &'a PublishOptions,
+    ui: &'a Ui,
+    reporter: &'a UiPublishReporter<'a>,
+    stem: &'a str,
+    vmdk: bool,
+    ova: bool,
+}
+
+/// The formats after qcow2, in order: vmdk, vhd, gce, ova.
+fn publish_rest(
+    state: &mut PublishState<'_>,
+    r: &RestInputs<'_>,
+    inputs: OvfInputs,
+    signing: Option<SigningConfig>,
+) -> Result<(), PublishError> {
+    let (ui, reporter, stem, out_dir, raw, epoch) =
+        (r.ui, r.reporter, r.stem, r.out_dir, r.raw, r.epoch);
+    let formats = &r.recipe.disk.formats;
+    if r.vmdk && !r.ova {
         let started = Instant::now();
         ui.step_started("write vmdk");
         let path = out_dir.join(format!("{stem}-disk1.vmdk"));
@@ -399,72 +473,67 @@ pub fn publish_artifacts(
             virtual_hw_version: inputs.vm.hardware_version,
             ..VmdkConfig::default()
         };
-        let report = write_vmdk(raw, &path, &config, &reporter).map_err(PublishError::Vmdk)?;
-        written.0.push(path.clone());
-        vmdk_populated_bytes = Some(report.populated_bytes);
-        files.push(describe(path)?);
+        let report = write_vmdk(raw, &path, &config, reporter).map_err(PublishError::Vmdk)?;
+        state.written.0.push(path.clone());
+        *state.vmdk_populated_bytes = Some(report.populated_bytes);
+        state.files.push(describe(path)?);
         ui.step_finished("write vmdk", started.elapsed());
     }
     if formats.contains(&DiskFormat::Vhd) {
         let started = Instant::now();
         ui.step_started("write vhd");
         let path = out_dir.join(format!("{stem}.vhd"));
-        write_vhd(raw, &path, epoch, &reporter).map_err(PublishError::Vhd)?;
-        written.0.push(path.clone());
-        files.push(describe(path)?);
+        write_vhd(raw, &path, epoch, reporter).map_err(PublishError::Vhd)?;
+        state.written.0.push(path.clone());
+        state.files.push(describe(path)?);
         ui.step_finished("write vhd", started.elapsed());
     }
     if formats.contains(&DiskFormat::Gce) {
         let started = Instant::now();
         ui.step_started("write gce");
         let path = out_dir.join(format!("{stem}.gce.tar.gz"));
-        write_gce(raw, &path, epoch, &reporter).map_err(PublishError::Gce)?;
-        written.0.push(path.clone());
-        files.push(describe(path)?);
+        write_gce(raw, &path, epoch, reporter).map_err(PublishError::Gce)?;
+        state.written.0.push(path.clone());
+        state.files.push(describe(path)?);
         ui.step_finished("write gce", started.elapsed());
     }
-    if ova {
+    if r.ova {
         let started = Instant::now();
         ui.step_started("write ova");
         let spec = PackageSpec {
-            name: stem,
+            name: stem.to_owned(),
             raw_disk: raw.to_path_buf(),
             qcow2: None,
             vmdk: VmdkConfig::default(),
             ovf: inputs,
-            digest: options.digest,
+            digest: r.options.digest,
             signing,
             epoch: u64::try_from(epoch).unwrap_or(0),
             out_dir: out_dir.to_path_buf(),
         };
-        let package = write_ovf_package(&spec, &reporter).map_err(|e| match e {
+        let package = write_ovf_package(&spec, reporter).map_err(|e| match e {
             PackageError::Incompatible { findings } => PublishError::Incompatible { findings },
             other => PublishError::Package(other),
         })?;
-        written
+        state
+            .written
             .0
             .extend(package.files.iter().map(|f| f.path.clone()));
-        vmdk_populated_bytes = Some(package.populated_bytes);
+        *state.vmdk_populated_bytes = Some(package.populated_bytes);
         for f in package.files {
-            if options.digest == DigestAlgorithm::Sha256 {
-                files.push(PublishedFile {
+            if r.options.digest == DigestAlgorithm::Sha256 {
+                state.files.push(PublishedFile {
                     path: f.path,
                     size_bytes: f.size_bytes,
                     sha256: f.digest_hex,
                 });
             } else {
-                files.push(describe(f.path)?);
+                state.files.push(describe(f.path)?);
             }
         }
         ui.step_finished("write ova", started.elapsed());
     }
-    written.0.clear();
-    Ok(PublishReport {
-        files,
-        capacity_bytes,
-        vmdk_populated_bytes,
-        findings,
-    })
+    Ok(())
 }
 
 fn describe(path: PathBuf) -> Result<PublishedFile, PublishError> {

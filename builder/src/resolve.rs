@@ -597,7 +597,7 @@ pub fn load_index(
     repos: &Repositories,
     now: SystemTime,
 ) -> Result<(PackageIndex, Vec<SuiteRelease>, Vec<String>), ResolveError> {
-    let mut texts = Vec::new();
+    let mut parts = Vec::new();
     let mut text_suites = Vec::new();
     let mut releases = Vec::new();
     for (suite, archive) in index_suites(source) {
@@ -623,10 +623,12 @@ pub fn load_index(
                     available: release.release.components.join(", "),
                 });
             }
-            let index = repo
-                .fetch_packages(&release, component, ARCH)
-                .map_err(fetch_err)?;
-            texts.push(index.text);
+            // The parsed form comes from the parsed-index cache when it holds the
+            // SHA-256 this verified release lists: no 57 MB of text to parse again.
+            parts.push(
+                repo.fetch_index(&release, component, ARCH)
+                    .map_err(fetch_err)?,
+            );
             text_suites.push(suite.clone());
         }
         releases.push(SuiteRelease {
@@ -635,7 +637,7 @@ pub fn load_index(
             release,
         });
     }
-    let index = PackageIndex::parse(&texts, ARCH).map_err(|e| ResolveError::Index {
+    let index = PackageIndex::merge(parts).map_err(|e| ResolveError::Index {
         suite: source.suite.clone(),
         source: e,
     })?;

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cache::{Cache, CacheError, EntryKind, TempEntry};
+use crate::index_cache;
+use crate::packages::PackageIndex;
 
 mod forward_proxy;
 use crate::release::{self, Keyring, ReleaseError, VerifiedRelease};
@@ -161,6 +163,18 @@ pub enum ClientError {
     /// Cache error.
     #[error("cache error")]
     Cache(#[source] CacheError),
+    /// Parsed-index cache error.
+    #[error("parsed-index cache error")]
+    IndexCache(#[source] crate::index_cache::IndexCacheError),
+    /// The index cannot be held in memory.
+    #[error("cannot index `{path}`")]
+    Index {
+        /// Path relative to `dists/<suite>/`.
+        path: String,
+        /// Cause.
+        #[source]
+        source: crate::packages::PackagesError,
+    },
 }
 
 impl From<CacheError> for ClientError {
@@ -904,6 +918,58 @@ impl Repository {
             text,
             timings,
         })
+    }
+}
+
+impl Repository {
+    /// [`Repository::fetch_packages`], parsed: from the parsed-index cache when it holds the
+    /// SHA-256 the verified release lists (see [`crate::index_cache`]), else fetched,
+    /// parsed and stored there. Either way the result is the compact form, so a hit and a
+    /// miss give the same index.
+    pub fn fetch_index(
+        &self,
+        release: &VerifiedRelease,
+        component: &str,
+        arch: &str,
+    ) -> Result<PackageIndex, ClientError> {
+        let plain_path = format!("{component}/binary-{arch}/Packages");
+        let plain = release.release.sha256.get(&plain_path);
+        let cached = self.cache.as_ref().zip(plain);
+        if let Some((cache, plain)) = cached {
+            match index_cache::load(cache, &plain.sha256, arch).map_err(ClientError::IndexCache)? {
+                index_cache::Loaded::Hit(index) => {
+                    self.reporter
+                        .on_cache_hit(&format!("{plain_path} (parsed)"));
+                    self.reporter
+                        .on_index_fetched(&release.suite, component, plain.size);
+                    return Ok(index);
+                }
+                index_cache::Loaded::Corrupt(e) => {
+                    self.reporter
+                        .on_warning(ResolverWarning::ParsedIndexRebuilt {
+                            index: format!("dists/{}/{plain_path}", release.suite),
+                            reason: e.to_string(),
+                        });
+                }
+                index_cache::Loaded::Miss => {}
+            }
+        }
+        let fetched = self.fetch_packages(release, component, arch)?;
+        let index =
+            PackageIndex::parse(&[fetched.text], arch).map_err(|source| ClientError::Index {
+                path: plain_path.clone(),
+                source,
+            })?;
+        match cached {
+            Some((cache, plain)) if index.warnings().is_empty() => {
+                let bytes = index_cache::encode(&index).map_err(ClientError::IndexCache)?;
+                drop(index);
+                index_cache::store_bytes(cache, &plain.sha256, arch, &bytes)
+                    .map_err(ClientError::IndexCache)?;
+                index_cache::decode(&bytes).map_err(ClientError::IndexCache)
+            }
+            _ => Ok(index),
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub mod client;
 pub mod deb;
 pub mod deb822;
 pub mod fetch;
+pub mod index_cache;
 pub mod lock;
 pub mod packages;
 pub mod relation;

@@ -132,56 +132,56 @@ impl PackageId {
 
 /// Byte range into the index buffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Span {
-    start: u32,
-    end: u32,
+pub(crate) struct Span {
+    pub(crate) start: u32,
+    pub(crate) end: u32,
 }
 
 #[derive(Debug, Clone)]
-struct Entry {
+pub(crate) struct Entry {
     /// Which of the input texts of [`PackageIndex::parse`] it came from.
-    source_index: u32,
-    name: Span,
-    version: Version,
-    arch: Span,
-    multi_arch: MultiArch,
-    essential: bool,
-    installed_size_kib: u64,
-    size_bytes: u64,
-    filename: Span,
-    sha256: Span,
-    priority: Span,
-    section: Span,
-    source: Span,
-    description: Span,
-    depends: Span,
-    pre_depends: Span,
-    conflicts: Span,
-    breaks: Span,
-    replaces: Span,
-    provides_raw: Span,
-    provides: Range<u32>,
+    pub(crate) source_index: u32,
+    pub(crate) name: Span,
+    pub(crate) version: Version,
+    pub(crate) arch: Span,
+    pub(crate) multi_arch: MultiArch,
+    pub(crate) essential: bool,
+    pub(crate) installed_size_kib: u64,
+    pub(crate) size_bytes: u64,
+    pub(crate) filename: Span,
+    pub(crate) sha256: Span,
+    pub(crate) priority: Span,
+    pub(crate) section: Span,
+    pub(crate) source: Span,
+    pub(crate) description: Span,
+    pub(crate) depends: Span,
+    pub(crate) pre_depends: Span,
+    pub(crate) conflicts: Span,
+    pub(crate) breaks: Span,
+    pub(crate) replaces: Span,
+    pub(crate) provides_raw: Span,
+    pub(crate) provides: Range<u32>,
 }
 
 #[derive(Debug, Clone)]
-struct Provided {
-    name: Span,
-    version: Option<Version>,
-    provider: u32,
+pub(crate) struct Provided {
+    pub(crate) name: Span,
+    pub(crate) version: Option<Version>,
+    pub(crate) provider: u32,
 }
 
 /// Index of the packages of one architecture, from one or more `Packages` texts.
 #[derive(Debug, Clone)]
 pub struct PackageIndex {
-    buf: String,
-    arch: String,
-    entries: Vec<Entry>,
+    pub(crate) buf: String,
+    pub(crate) arch: String,
+    pub(crate) entries: Vec<Entry>,
     /// Entry ids sorted by name, then version (highest first), then input order.
-    by_name: Vec<u32>,
-    provided: Vec<Provided>,
+    pub(crate) by_name: Vec<u32>,
+    pub(crate) provided: Vec<Provided>,
     /// Indices into `provided`, sorted by provided name then provider name.
-    provided_by_name: Vec<u32>,
-    warnings: Vec<PackagesWarning>,
+    pub(crate) provided_by_name: Vec<u32>,
+    pub(crate) warnings: Vec<PackagesWarning>,
 }
 
 /// A package of a [`PackageIndex`]; cheap to copy, borrows the index.
@@ -452,7 +452,96 @@ impl PackageIndex {
             index.scan(&buf, range, source_index);
         }
         index.buf = buf;
+        index.by_name = (0..to_u32(index.entries.len())).collect();
+        index.provided_by_name = (0..to_u32(index.provided.len())).collect();
         index.sort();
+        Ok(index)
+    }
+
+    /// One index from several, in order: the packages of `parts[i]` get source index `i`
+    /// (each part must come from one `Packages` text, as [`PackageIndex::parse`] of one
+    /// text or [`crate::index_cache`] gives). The result is the index
+    /// [`PackageIndex::parse`] builds from the parts' texts in the same order.
+    ///
+    /// # Errors
+    /// [`PackagesError::TooLarge`] when the parts together exceed 4 GiB of text.
+    pub fn merge(parts: Vec<Self>) -> Result<Self, PackagesError> {
+        let total: usize = parts.iter().map(|p| p.buf.len()).sum();
+        if u32::try_from(total).is_err() {
+            return Err(PackagesError::TooLarge { bytes: total });
+        }
+        let mut iter = parts.into_iter();
+        let Some(mut index) = iter.next() else {
+            return Ok(Self {
+                buf: String::new(),
+                arch: String::new(),
+                entries: Vec::new(),
+                by_name: Vec::new(),
+                provided: Vec::new(),
+                provided_by_name: Vec::new(),
+                warnings: Vec::new(),
+            });
+        };
+        index.buf.reserve(total - index.buf.len());
+        let mut by_name_runs = vec![std::mem::take(&mut index.by_name)];
+        let mut provided_runs = vec![std::mem::take(&mut index.provided_by_name)];
+        for (source, part) in iter.enumerate() {
+            let source = to_u32(source + 1);
+            let text_base = to_u32(index.buf.len());
+            let entry_base = to_u32(index.entries.len());
+            let provided_base = to_u32(index.provided.len());
+            let shift = |s: Span| Span {
+                start: s.start + text_base,
+                end: s.end + text_base,
+            };
+            index.buf.push_str(&part.buf);
+            by_name_runs.push(part.by_name.iter().map(|i| i + entry_base).collect());
+            provided_runs.push(
+                part.provided_by_name
+                    .iter()
+                    .map(|i| i + provided_base)
+                    .collect(),
+            );
+            index
+                .provided
+                .extend(part.provided.into_iter().map(|p| Provided {
+                    name: shift(p.name),
+                    version: p.version,
+                    provider: p.provider + entry_base,
+                }));
+            index
+                .entries
+                .extend(part.entries.into_iter().map(|e| Entry {
+                    source_index: source,
+                    name: shift(e.name),
+                    arch: shift(e.arch),
+                    filename: shift(e.filename),
+                    sha256: shift(e.sha256),
+                    priority: shift(e.priority),
+                    section: shift(e.section),
+                    source: shift(e.source),
+                    description: shift(e.description),
+                    depends: shift(e.depends),
+                    pre_depends: shift(e.pre_depends),
+                    conflicts: shift(e.conflicts),
+                    breaks: shift(e.breaks),
+                    replaces: shift(e.replaces),
+                    provides_raw: shift(e.provides_raw),
+                    provides: e.provides.start + provided_base..e.provides.end + provided_base,
+                    ..e
+                }));
+            index
+                .warnings
+                .extend(part.warnings.into_iter().map(|w| PackagesWarning {
+                    source_index: w.source_index + source as usize,
+                    ..w
+                }));
+        }
+        // Each part's orders are sorted already: merge them (linear, same order as sorting).
+        let by_name = merge_runs(by_name_runs, |a, b| index.cmp_entries(a, b));
+        let provided_by_name = merge_runs(provided_runs, |a, b| index.cmp_provided(a, b));
+        index.by_name = by_name;
+        index.provided_by_name = provided_by_name;
         Ok(index)
     }
 
@@ -683,33 +772,41 @@ impl PackageIndex {
         });
     }
 
+    /// Sorts `by_name` and `provided_by_name` (which hold every id once, in any order).
     fn sort(&mut self) {
-        let mut by_name: Vec<u32> = (0..to_u32(self.entries.len())).collect();
-        by_name.sort_by(|&a, &b| {
-            let (ea, eb) = (&self.entries[a as usize], &self.entries[b as usize]);
-            self.text(ea.name)
-                .cmp(self.text(eb.name))
-                .then_with(|| eb.version.cmp(&ea.version))
-                .then(a.cmp(&b))
-        });
+        let mut by_name = std::mem::take(&mut self.by_name);
+        by_name.sort_by(|&a, &b| self.cmp_entries(a, b));
         self.by_name = by_name;
-        let mut provided: Vec<u32> = (0..to_u32(self.provided.len())).collect();
-        provided.sort_by(|&a, &b| {
-            let (pa, pb) = (&self.provided[a as usize], &self.provided[b as usize]);
-            let (ea, eb) = (
-                &self.entries[pa.provider as usize],
-                &self.entries[pb.provider as usize],
-            );
-            self.text(pa.name)
-                .cmp(self.text(pb.name))
-                .then_with(|| self.text(ea.name).cmp(self.text(eb.name)))
-                .then_with(|| eb.version.cmp(&ea.version))
-                .then(a.cmp(&b))
-        });
+        let mut provided = std::mem::take(&mut self.provided_by_name);
+        provided.sort_by(|&a, &b| self.cmp_provided(a, b));
         self.provided_by_name = provided;
     }
 
-    fn text(&self, span: Span) -> &str {
+    /// The `by_name` order: name, then version (highest first), then input order.
+    fn cmp_entries(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        let (ea, eb) = (&self.entries[a as usize], &self.entries[b as usize]);
+        self.text(ea.name)
+            .cmp(self.text(eb.name))
+            .then_with(|| eb.version.cmp(&ea.version))
+            .then(a.cmp(&b))
+    }
+
+    /// The `provided_by_name` order: provided name, provider name, provider version
+    /// (highest first), input order.
+    fn cmp_provided(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        let (pa, pb) = (&self.provided[a as usize], &self.provided[b as usize]);
+        let (ea, eb) = (
+            &self.entries[pa.provider as usize],
+            &self.entries[pb.provider as usize],
+        );
+        self.text(pa.name)
+            .cmp(self.text(pb.name))
+            .then_with(|| self.text(ea.name).cmp(self.text(eb.name)))
+            .then_with(|| eb.version.cmp(&ea.version))
+            .then(a.cmp(&b))
+    }
+
+    pub(crate) fn text(&self, span: Span) -> &str {
         &self.buf[span.start as usize..span.end as usize]
     }
 
@@ -824,6 +921,29 @@ impl PackageIndex {
             }
         })
     }
+}
+
+/// Merges sorted runs into one sorted list.
+fn merge_runs(runs: Vec<Vec<u32>>, cmp: impl Fn(u32, u32) -> std::cmp::Ordering) -> Vec<u32> {
+    let mut runs = runs.into_iter();
+    let mut merged = runs.next().unwrap_or_default();
+    for run in runs {
+        let mut out = Vec::with_capacity(merged.len() + run.len());
+        let (mut a, mut b) = (merged.iter().peekable(), run.iter().peekable());
+        while let (Some(&&x), Some(&&y)) = (a.peek(), b.peek()) {
+            if cmp(x, y).is_le() {
+                out.push(x);
+                a.next();
+            } else {
+                out.push(y);
+                b.next();
+            }
+        }
+        out.extend(a);
+        out.extend(b);
+        merged = out;
+    }
+    merged
 }
 
 /// Offsets are bounded by the total size checked in [`PackageIndex::parse`].

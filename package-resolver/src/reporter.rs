@@ -44,6 +44,14 @@ pub enum ResolverWarning {
         /// Package unpacked later, whose file was kept.
         second: String,
     },
+    /// A parsed-index cache entry failed verification; it was removed and the verified
+    /// `Packages` text parsed again.
+    ParsedIndexRebuilt {
+        /// The index (`main/binary-amd64/Packages` of a suite).
+        index: String,
+        /// What was wrong with the entry.
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for ResolverWarning {
@@ -66,6 +74,10 @@ impl std::fmt::Display for ResolverWarning {
             } => write!(
                 f,
                 "`{path}` is shipped by both `{first}` and `{second}`; keeping `{second}`'s"
+            ),
+            Self::ParsedIndexRebuilt { index, reason } => write!(
+                f,
+                "the cached parsed form of `{index}` is damaged ({reason}); parsed the verified index again"
             ),
         }
     }

@@ -149,9 +149,10 @@ fn print_report(report: &BuildReport, session: &mut Session) {
         .iter()
         .map(|s| {
             format!(
-                "{} {}",
+                "{} {}{}",
                 step_title(&s.name),
-                format_elapsed(std::time::Duration::from_secs_f64(s.seconds))
+                format_elapsed(std::time::Duration::from_secs_f64(s.seconds)),
+                if s.cached { " (cached)" } else { "" }
             )
         })
         .collect();

@@ -29,6 +29,7 @@ mod new;
 mod publish;
 mod resolve;
 mod services;
+mod stepcache;
 mod supply_chain;
 mod test_cmd;
 
