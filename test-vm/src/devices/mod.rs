@@ -16,6 +16,7 @@ pub mod mmio;
 pub mod overlay;
 pub mod serial;
 pub mod virtio_blk;
+pub mod vsock;
 
 use vmm_sys_util::eventfd::EventFd;
 
