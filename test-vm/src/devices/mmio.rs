@@ -842,4 +842,27 @@ mod tests {
         t.read(reg::CONFIG + 0x1000, &mut one).unwrap();
         assert_eq!(one[0], 0);
     }
+
+    #[test]
+    fn vsock_transport_identifies_and_has_three_queues() {
+        let dir = tempfile::tempdir().unwrap();
+        let muxer = vsock::muxer::VsockMuxer::bind(3, &dir.path().join("v.sock")).unwrap();
+        let mut t = MmioTransport::new_vsock(VsockDevice::new(3, muxer));
+        assert_eq!(rd(&mut t, reg::DEVICE_ID), 19);
+        assert_eq!(rd(&mut t, reg::DEVICE_FEATURES), 0);
+        let mem = memory();
+        wr(&mut t, &mem, reg::DEVICE_FEATURES_SEL, 1).unwrap();
+        assert_eq!(rd(&mut t, reg::DEVICE_FEATURES), 1);
+        let mut cid = [0u8; 8];
+        t.read(reg::CONFIG, &mut cid).unwrap();
+        assert_eq!(u64::from_le_bytes(cid), 3);
+        for index in 0..3 {
+            wr(&mut t, &mem, reg::QUEUE_SEL, index).unwrap();
+            assert_eq!(rd(&mut t, reg::QUEUE_NUM_MAX), 256);
+        }
+        wr(&mut t, &mem, reg::QUEUE_SEL, 3).unwrap();
+        assert_eq!(rd(&mut t, reg::QUEUE_NUM_MAX), 0);
+        assert!(t.vsock().is_some());
+        assert!(t.pump_vsock(&mem).is_none(), "nothing before DRIVER_OK");
+    }
 }

@@ -457,3 +457,472 @@ fn write_packet(
     }
     Ok(u32::try_from(written).expect("<= 64 KiB + header"))
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::PathBuf;
+
+    use super::muxer::{BUFFER_BYTES, MAX_CONNECTIONS, MAX_CONTROL_PACKETS};
+    use super::packet::tests::guest_header;
+    use super::packet::*;
+    use super::*;
+    use crate::devices::virtio_blk::{VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
+
+    const TX: (u64, u64, u64) = (0x1000, 0x2000, 0x3000);
+    const RX: (u64, u64, u64) = (0x4000, 0x5000, 0x6000);
+    const TX_BUFFER: u64 = 0x1_0000;
+    const RX_BUFFER: u64 = 0x3_0000;
+    const QSIZE: u16 = 16;
+
+    fn queue(mem: &GuestMemoryMmap, (desc, avail, used): (u64, u64, u64)) -> Queue {
+        let mut queue = Queue::new(QSIZE).unwrap();
+        queue.set_size(QSIZE);
+        queue.set_desc_table_address(Some(desc as u32), Some(0));
+        queue.set_avail_ring_address(Some(avail as u32), Some(0));
+        queue.set_used_ring_address(Some(used as u32), Some(0));
+        queue.set_ready(true);
+        assert!(queue.is_valid(mem));
+        queue
+    }
+
+    fn put_desc(mem: &GuestMemoryMmap, table: u64, index: u16, d: (u64, u32, u16, u16)) {
+        let base = table + u64::from(index) * 16;
+        mem.write_obj(d.0, GuestAddress(base)).unwrap();
+        mem.write_obj(d.1, GuestAddress(base + 8)).unwrap();
+        mem.write_obj(d.2, GuestAddress(base + 12)).unwrap();
+        mem.write_obj(d.3, GuestAddress(base + 14)).unwrap();
+    }
+
+    fn offer(mem: &GuestMemoryMmap, avail: u64, idx: &mut u16, head: u16) {
+        mem.write_obj(head, GuestAddress(avail + 4 + 2 * u64::from(*idx % QSIZE)))
+            .unwrap();
+        *idx = idx.wrapping_add(1);
+        mem.write_obj(*idx, GuestAddress(avail + 2)).unwrap();
+    }
+
+    /// A guest driver over real guest memory and a muxer on a real Unix socket.
+    pub(crate) struct Guest {
+        pub mem: GuestMemoryMmap,
+        pub device: VsockDevice,
+        tx: Queue,
+        rx: Queue,
+        tx_idx: u16,
+        rx_idx: u16,
+        rx_outstanding: bool,
+        pub dir: tempfile::TempDir,
+    }
+
+    impl Guest {
+        pub(crate) fn new() -> Self {
+            let mem = crate::devices::virtio_blk::tests::memory();
+            let dir = tempfile::tempdir().unwrap();
+            let muxer = VsockMuxer::bind(GUEST_CID, &dir.path().join("v.sock")).unwrap();
+            Self {
+                tx: queue(&mem, TX),
+                rx: queue(&mem, RX),
+                mem,
+                device: VsockDevice::new(GUEST_CID, muxer),
+                tx_idx: 0,
+                rx_idx: 0,
+                rx_outstanding: false,
+                dir,
+            }
+        }
+
+        pub(crate) fn socket(&self) -> PathBuf {
+            self.dir.path().join("v.sock")
+        }
+
+        /// Sends raw chain descriptors (address, len, flags) as one packet.
+        fn send_chain(&mut self, descriptors: &[(u64, u32, u16)]) -> VsockReport {
+            for (i, &(address, len, flags)) in descriptors.iter().enumerate() {
+                let i = u16::try_from(i).unwrap();
+                put_desc(&self.mem, TX.0, i, (address, len, flags, i + 1));
+            }
+            offer(&self.mem, TX.1, &mut self.tx_idx, 0);
+            self.device.process_tx(&self.mem, &mut self.tx)
+        }
+
+        pub(crate) fn send(&mut self, header: &VsockHeader, payload: &[u8]) -> VsockReport {
+            let mut bytes = header.encode().to_vec();
+            bytes.extend_from_slice(payload);
+            self.mem
+                .write_slice(&bytes, GuestAddress(TX_BUFFER))
+                .unwrap();
+            let len = u32::try_from(bytes.len()).unwrap();
+            self.send_chain(&[(TX_BUFFER, len, 0)])
+        }
+
+        /// Posts one 4 KiB rx buffer (if none is outstanding) and fetches a packet.
+        pub(crate) fn recv(&mut self) -> Option<(VsockHeader, Vec<u8>)> {
+            if !self.rx_outstanding {
+                let len = (HEADER_BYTES + 4096) as u32;
+                put_desc(&self.mem, RX.0, 0, (RX_BUFFER, len, VIRTQ_DESC_F_WRITE, 0));
+                offer(&self.mem, RX.1, &mut self.rx_idx, 0);
+                self.rx_outstanding = true;
+            }
+            self.device.muxer.pump_host();
+            let report = self.device.fill_rx(&self.mem, &mut self.rx);
+            assert!(report.errors.is_empty(), "{:?}", report.errors);
+            if report.used == 0 {
+                return None;
+            }
+            self.rx_outstanding = false;
+            let slot = u64::from(self.rx_idx.wrapping_sub(1) % QSIZE);
+            let used: u32 = self
+                .mem
+                .read_obj(GuestAddress(RX.2 + 8 + slot * 8))
+                .unwrap();
+            let mut raw = [0u8; HEADER_BYTES];
+            self.mem
+                .read_slice(&mut raw, GuestAddress(RX_BUFFER))
+                .unwrap();
+            let header = VsockHeader::decode(&raw);
+            let mut payload = vec![0u8; used as usize - HEADER_BYTES];
+            self.mem
+                .read_slice(&mut payload, GuestAddress(RX_BUFFER + HEADER_BYTES as u64))
+                .unwrap();
+            assert_eq!(payload.len(), header.len as usize);
+            Some((header, payload))
+        }
+
+        /// Receives until a packet arrives (host IO may take a moment).
+        pub(crate) fn recv_wait(&mut self) -> (VsockHeader, Vec<u8>) {
+            for _ in 0..500 {
+                if let Some(packet) = self.recv() {
+                    return packet;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            panic!("no packet for the guest");
+        }
+    }
+
+    fn header(op: u16, src_port: u32, dst_port: u32, len: u32) -> VsockHeader {
+        VsockHeader {
+            src_port,
+            dst_port,
+            ..guest_header(op, len)
+        }
+    }
+
+    /// Host connects with `CONNECT 80`, the guest accepts: returns the host stream and the
+    /// host port of the connection.
+    fn host_connection(guest: &mut Guest) -> (UnixStream, u32) {
+        let mut host = UnixStream::connect(guest.socket()).unwrap();
+        host.write_all(b"CONNECT 80\n").unwrap();
+        let (request, _) = guest.recv_wait();
+        assert_eq!(request.op, OP_REQUEST);
+        assert_eq!((request.src_cid, request.dst_cid), (HOST_CID, GUEST_CID));
+        assert_eq!(request.dst_port, 80);
+        assert_eq!(request.buf_alloc, BUFFER_BYTES);
+        let report = guest.send(&header(OP_RESPONSE, 80, request.src_port, 0), &[]);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let mut line = [0u8; 14];
+        host.read_exact(&mut line).unwrap();
+        assert_eq!(&line, format!("OK {}\n", request.src_port).as_bytes());
+        (host, request.src_port)
+    }
+
+    #[test]
+    fn host_initiated_connection_relays_both_ways_and_closes() {
+        let mut guest = Guest::new();
+        let (mut host, port) = host_connection(&mut guest);
+        let report = guest.send(&header(OP_RW, 80, port, 5), b"hello");
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.used, 1);
+        let mut got = [0u8; 5];
+        host.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        host.write_all(b"world").unwrap();
+        let (data, payload) = guest.recv_wait();
+        assert_eq!((data.op, data.src_port, data.dst_port), (OP_RW, port, 80));
+        assert_eq!(payload, b"world");
+        // fwd_cnt counts guest bytes only, not the `OK` line.
+        assert_eq!(data.fwd_cnt, 5);
+        drop(host);
+        let (shutdown, _) = guest.recv_wait();
+        assert_eq!((shutdown.op, shutdown.flags), (OP_SHUTDOWN, SHUTDOWN_SEND));
+        let mut close = header(OP_SHUTDOWN, 80, port, 0);
+        close.flags = SHUTDOWN_RCV | SHUTDOWN_SEND;
+        guest.send(&close, &[]);
+        let (rst, _) = guest.recv_wait();
+        assert_eq!(rst.op, OP_RST);
+        assert_eq!(guest.device.muxer.connection_count(), 0);
+    }
+
+    #[test]
+    fn guest_initiated_connection_goes_to_socket_underscore_port() {
+        let mut guest = Guest::new();
+        let listener = UnixListener::bind(guest.dir.path().join("v.sock_5000")).unwrap();
+        guest.send(&header(OP_REQUEST, 1234, 5000, 0), &[]);
+        let (response, _) = guest.recv_wait();
+        assert_eq!(
+            (response.op, response.src_port, response.dst_port),
+            (OP_RESPONSE, 5000, 1234)
+        );
+        let (mut host, _) = listener.accept().unwrap();
+        guest.send(&header(OP_RW, 1234, 5000, 3), b"abc");
+        let mut got = [0u8; 3];
+        host.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"abc");
+        // No listener for port 5001: refused with a RST.
+        guest.send(&header(OP_REQUEST, 1235, 5001, 0), &[]);
+        let (rst, _) = guest.recv_wait();
+        assert_eq!((rst.op, rst.dst_port), (OP_RST, 1235));
+    }
+
+    #[test]
+    fn packets_for_no_connection_get_a_rst_but_rsts_do_not() {
+        let mut guest = Guest::new();
+        guest.send(&header(OP_RW, 1, 2, 1), b"x");
+        let (rst, _) = guest.recv_wait();
+        assert_eq!((rst.op, rst.src_port, rst.dst_port), (OP_RST, 2, 1));
+        guest.send(&header(OP_RST, 1, 2, 0), &[]);
+        assert!(guest.recv().is_none());
+    }
+
+    #[test]
+    fn unknown_type_and_op_are_answered_with_rst() {
+        let mut guest = Guest::new();
+        let mut seqpacket = header(OP_REQUEST, 7, 80, 0);
+        seqpacket.socket_type = 2;
+        let report = guest.send(&seqpacket, &[]);
+        assert!(matches!(
+            report.errors[..],
+            [VsockError::UnknownType { socket_type: 2 }]
+        ));
+        assert_eq!(guest.recv_wait().0.op, OP_RST);
+        let report = guest.send(&header(9, 7, 80, 0), &[]);
+        assert!(matches!(
+            report.errors[..],
+            [VsockError::UnknownOp { op: 9 }]
+        ));
+        assert_eq!(guest.recv_wait().0.op, OP_RST);
+    }
+
+    #[test]
+    fn data_beyond_the_advertised_credit_resets_the_connection() {
+        let mut guest = Guest::new();
+        let (_host, port) = host_connection(&mut guest);
+        // The host never reads: once its socket buffer is full, the device buffers up to
+        // the advertised `buf_alloc` and resets a guest that sends beyond it.
+        let chunk = vec![0x55u8; 4096];
+        let mut error = None;
+        for _ in 0..4096 {
+            let mut report = guest.send(&header(OP_RW, 80, port, 4096), &chunk);
+            assert!(guest.device.muxer.buffered_bytes() <= BUFFER_BYTES as usize);
+            if let Some(e) = report.errors.pop() {
+                error = Some(e);
+                break;
+            }
+        }
+        assert!(
+            matches!(
+                error,
+                Some(VsockError::CreditExceeded {
+                    port: 80,
+                    len: 4096,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        assert_eq!(guest.device.muxer.connection_count(), 0);
+        assert_eq!(guest.device.muxer.buffered_bytes(), 0);
+        // Drain until the RST (a credit update may come first).
+        let mut ops = Vec::new();
+        while let Some((h, _)) = guest.recv() {
+            ops.push(h.op);
+        }
+        assert!(ops.contains(&OP_RST), "{ops:?}");
+    }
+
+    #[test]
+    fn a_flooding_guest_cannot_grow_host_memory_without_bound() {
+        let mut guest = Guest::new();
+        // Requests to ports nobody listens on, with no rx buffers to take the RSTs.
+        for port in 0..(MAX_CONTROL_PACKETS as u32 * 4) {
+            guest.send(&header(OP_REQUEST, port, 9, 0), &[]);
+        }
+        assert_eq!(guest.device.muxer.control_len(), MAX_CONTROL_PACKETS);
+        assert_eq!(
+            guest.device.muxer.dropped_control(),
+            MAX_CONTROL_PACKETS as u64 * 3
+        );
+        // Connections are capped too.
+        let _listener = UnixListener::bind(guest.dir.path().join("v.sock_9")).unwrap();
+        let mut refused = 0;
+        for port in 0..(MAX_CONNECTIONS as u32 + 10) {
+            let report = guest.send(&header(OP_REQUEST, 10_000 + port, 9, 0), &[]);
+            if matches!(report.errors[..], [VsockError::TooManyConnections]) {
+                refused += 1;
+            }
+        }
+        assert_eq!(guest.device.muxer.connection_count(), MAX_CONNECTIONS);
+        assert_eq!(refused, 10);
+    }
+
+    #[test]
+    fn host_input_is_limited_by_the_guest_credit() {
+        let mut guest = Guest::new();
+        let mut host = UnixStream::connect(guest.socket()).unwrap();
+        host.write_all(b"CONNECT 80\n").unwrap();
+        let (request, _) = guest.recv_wait();
+        let mut response = header(OP_RESPONSE, 80, request.src_port, 0);
+        response.buf_alloc = 10;
+        guest.send(&response, &[]);
+        host.write_all(&[1u8; 100]).unwrap();
+        let (data, payload) = guest.recv_wait();
+        assert_eq!((data.op, payload.len()), (OP_RW, 10));
+        assert!(guest.recv().is_none(), "no credit left");
+        // The guest consumed the bytes: credit for 10 more.
+        let mut update = header(OP_CREDIT_UPDATE, 80, request.src_port, 0);
+        update.buf_alloc = 10;
+        update.fwd_cnt = 10;
+        guest.send(&update, &[]);
+        assert_eq!(guest.recv_wait().1.len(), 10);
+    }
+
+    #[test]
+    fn credit_request_gets_a_credit_update() {
+        let mut guest = Guest::new();
+        let (_host, port) = host_connection(&mut guest);
+        guest.send(&header(OP_CREDIT_REQUEST, 80, port, 0), &[]);
+        let (update, _) = guest.recv_wait();
+        assert_eq!(
+            (update.op, update.buf_alloc),
+            (OP_CREDIT_UPDATE, BUFFER_BYTES)
+        );
+    }
+
+    #[test]
+    fn data_before_the_response_is_an_unexpected_op() {
+        let mut guest = Guest::new();
+        let mut host = UnixStream::connect(guest.socket()).unwrap();
+        host.write_all(b"CONNECT 80\n").unwrap();
+        let (request, _) = guest.recv_wait();
+        let report = guest.send(&header(OP_RW, 80, request.src_port, 1), b"x");
+        assert!(matches!(
+            report.errors[..],
+            [VsockError::UnexpectedOp {
+                op: OP_RW,
+                port: 80
+            }]
+        ));
+        assert_eq!(guest.recv_wait().0.op, OP_RST);
+        // The host connection is closed.
+        let mut byte = [0u8; 1];
+        assert_eq!(host.read(&mut byte).unwrap(), 0);
+    }
+
+    #[test]
+    fn duplicate_request_resets() {
+        let mut guest = Guest::new();
+        let _listener = UnixListener::bind(guest.dir.path().join("v.sock_7")).unwrap();
+        guest.send(&header(OP_REQUEST, 1, 7, 0), &[]);
+        let report = guest.send(&header(OP_REQUEST, 1, 7, 0), &[]);
+        assert!(matches!(
+            report.errors[..],
+            [VsockError::DuplicateRequest { port: 1 }]
+        ));
+        assert_eq!(guest.device.muxer.connection_count(), 0);
+    }
+
+    #[test]
+    fn bad_connect_lines_are_dropped() {
+        let mut guest = Guest::new();
+        let mut host = UnixStream::connect(guest.socket()).unwrap();
+        host.write_all(b"HELLO 80\n").unwrap();
+        assert!(guest.recv().is_none());
+        let mut byte = [0u8; 1];
+        host.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(host.read(&mut byte).unwrap(), 0);
+    }
+
+    #[test]
+    fn tx_chain_rules() {
+        let mut guest = Guest::new();
+        let report = guest.send_chain(&[(TX_BUFFER, 44, VIRTQ_DESC_F_WRITE)]);
+        assert!(matches!(
+            report.errors[..],
+            [VsockError::TxChainWritable { head: 0 }]
+        ));
+        let report = guest.send_chain(&[(TX_BUFFER, 20, 0)]);
+        assert!(matches!(
+            report.errors[..],
+            [VsockError::HeaderTooShort {
+                head: 0,
+                readable: 20
+            }]
+        ));
+        let report = guest.send_chain(&[(0xff_0000_0000, 44, 0)]);
+        assert!(matches!(report.errors[..], [VsockError::Chain(_)]));
+        // A header split over two descriptors is fine (layout independence, §2.7.4).
+        let bytes = header(OP_RST, 1, 2, 0).encode();
+        guest
+            .mem
+            .write_slice(&bytes, GuestAddress(TX_BUFFER))
+            .unwrap();
+        let report =
+            guest.send_chain(&[(TX_BUFFER, 10, VIRTQ_DESC_F_NEXT), (TX_BUFFER + 10, 34, 0)]);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.used, 1);
+    }
+
+    #[test]
+    fn header_errors_from_a_chain_are_reported() {
+        let mut guest = Guest::new();
+        let mut spoofed = header(OP_REQUEST, 1, 2, 0);
+        spoofed.src_cid = 42;
+        let report = guest.send(&spoofed, &[]);
+        assert!(matches!(
+            report.errors[..],
+            [VsockError::SourceCidNotGuest { .. }]
+        ));
+        let report = guest.send(&header(OP_RW, 1, 2, 10), b"abc");
+        assert!(matches!(
+            report.errors[..],
+            [VsockError::PayloadTruncated {
+                len: 10,
+                available: 3
+            }]
+        ));
+    }
+
+    #[test]
+    fn rx_chain_rules() {
+        let mut guest = Guest::new();
+        guest.send(&header(OP_RW, 1, 2, 1), b"x"); // queues a RST
+        put_desc(&guest.mem, RX.0, 0, (RX_BUFFER, 4096, 0, 0));
+        offer(&guest.mem, RX.1, &mut guest.rx_idx, 0);
+        let report = guest.device.fill_rx(&guest.mem, &mut guest.rx);
+        assert!(matches!(
+            report.errors[..],
+            [VsockError::RxChainReadable { head: 0 }]
+        ));
+        put_desc(&guest.mem, RX.0, 0, (RX_BUFFER, 43, VIRTQ_DESC_F_WRITE, 0));
+        offer(&guest.mem, RX.1, &mut guest.rx_idx, 0);
+        let report = guest.device.fill_rx(&guest.mem, &mut guest.rx);
+        assert!(matches!(
+            report.errors[..],
+            [VsockError::RxBufferTooSmall {
+                head: 0,
+                writable: 43
+            }]
+        ));
+        assert!(guest.device.rx_starved);
+        // The RST is still there for a good buffer.
+        assert_eq!(guest.recv_wait().0.op, OP_RST);
+    }
+
+    #[test]
+    fn config_space_holds_the_guest_cid() {
+        let guest = Guest::new();
+        assert_eq!(guest.device.config_space(), 3u64.to_le_bytes());
+        assert_eq!(device_features(), 1 << 32);
+    }
+}
