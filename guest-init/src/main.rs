@@ -10,7 +10,7 @@
 //!   protocol line each and the summary, and powers off.
 //! - **`poweroff` / `reboot` / `halt`** (argv[0]): ask PID 1 to shut down (`shutdown.rs`).
 //!
-//! `unsafe` lives in `sys.rs`, `net.rs`, `net6.rs`, `process.rs` and `log.rs` only (system
+//! `unsafe` lives in `sys.rs`, `net.rs`, `net6.rs`, `process.rs`, `vsock.rs` and `log.rs` only (system
 //! calls). Deploy-time configuration (OVF environment, NoCloud, fw_cfg) is read in
 //! `deployment.rs` before the host name and network are set.
 
@@ -40,6 +40,7 @@ mod supervisor;
 mod sys;
 mod task;
 mod users;
+mod vsock;
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -313,6 +314,7 @@ fn run_system(cmdline: &Cmdline, started: Duration) -> ! {
         // The appliance asked for a network it did not get: it is not ready.
         fail(cmdline, &format!("network: {detail}"));
     }
+    vsock::start_forwarders(&cmdline.forward_ports);
 
     let order = match config.start_order() {
         Ok(order) => order,
