@@ -28,13 +28,8 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
 /// A listening AF_VSOCK stream socket on `port` (any local CID).
 fn listen(port: u32) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) has no memory arguments; the result is checked before use.
-    let fd = check(unsafe {
-        libc::socket(
-            libc::AF_VSOCK,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-        )
-    })?;
+    let fd =
+        check(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` is a fresh descriptor returned by socket(2) that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let address = libc::sockaddr_vm {

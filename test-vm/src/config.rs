@@ -62,7 +62,12 @@ pub enum DiskBus {
     Pvscsi,
 }
 
-/// A host TCP port forwarded to a guest port (QEMU user networking).
+/// Kernel command-line flag listing the guest ports guest-init relays from vsock (the
+/// embedded runner's forwarding), e.g. `jeos.forward=80,443`.
+pub const FORWARD_FLAG: &str = "jeos.forward";
+
+/// A host TCP port forwarded to a guest port (QEMU user networking, or vsock and
+/// guest-init's relay in the embedded runner).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortForward {
     /// Host port on 127.0.0.1.
@@ -95,8 +100,15 @@ pub struct RunConfig {
     pub console_log: PathBuf,
     /// Also copy console bytes here (for `jeos run --console`).
     pub echo_console: Option<Box<dyn Write + Send>>,
-    /// QEMU only: host → guest TCP forwards (user networking).
+    /// Host → guest TCP forwards on 127.0.0.1 (QEMU: user networking; embedded runner:
+    /// vsock, with guest-init relaying to the guest port).
     pub port_forwards: Vec<PortForward>,
+    /// Embedded runner: the vsock device's host socket (Firecracker's hybrid model:
+    /// connect and send `CONNECT <port>\n`; guest connections to port P go to
+    /// `<socket>_<P>`). With forwards but no socket, a temporary one is used.
+    pub vsock_socket: Option<PathBuf>,
+    /// Embedded runner: bytes typed on the console (the guest's serial input).
+    pub console_input: Option<Box<dyn std::io::Read + Send>>,
     /// QEMU only: boot the whole disk through firmware instead of direct kernel boot.
     pub firmware: Option<Firmware>,
     /// QEMU only: the network adapter (the embedded runner has none).
@@ -139,6 +151,8 @@ impl RunConfig {
             console_log,
             echo_console: None,
             port_forwards: Vec::new(),
+            vsock_socket: None,
+            console_input: None,
             firmware: None,
             nic: NicModel::Virtio,
             disk_bus: DiskBus::Virtio,
@@ -160,6 +174,16 @@ impl RunConfig {
         add(SMOKE_TEST_FLAG, self.smoke_test);
         add(NO_NIC_FLAG, no_nic);
         words.join(" ")
+    }
+
+    /// `jeos.forward=<guest ports>` for the embedded runner, if anything is forwarded.
+    #[must_use]
+    pub fn forward_flag(&self) -> Option<String> {
+        let mut ports: Vec<u16> = self.port_forwards.iter().map(|f| f.guest).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        (!list.is_empty()).then(|| format!("{FORWARD_FLAG}={}", list.join(",")))
     }
 }
 

@@ -11,3 +11,4 @@
 mod guest;
 mod kvm;
 mod qemu;
+mod vsock;
