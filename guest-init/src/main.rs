@@ -315,6 +315,9 @@ fn run_system(cmdline: &Cmdline, started: Duration) -> ! {
         fail(cmdline, &format!("network: {detail}"));
     }
     vsock::start_forwarders(&cmdline.forward_ports);
+    if cmdline.vsock_control {
+        vsock::start_control(&tx);
+    }
 
     let order = match config.start_order() {
         Ok(order) => order,

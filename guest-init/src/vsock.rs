@@ -3,6 +3,10 @@
 //! splice each connection to `127.0.0.1:N` inside the guest. The host side (the runner)
 //! connects to the guest's CID on port N for each TCP connection it accepts.
 //!
+//! With `jeos.vsock=1` (the runner attached a vsock device) guest-init also listens on
+//! [`CONTROL_PORT`]: a connection that sends `poweroff\n` (or `reboot\n`) asks for a
+//! clean shutdown, services stopped in order, as a power button press would.
+//!
 //! `unsafe` here: `socket`, `bind`, `listen`, `accept4` and `shutdown` on AF_VSOCK
 //! sockets, which std has no type for.
 
@@ -13,6 +17,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use crate::log::info;
+
+/// The vsock port of the shutdown request ("JEOS" in ASCII: above every TCP port, so it
+/// never collides with a forwarded one). Keep in sync with test-vm's `CONTROL_PORT`.
+pub const CONTROL_PORT: u32 = 0x4a45_4f53;
 
 /// How long to retry creating a listener while the vsock transport module loads.
 const LISTEN_RETRY: Duration = Duration::from_secs(5);
@@ -105,19 +113,58 @@ pub fn start_forwarders(ports: &[u16]) {
     }
 }
 
-fn serve(port: u16) {
+/// Listens on `port`, retrying while the transport module may still be loading.
+fn listen_retrying(port: u32) -> io::Result<OwnedFd> {
     let started = std::time::Instant::now();
-    let listener = loop {
-        match listen(u32::from(port)) {
-            Ok(listener) => break listener,
-            Err(err) if started.elapsed() < LISTEN_RETRY => {
-                let _ = err;
+    loop {
+        match listen(port) {
+            Ok(listener) => return Ok(listener),
+            Err(_) if started.elapsed() < LISTEN_RETRY => {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(err) => {
-                info!("vsock forward {port}: cannot listen: {err}");
-                return;
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Starts the shutdown-request listener on [`CONTROL_PORT`].
+pub fn start_control(events: &std::sync::mpsc::Sender<crate::supervisor::Event>) {
+    let events = events.clone();
+    let spawned = std::thread::Builder::new()
+        .name("vsock-control".into())
+        .spawn(move || {
+            let listener = match listen_retrying(CONTROL_PORT) {
+                Ok(listener) => listener,
+                Err(err) => {
+                    info!("vsock control port: cannot listen: {err}");
+                    return;
+                }
+            };
+            while let Ok(connection) = accept(&listener) {
+                let mut request = [0u8; 16];
+                let mut file = File::from(connection);
+                let n = file.read(&mut request).unwrap_or(0);
+                let kind = match &request[..n] {
+                    b"poweroff\n" => crate::shutdown::ShutdownKind::Poweroff,
+                    b"reboot\n" => crate::shutdown::ShutdownKind::Reboot,
+                    _ => continue,
+                };
+                info!("shutdown requested by the host over vsock");
+                let _ = file.write_all(b"OK\n");
+                let _ = events.send(crate::supervisor::Event::Shutdown(kind));
             }
+        });
+    if let Err(err) = spawned {
+        info!("vsock control port: cannot start a thread: {err}");
+    }
+}
+
+fn serve(port: u16) {
+    let listener = match listen_retrying(u32::from(port)) {
+        Ok(listener) => listener,
+        Err(err) => {
+            info!("vsock forward {port}: cannot listen: {err}");
+            return;
         }
     };
     info!("vsock port {port} forwards to 127.0.0.1:{port}");

@@ -66,6 +66,10 @@ pub enum DiskBus {
 /// embedded runner's forwarding), e.g. `jeos.forward=80,443`.
 pub const FORWARD_FLAG: &str = "jeos.forward";
 
+/// Kernel command-line flag telling guest-init a vsock device exists (it then accepts
+/// shutdown requests on its control port).
+pub const VSOCK_FLAG: &str = "jeos.vsock=1";
+
 /// A host TCP port forwarded to a guest port (QEMU user networking, or vsock and
 /// guest-init's relay in the embedded runner).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +241,9 @@ pub struct RunOutcome {
     pub duration: Duration,
     /// Time from start to the first console byte.
     pub first_byte_at: Option<Duration>,
+    /// Time from start to the first `KVM_RUN` of the boot vCPU, i.e. the first guest
+    /// instruction (embedded runner only).
+    pub first_instruction_at: Option<Duration>,
     /// Smoke-test protocol events, in order (from the protocol channel only).
     pub events: Vec<Event>,
     /// When (since the VMM started) the `ready` event arrived.
@@ -301,6 +308,7 @@ mod tests {
             console_tail: String::new(),
             duration: Duration::ZERO,
             first_byte_at: None,
+            first_instruction_at: None,
             events,
             ready_at: None,
             protocol_errors: Vec::new(),

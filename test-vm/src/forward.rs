@@ -22,6 +22,21 @@ const ACCEPT_POLL: Duration = Duration::from_millis(20);
 /// How long the guest may take to accept a forwarded connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// guest-init's vsock port for shutdown requests (`poweroff\n`); "JEOS" in ASCII, above
+/// every TCP port so no forward collides with it.
+pub const CONTROL_PORT: u32 = 0x4a45_4f53;
+
+/// Asks the guest for a clean power-off through guest-init's control port.
+///
+/// # Errors
+///
+/// IO errors (no vsock, guest-init not listening).
+pub fn request_poweroff(socket: &Path) -> io::Result<()> {
+    let mut unix = connect_guest(socket, CONTROL_PORT)?;
+    unix.write_all(b"poweroff\n")?;
+    Ok(())
+}
+
 /// Errors of [`TcpForwarder::bind`].
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -122,7 +137,7 @@ fn accept_loop(listener: &TcpListener, guest: u16, socket: &Path, stop: &AtomicB
 /// # Errors
 ///
 /// IO errors, or `ConnectionRefused` when the guest refuses (nothing listens on `port`).
-pub fn connect_guest(socket: &Path, port: u16) -> io::Result<UnixStream> {
+pub fn connect_guest(socket: &Path, port: u32) -> io::Result<UnixStream> {
     let mut unix = UnixStream::connect(socket)?;
     unix.set_read_timeout(Some(CONNECT_TIMEOUT))?;
     unix.write_all(format!("CONNECT {port}\n").as_bytes())?;
@@ -152,7 +167,7 @@ pub fn connect_guest(socket: &Path, port: u16) -> io::Result<UnixStream> {
 }
 
 fn relay(tcp: TcpStream, guest: u16, socket: &Path) -> io::Result<()> {
-    let unix = connect_guest(socket, guest)?;
+    let unix = connect_guest(socket, u32::from(guest))?;
     let (mut tcp_reader, mut unix_writer) = (tcp.try_clone()?, unix.try_clone()?);
     let outbound = std::thread::spawn(move || {
         let _ = io::copy(&mut tcp_reader, &mut unix_writer);

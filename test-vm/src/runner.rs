@@ -11,7 +11,7 @@
 //! (a no-op handler) until it leaves `KVM_RUN` with `EINTR` and sees the flag; the kick is
 //! repeated, so a signal landing just before `KVM_RUN` is not lost.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
@@ -28,7 +28,7 @@ use crate::arch::x86_64::layout::{
 };
 use crate::arch::x86_64::regs;
 use crate::boot::{self, BootParamsConfig};
-use crate::config::{ExitReason, RunConfig, RunOutcome, RunReporter, VmmKind};
+use crate::config::{ExitReason, RunConfig, RunOutcome, RunReporter, VSOCK_FLAG, VmmKind};
 use crate::console::{ConsoleCapture, ConsoleError};
 use crate::devices::mmio::MmioTransport;
 use crate::devices::overlay::{OverlayDisk, OverlayError};
@@ -36,7 +36,7 @@ use crate::devices::serial::SerialDevice;
 use crate::devices::vsock::muxer::VsockMuxer;
 use crate::devices::vsock::{GUEST_CID, VsockDevice};
 use crate::devices::{Devices, VirtioSlot};
-use crate::forward::{ForwardError, TcpForwarder};
+use crate::forward::{ForwardError, TcpForwarder, request_poweroff};
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, ExitAction, StopReason, VcpuError};
 use crate::vm::{Vm, VmError};
@@ -49,6 +49,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(2);
 const VSOCK_POLL_MS: libc::c_int = 50;
 /// The console escape key (`Ctrl-A`, as QEMU's `mon:stdio`).
 const CTRL_A: u8 = 0x01;
+/// How long `Ctrl-A X` waits for the guest to power off before stopping it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Errors that prevent the VM from starting.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +122,8 @@ pub enum RunnerError {
 struct StopState {
     flag: AtomicBool,
     reason: Mutex<Option<ExitReason>>,
+    /// When the boot vCPU first entered `KVM_RUN`.
+    first_run: std::sync::OnceLock<Instant>,
 }
 
 impl StopState {
@@ -182,6 +186,9 @@ fn spawn_vcpu_threads(
             .name(format!("vcpu{index}"))
             .spawn(move || {
                 let stop = thread_stop;
+                if index == 0 {
+                    let _ = stop.first_run.set(Instant::now());
+                }
                 while !stop.flag.load(Ordering::SeqCst) {
                     let result = vcpu::run_once(&mut fd, |exit| {
                         let mut bus = devices
@@ -222,6 +229,8 @@ struct Machine {
     protocol: ConsoleCapture,
     /// The vsock host loop's wake-up eventfd, when a vsock device exists.
     vsock_wake: Option<EventFd>,
+    /// The vsock device's host socket.
+    vsock_socket: Option<PathBuf>,
     /// Keeps a temporary vsock socket directory alive for the run.
     _vsock_dir: Option<tempfile::TempDir>,
     /// Host TCP listeners relaying into the guest; stopped when dropped.
@@ -268,6 +277,11 @@ fn build_machine(
     };
     // The embedded runner has no NIC: guest-init must not wait for one.
     let mut cmdline = config.effective_cmdline(true);
+    let (virtio, vsock) = plan_virtio_devices(config)?;
+    if vsock.socket.is_some() {
+        cmdline.push(' ');
+        cmdline.push_str(VSOCK_FLAG);
+    }
     if let Some(flag) = config.forward_flag() {
         cmdline.push(' ');
         cmdline.push_str(&flag);
@@ -276,7 +290,6 @@ fn build_machine(
         boot::write_cmdline(&memory, &cmdline, &kernel.header).map_err(RunnerError::Boot)?;
     regs::write_boot_structures(&memory).map_err(RunnerError::Regs)?;
 
-    let (virtio, vsock) = plan_virtio_devices(config)?;
     let mmio_devices = virtio
         .iter()
         .map(|d| MmioDeviceInfo {
@@ -347,6 +360,7 @@ fn build_machine(
         console,
         protocol,
         vsock_wake,
+        vsock_socket: vsock.socket,
         _vsock_dir: vsock.dir,
         _forwarder: vsock.forwarder,
     })
@@ -367,6 +381,7 @@ struct PlannedSlot {
 /// What the vsock device keeps alive beyond the bus.
 #[derive(Default)]
 struct VsockExtras {
+    socket: Option<PathBuf>,
     dir: Option<tempfile::TempDir>,
     forwarder: Option<TcpForwarder>,
 }
@@ -411,6 +426,7 @@ fn plan_virtio_devices(config: &RunConfig) -> Result<(Vec<PlannedSlot>, VsockExt
                 TcpForwarder::bind(&config.port_forwards, &socket).map_err(RunnerError::Forward)?,
             );
         }
+        extras.socket = Some(socket.clone());
         let (base, irq) = virtio_mmio_slot(u32::try_from(slots.len()).expect("< 2 slots"));
         slots.push(PlannedSlot {
             base,
@@ -464,6 +480,7 @@ fn supervise(
         console,
         protocol,
         vsock_wake,
+        vsock_socket,
         _vsock_dir,
         _forwarder,
     } = machine;
@@ -476,7 +493,7 @@ fn supervise(
         helpers.extend(spawn_vsock_loop(&devices, wake, reporter, &stop));
     }
     if let Some(input) = config.console_input.take() {
-        spawn_console_input(input, &devices, &stop);
+        spawn_console_input(input, &devices, &stop, vsock_socket);
     }
     let threads = if stop.flag.load(Ordering::SeqCst) {
         Vec::new()
@@ -497,7 +514,9 @@ fn supervise(
     }
     let duration = started.elapsed();
     drop(vm);
-    collect_outcome(&stop, &console, &protocol, duration)
+    let mut outcome = collect_outcome(&stop, &console, &protocol, duration);
+    outcome.first_instruction_at = stop.first_run.get().map(|t| t.duration_since(started));
+    outcome
 }
 
 fn wait_for_stop(stop: &StopState, console: &ConsoleCapture, deadline: Instant) {
@@ -544,6 +563,7 @@ fn collect_outcome(
         console_tail: state.tail(),
         duration,
         first_byte_at: state.first_byte_at,
+        first_instruction_at: None,
         events: results.events.clone(),
         ready_at: results.ready_at,
         protocol_errors: results.protocol_errors.clone(),
@@ -602,12 +622,27 @@ fn spawn_vsock_loop(
         .ok()
 }
 
-/// Feeds console input into COM1. `Ctrl-A X` stops the machine (power-off reason);
+/// `Ctrl-A X`: ask guest-init for a clean power-off over vsock and give it
+/// [`SHUTDOWN_GRACE`]; without vsock (or when the request fails) stop at once.
+fn quit(stop: &StopState, socket: Option<&Path>) {
+    if let Some(socket) = socket
+        && request_poweroff(socket).is_ok()
+    {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < deadline && !stop.flag.load(Ordering::SeqCst) {
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+    stop.stop(ExitReason::PowerOff);
+}
+
+/// Feeds console input into COM1. `Ctrl-A X` powers the guest off (see [`quit`]);
 /// `Ctrl-A Ctrl-A` sends one Ctrl-A.
 fn spawn_console_input(
     mut input: Box<dyn std::io::Read + Send>,
     devices: &Arc<Mutex<Devices>>,
     stop: &Arc<StopState>,
+    socket: Option<PathBuf>,
 ) {
     let (devices, stop) = (devices.clone(), stop.clone());
     // Detached: a blocking terminal read cannot be interrupted; it ends with the process.
@@ -626,7 +661,7 @@ fn spawn_console_input(
                     match (escape, byte) {
                         (false, CTRL_A) => escape = true,
                         (true, b'x' | b'X') => {
-                            stop.stop(ExitReason::PowerOff);
+                            quit(&stop, socket.as_deref());
                             return;
                         }
                         (true, other) => {
