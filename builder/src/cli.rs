@@ -218,7 +218,7 @@ pub enum Command {
     /// Boot a built image, run the recipe's checks inside it and report the results.
     #[command(after_help = TEST_HELP)]
     Test(test::TestArgs),
-    /// Boot a built image interactively (embedded KVM runner or QEMU; console on the terminal).
+    /// Boot a built image interactively (embedded KVM runner or QEMU, console on the tty)
     #[command(after_help = RUN_HELP)]
     Run(run::RunArgs),
     /// List an appliance's pending updates; exit 1 when a security update is pending.
