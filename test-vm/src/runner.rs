@@ -318,6 +318,31 @@ fn build_machine(
     .map_err(RunnerError::Boot)?;
     boot::write_boot_params(&memory, &params).map_err(RunnerError::Boot)?;
 
+    let (devices, console, protocol, vsock_wake) =
+        attach_devices(&vm, &memory, config, reporter, started, virtio)?;
+    let vcpus = create_vcpus(&vm, vcpu_count, kernel.entry)?;
+    Ok(Machine {
+        vm,
+        devices: Arc::new(Mutex::new(devices)),
+        vcpus,
+        console,
+        protocol,
+        vsock_wake,
+        vsock_socket: vsock.socket,
+        _vsock_dir: vsock.dir,
+        _forwarder: vsock.forwarder,
+    })
+}
+
+/// The bus: COM1 (console capture), COM2 (protocol), the planned virtio-mmio devices.
+fn attach_devices(
+    vm: &Vm,
+    memory: &memory::GuestMemoryMmap,
+    config: &mut RunConfig,
+    reporter: &Arc<dyn RunReporter>,
+    started: Instant,
+    virtio: Vec<PlannedSlot>,
+) -> Result<(Devices, ConsoleCapture, ConsoleCapture, Option<EventFd>), RunnerError> {
     let console = ConsoleCapture::create(
         &config.console_log,
         config.echo_console.take(),
@@ -352,18 +377,7 @@ fn build_machine(
             interrupt: vm.irq_line(device.irq).map_err(RunnerError::Vm)?,
         });
     }
-    let vcpus = create_vcpus(&vm, vcpu_count, kernel.entry)?;
-    Ok(Machine {
-        vm,
-        devices: Arc::new(Mutex::new(devices)),
-        vcpus,
-        console,
-        protocol,
-        vsock_wake,
-        vsock_socket: vsock.socket,
-        _vsock_dir: vsock.dir,
-        _forwarder: vsock.forwarder,
-    })
+    Ok((devices, console, protocol, vsock_wake))
 }
 
 /// A virtio-mmio device before it is attached.
@@ -622,6 +636,25 @@ fn spawn_vsock_loop(
         .ok()
 }
 
+/// Strips the `Ctrl-A` escape from console input: returns the bytes for the guest and
+/// whether `Ctrl-A X` was typed (the bytes after it are dropped). `escape` carries a
+/// trailing `Ctrl-A` over to the next read.
+fn filter_console_input(escape: &mut bool, bytes: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::with_capacity(bytes.len());
+    for &byte in bytes {
+        match (*escape, byte) {
+            (false, CTRL_A) => *escape = true,
+            (true, b'x' | b'X') => return (out, true),
+            (true, other) => {
+                *escape = false;
+                out.push(other);
+            }
+            (false, other) => out.push(other),
+        }
+    }
+    (out, false)
+}
+
 /// `Ctrl-A X`: ask guest-init for a clean power-off over vsock and give it
 /// [`SHUTDOWN_GRACE`]; without vsock (or when the request fails) stop at once.
 fn quit(stop: &StopState, socket: Option<&Path>) {
@@ -656,20 +689,10 @@ fn spawn_console_input(
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                let mut out = Vec::with_capacity(n);
-                for &byte in &buffer[..n] {
-                    match (escape, byte) {
-                        (false, CTRL_A) => escape = true,
-                        (true, b'x' | b'X') => {
-                            quit(&stop, socket.as_deref());
-                            return;
-                        }
-                        (true, other) => {
-                            escape = false;
-                            out.push(other);
-                        }
-                        (false, other) => out.push(other),
-                    }
+                let (out, quit_requested) = filter_console_input(&mut escape, &buffer[..n]);
+                if quit_requested {
+                    quit(&stop, socket.as_deref());
+                    return;
                 }
                 let mut pending = out.as_slice();
                 while !pending.is_empty() && !stop.flag.load(Ordering::SeqCst) {
@@ -741,6 +764,25 @@ mod tests {
             run_embedded(config, Arc::new(crate::NoReporter)),
             Err(RunnerError::VcpuCount { count: 0 })
         ));
+    }
+
+    #[test]
+    fn console_escape_is_ctrl_a_x() {
+        let mut escape = false;
+        assert_eq!(
+            filter_console_input(&mut escape, b"ls\r"),
+            (b"ls\r".to_vec(), false)
+        );
+        // Ctrl-A Ctrl-A sends one Ctrl-A; a split escape carries over.
+        assert_eq!(
+            filter_console_input(&mut escape, &[1, 1, b'a', 1]),
+            (vec![1, b'a'], false)
+        );
+        assert!(escape);
+        assert_eq!(
+            filter_console_input(&mut escape, b"xyz"),
+            (Vec::new(), true)
+        );
     }
 
     #[test]

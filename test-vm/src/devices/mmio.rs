@@ -434,6 +434,48 @@ impl MmioTransport {
         Ok(())
     }
 
+    /// `QueueNotify`: processes the queue whose index is `value` (without
+    /// `VIRTIO_F_NOTIFICATION_DATA`, which is not offered, the value is the index).
+    fn notify_queue(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        value: u32,
+    ) -> Result<WriteOutcome, MmioError> {
+        let mut outcome = WriteOutcome::default();
+        // With VIRTIO_F_NOTIFICATION_DATA not offered, the value is the queue index.
+        let index = value;
+        let ready = self.status & STATUS_DRIVER_OK != 0;
+        let queue_ready = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.queues.get(i))
+            .map(QueueT::ready)
+            .ok_or(MmioError::NoSuchQueue { index })?;
+        if !ready || !queue_ready {
+            return Err(MmioError::NotifyBeforeReady { index });
+        }
+        let index = usize::try_from(index).expect("indexes a queue");
+        let needs_interrupt = match &mut self.model {
+            DeviceModel::Block { backend, blk } => {
+                let queue = &mut self.queues[index];
+                let report = process_queue(mem, queue, backend.as_mut(), blk);
+                let needs = report.needs_interrupt;
+                outcome.queue_report = Some(report);
+                needs
+            }
+            DeviceModel::Vsock(device) => {
+                let report = device.notify(mem, &mut self.queues, index);
+                let needs = report.needs_interrupt;
+                outcome.vsock_report = Some(report);
+                needs
+            }
+        };
+        if needs_interrupt {
+            self.interrupt_status |= INTERRUPT_USED_BUFFER;
+            outcome.interrupt = true;
+        }
+        Ok(outcome)
+    }
+
     /// Handles a guest write at `offset` within the window; processes the queue on
     /// `QueueNotify`.
     ///
@@ -530,39 +572,7 @@ impl MmioTransport {
                     }
                 }
             }
-            reg::QUEUE_NOTIFY => {
-                // With VIRTIO_F_NOTIFICATION_DATA not offered, the value is the queue index.
-                let index = value;
-                let ready = self.status & STATUS_DRIVER_OK != 0;
-                let queue_ready = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| self.queues.get(i))
-                    .map(QueueT::ready)
-                    .ok_or(MmioError::NoSuchQueue { index })?;
-                if !ready || !queue_ready {
-                    return Err(MmioError::NotifyBeforeReady { index });
-                }
-                let index = usize::try_from(index).expect("indexes a queue");
-                let needs_interrupt = match &mut self.model {
-                    DeviceModel::Block { backend, blk } => {
-                        let queue = &mut self.queues[index];
-                        let report = process_queue(mem, queue, backend.as_mut(), blk);
-                        let needs = report.needs_interrupt;
-                        outcome.queue_report = Some(report);
-                        needs
-                    }
-                    DeviceModel::Vsock(device) => {
-                        let report = device.notify(mem, &mut self.queues, index);
-                        let needs = report.needs_interrupt;
-                        outcome.vsock_report = Some(report);
-                        needs
-                    }
-                };
-                if needs_interrupt {
-                    self.interrupt_status |= INTERRUPT_USED_BUFFER;
-                    outcome.interrupt = true;
-                }
-            }
+            reg::QUEUE_NOTIFY => outcome = self.notify_queue(mem, value)?,
             reg::INTERRUPT_ACK => self.interrupt_status &= !value,
             reg::STATUS => self.write_status(value)?,
             _ => {
