@@ -336,6 +336,30 @@ mod tests {
     }
 
     #[test]
+    fn forward_flag_lists_each_guest_port_once() {
+        let mut config = RunConfig::new("k".into(), "", "log".into());
+        assert_eq!(config.forward_flag(), None);
+        config.port_forwards = vec![
+            PortForward {
+                host: 8443,
+                guest: 443,
+            },
+            PortForward {
+                host: 8080,
+                guest: 80,
+            },
+            PortForward {
+                host: 8081,
+                guest: 80,
+            },
+        ];
+        assert_eq!(
+            config.forward_flag().as_deref(),
+            Some("jeos.forward=80,443")
+        );
+    }
+
+    #[test]
     fn flags_are_appended_once() {
         let mut config = RunConfig::new("k".into(), "console=ttyS0", "log".into());
         assert_eq!(
