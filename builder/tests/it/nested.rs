@@ -102,11 +102,13 @@ fn job_script(jeos: &Path, out: &Path, jobs: &[Job]) -> String {
 
 /// `jeos run --vmm embedded --forward` on `image` inside L1: curl from L1 through the
 /// forwarded port (vsock to guest-init's relay to nginx), then `Ctrl-A X` on the console
-/// for a clean power-off. Writes `forward.{curl.rc,body,rc,console,stderr}`.
+/// for a clean power-off. L1's init leaves the loopback interface down: bring it up for
+/// the TCP side. Writes `forward.{curl.rc,body,rc,console,stderr}`.
 fn forward_script(jeos: &Path, out: &Path, image: &Path) -> String {
     let o = out.join("forward").display().to_string();
     format!(
         "s=$(cut -d' ' -f1 /proc/uptime)\n\
+         ip link set lo up\n\
          mkfifo /run/forward.in\n\
          timeout -k 5 300 {jeos} run --vmm embedded --forward 127.0.0.1:18080:80 {image} \
          < /run/forward.in > {o}.console 2> {o}.stderr &\n\
