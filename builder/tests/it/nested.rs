@@ -109,19 +109,20 @@ fn forward_script(jeos: &Path, out: &Path, image: &Path) -> String {
     format!(
         "s=$(cut -d' ' -f1 /proc/uptime)\n\
          ip link set lo up\n\
+         trap '' PIPE\n\
          mkfifo /run/forward.in\n\
          timeout -k 5 300 {jeos} run --vmm embedded --forward 127.0.0.1:18080:80 {image} \
          < /run/forward.in > {o}.console 2> {o}.stderr &\n\
          pid=$!\n\
          exec 4> /run/forward.in\n\
          rc=1\n\
-         for i in $(seq 240); do\n\
+         for i in $(seq 200); do\n\
            if curl -fsS -m 5 -o {o}.body http://127.0.0.1:18080/ 2> {o}.curl.err; then rc=0; break; fi\n\
            kill -0 $pid 2> /dev/null || break\n\
            sleep 1\n\
          done\n\
          echo $rc > {o}.curl.rc\n\
-         printf '\\001x' >&4\n\
+         printf '\\001x' >&4 2> /dev/null\n\
          wait $pid\n\
          echo $? > {o}.rc\n\
          exec 4>&-\n\
