@@ -919,6 +919,36 @@ pub(crate) mod tests {
         assert_eq!(guest.recv_wait().0.op, OP_RST);
     }
 
+    /// The whole host path: a TCP client → `TcpForwarder` → the device's Unix socket →
+    /// the guest's rx queue, and the guest's answer back out to the TCP client.
+    #[test]
+    fn tcp_forward_reaches_the_guest_and_back() {
+        use crate::config::PortForward;
+        use crate::forward::TcpForwarder;
+        let mut guest = Guest::new();
+        let forwarder =
+            TcpForwarder::bind(&[PortForward { host: 0, guest: 80 }], &guest.socket()).unwrap();
+        let address = forwarder.addresses()[0];
+        let client = std::thread::spawn(move || {
+            let mut tcp = std::net::TcpStream::connect(address).unwrap();
+            tcp.write_all(b"ping").unwrap();
+            let mut answer = Vec::new();
+            tcp.read_to_end(&mut answer).unwrap();
+            answer
+        });
+        let (request, _) = guest.recv_wait();
+        assert_eq!((request.op, request.dst_port), (OP_REQUEST, 80));
+        let port = request.src_port;
+        guest.send(&header(OP_RESPONSE, 80, port, 0), &[]);
+        let (data, payload) = guest.recv_wait();
+        assert_eq!((data.op, payload.as_slice()), (OP_RW, &b"ping"[..]));
+        guest.send(&header(OP_RW, 80, port, 4), b"pong");
+        let mut close = header(OP_SHUTDOWN, 80, port, 0);
+        close.flags = SHUTDOWN_RCV | SHUTDOWN_SEND;
+        guest.send(&close, &[]);
+        assert_eq!(client.join().unwrap(), b"pong");
+    }
+
     #[test]
     fn config_space_holds_the_guest_cid() {
         let guest = Guest::new();
