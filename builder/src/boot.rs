@@ -438,6 +438,7 @@ mod tests {
             console_tail: String::new(),
             duration: Duration::from_millis(7500),
             first_byte_at: None,
+            first_instruction_at: None,
             events,
             ready_at: Some(Duration::from_millis(8000)),
             protocol_errors: Vec::new(),

@@ -25,6 +25,7 @@ mod image;
 mod inspect;
 mod resolve;
 mod run;
+mod run_embedded;
 mod test;
 mod test_target;
 
@@ -127,7 +128,8 @@ Exit status: 0 up to date, 1 security updates pending, 2 error.";
 
 const RUN_HELP: &str = "\
 Examples:
-  jeos run dist/nginx-1.0.0 --forward 127.0.0.1:8080:80   # Ctrl-A X quits";
+  jeos run dist/nginx-1.0.0 --forward 127.0.0.1:8080:80   # Ctrl-A X quits
+  jeos run dist/nginx-1.0.0 --vmm qemu --firmware efi";
 
 /// Turn a short TOML recipe into a small bootable Debian appliance.
 #[derive(Debug, Parser)]
@@ -216,7 +218,7 @@ pub enum Command {
     /// Boot a built image, run the recipe's checks inside it and report the results.
     #[command(after_help = TEST_HELP)]
     Test(test::TestArgs),
-    /// Boot a built image interactively with QEMU (serial console on the terminal).
+    /// Boot a built image interactively (embedded KVM runner or QEMU, console on the tty)
     #[command(after_help = RUN_HELP)]
     Run(run::RunArgs),
     /// List an appliance's pending updates; exit 1 when a security update is pending.

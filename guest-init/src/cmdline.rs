@@ -9,6 +9,8 @@
 //! | `jeos.test=1` | test mode: run the checks, print protocol lines, power off |
 //! | `jeos.protocol=<device>` | write protocol lines to this device (e.g. `/dev/ttyS1`), not the console |
 //! | `jeos.nic=none` | the VMM gives this machine no network interface (do not wait for one) |
+//! | `jeos.forward=<port>,...` | relay vsock port N to `127.0.0.1:N` (embedded runner forwarding) |
+//! | `jeos.vsock=1` | the VMM attached virtio-vsock: accept shutdown requests on the control port |
 
 use std::time::Duration;
 
@@ -38,6 +40,10 @@ pub struct Cmdline {
     pub protocol_device: Option<String>,
     /// `jeos.nic=none`: the VMM provides no NIC (the embedded runner).
     pub no_nic: bool,
+    /// `jeos.forward=80,443`: guest ports reachable over vsock.
+    pub forward_ports: Vec<u16>,
+    /// `jeos.vsock=1`: listen for host shutdown requests over vsock.
+    pub vsock_control: bool,
 }
 
 /// Splits a command line into words; double quotes group words, as the kernel does.
@@ -107,6 +113,8 @@ impl Cmdline {
             test: false,
             protocol_device: None,
             no_nic: false,
+            forward_ports: Vec::new(),
+            vsock_control: false,
         };
         for word in split(text) {
             let (key, value) = match word.split_once('=') {
@@ -131,6 +139,8 @@ impl Cmdline {
                 }
                 ("jeos.test", Some(v)) => cmdline.test = v == "1",
                 ("jeos.nic", Some(v)) => cmdline.no_nic = v == "none",
+                ("jeos.vsock", Some(v)) => cmdline.vsock_control = v == "1",
+                ("jeos.forward", Some(v)) => cmdline.forward_ports = crate::vsock::parse_ports(v),
                 ("jeos.protocol", Some(v)) if v.starts_with("/dev/") => {
                     cmdline.protocol_device = Some(v.to_owned());
                 }
@@ -158,7 +168,7 @@ mod tests {
     fn parses_jeos_parameters() {
         let c = Cmdline::parse(
             "BOOT_IMAGE=/vmlinuz root=UUID=0A1B2C3D-0000-4000-8000-00000000ABCD rw \
-             console=ttyS0 jeos.test=1 rootwait=5 jeos.protocol=/dev/ttyS1 rootfstype=ext2 jeos.nic=none\n",
+             console=ttyS0 jeos.test=1 rootwait=5 jeos.protocol=/dev/ttyS1 rootfstype=ext2 jeos.nic=none jeos.forward=80,443 jeos.vsock=1\n",
         );
         let uuid = parse_uuid("0a1b2c3d-0000-4000-8000-00000000abcd").expect("valid");
         assert_eq!(c.root, Some(RootSpec::Uuid(uuid)));
@@ -167,6 +177,8 @@ mod tests {
         assert_eq!(c.root_wait, Duration::from_secs(5));
         assert_eq!(c.protocol_device.as_deref(), Some("/dev/ttyS1"));
         assert!(c.no_nic);
+        assert_eq!(c.forward_ports, [80, 443]);
+        assert!(c.vsock_control);
         assert_eq!(c.rootfstype, "ext2");
     }
 

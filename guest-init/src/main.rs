@@ -10,10 +10,10 @@
 //!   protocol line each and the summary, and powers off.
 //! - **`poweroff` / `reboot` / `halt`** (argv[0]): ask PID 1 to shut down (`shutdown.rs`).
 //!
-//! `unsafe` lives in `sys.rs`, `net.rs`, `net6.rs`, `process.rs`, `log.rs` (system calls)
-//! and `vmware.rs` (the backdoor's `in` instruction) only. Deploy-time configuration (OVF
-//! environment, VMware guestinfo, NoCloud, fw_cfg) is read in `deployment.rs` before the
-//! host name and network are set.
+//! `unsafe` lives in `sys.rs`, `net.rs`, `net6.rs`, `process.rs`, `vsock.rs`, `log.rs`
+//! (system calls) and `vmware.rs` (the backdoor's `in` instruction) only. Deploy-time
+//! configuration (OVF environment, VMware guestinfo, NoCloud, fw_cfg) is read in
+//! `deployment.rs` before the host name and network are set.
 #![cfg_attr(
     test,
     allow(
@@ -48,6 +48,7 @@ mod sys;
 mod task;
 mod users;
 mod vmware;
+mod vsock;
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -320,6 +321,10 @@ fn run_system(cmdline: &Cmdline, started: Duration) -> ! {
         info!("network: {detail}");
         // The appliance asked for a network it did not get: it is not ready.
         fail(cmdline, &format!("network: {detail}"));
+    }
+    vsock::start_forwarders(&cmdline.forward_ports);
+    if cmdline.vsock_control {
+        vsock::start_control(&tx);
     }
 
     let order = match config.start_order() {

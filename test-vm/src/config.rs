@@ -62,7 +62,16 @@ pub enum DiskBus {
     Pvscsi,
 }
 
-/// A host TCP port forwarded to a guest port (QEMU user networking).
+/// Kernel command-line flag listing the guest ports guest-init relays from vsock (the
+/// embedded runner's forwarding), e.g. `jeos.forward=80,443`.
+pub const FORWARD_FLAG: &str = "jeos.forward";
+
+/// Kernel command-line flag telling guest-init a vsock device exists (it then accepts
+/// shutdown requests on its control port).
+pub const VSOCK_FLAG: &str = "jeos.vsock=1";
+
+/// A host TCP port forwarded to a guest port (QEMU user networking, or vsock and
+/// guest-init's relay in the embedded runner).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortForward {
     /// Host port on 127.0.0.1.
@@ -95,8 +104,15 @@ pub struct RunConfig {
     pub console_log: PathBuf,
     /// Also copy console bytes here (for `jeos run --console`).
     pub echo_console: Option<Box<dyn Write + Send>>,
-    /// QEMU only: host → guest TCP forwards (user networking).
+    /// Host → guest TCP forwards on 127.0.0.1 (QEMU: user networking; embedded runner:
+    /// vsock, with guest-init relaying to the guest port).
     pub port_forwards: Vec<PortForward>,
+    /// Embedded runner: the vsock device's host socket (Firecracker's hybrid model:
+    /// connect and send `CONNECT <port>\n`; guest connections to port P go to
+    /// `<socket>_<P>`). With forwards but no socket, a temporary one is used.
+    pub vsock_socket: Option<PathBuf>,
+    /// Embedded runner: bytes typed on the console (the guest's serial input).
+    pub console_input: Option<Box<dyn std::io::Read + Send>>,
     /// QEMU only: boot the whole disk through firmware instead of direct kernel boot.
     pub firmware: Option<Firmware>,
     /// QEMU only: the network adapter (the embedded runner has none).
@@ -139,6 +155,8 @@ impl RunConfig {
             console_log,
             echo_console: None,
             port_forwards: Vec::new(),
+            vsock_socket: None,
+            console_input: None,
             firmware: None,
             nic: NicModel::Virtio,
             disk_bus: DiskBus::Virtio,
@@ -160,6 +178,16 @@ impl RunConfig {
         add(SMOKE_TEST_FLAG, self.smoke_test);
         add(NO_NIC_FLAG, no_nic);
         words.join(" ")
+    }
+
+    /// `jeos.forward=<guest ports>` for the embedded runner, if anything is forwarded.
+    #[must_use]
+    pub fn forward_flag(&self) -> Option<String> {
+        let mut ports: Vec<u16> = self.port_forwards.iter().map(|f| f.guest).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        (!list.is_empty()).then(|| format!("{FORWARD_FLAG}={}", list.join(",")))
     }
 }
 
@@ -213,6 +241,9 @@ pub struct RunOutcome {
     pub duration: Duration,
     /// Time from start to the first console byte.
     pub first_byte_at: Option<Duration>,
+    /// Time from start to the first `KVM_RUN` of the boot vCPU, i.e. the first guest
+    /// instruction (embedded runner only).
+    pub first_instruction_at: Option<Duration>,
     /// Smoke-test protocol events, in order (from the protocol channel only).
     pub events: Vec<Event>,
     /// When (since the VMM started) the `ready` event arrived.
@@ -277,6 +308,7 @@ mod tests {
             console_tail: String::new(),
             duration: Duration::ZERO,
             first_byte_at: None,
+            first_instruction_at: None,
             events,
             ready_at: None,
             protocol_errors: Vec::new(),
@@ -301,6 +333,30 @@ mod tests {
             failed: 1,
         };
         assert!(!outcome(ExitReason::Reset, vec![failed]).passed());
+    }
+
+    #[test]
+    fn forward_flag_lists_each_guest_port_once() {
+        let mut config = RunConfig::new("k".into(), "", "log".into());
+        assert_eq!(config.forward_flag(), None);
+        config.port_forwards = vec![
+            PortForward {
+                host: 8443,
+                guest: 443,
+            },
+            PortForward {
+                host: 8080,
+                guest: 80,
+            },
+            PortForward {
+                host: 8081,
+                guest: 80,
+            },
+        ];
+        assert_eq!(
+            config.forward_flag().as_deref(),
+            Some("jeos.forward=80,443")
+        );
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! line; give the guest RAM, a 16550 console, an i8042 (reset), ACPI tables (for the
 //! virtio-mmio disk, SMP and S5 power-off) and a virtio-blk disk backed copy-on-write by the
 //! image (the image file is never modified); enforce a wall-clock timeout; capture the
-//! console; collect the guest-init smoke-test protocol lines.
-//! What it does not do: networking in the embedded runner (QEMU user networking only),
-//! firmware boot in the embedded runner (QEMU only), anything but x86_64.
+//! console; collect the guest-init smoke-test protocol lines; a virtio-vsock device on a
+//! host Unix socket (Firecracker's hybrid model) and host TCP ports relayed through it
+//! ([`forward`]).
+//! What it does not do: IP networking in the embedded runner (vsock only; QEMU has user
+//! networking), firmware boot in the embedded runner (QEMU only), anything but x86_64.
 //!
 //! Entry points: [`run`] with a [`Vmm`] choice, a [`RunConfig`] and a [`RunReporter`];
 //! [`host::check_host`] for the KVM status.
@@ -23,8 +25,9 @@
 //! # Ok::<(), test_vm::RunError>(())
 //! ```
 //!
-//! Unsafe code is confined to [`vm`] (registering guest RAM with KVM) and the no-op signal
-//! handler in [`runner`]; vm-memory's checked accessors are used for every guest access.
+//! Unsafe code is confined to [`vm`] (registering guest RAM with KVM), the no-op signal
+//! handler and the vsock loop's poll(2) in [`runner`]; vm-memory's checked accessors are
+//! used for every guest access.
 #![cfg_attr(
     test,
     allow(
@@ -55,6 +58,7 @@ pub mod boot;
 pub mod config;
 pub mod console;
 pub mod devices;
+pub mod forward;
 pub mod host;
 pub mod memory;
 pub mod qemu;

@@ -461,6 +461,7 @@ pub fn run_qemu(
         console_tail: state.tail(),
         duration,
         first_byte_at: state.first_byte_at,
+        first_instruction_at: None,
         events: results.events.clone(),
         ready_at: results.ready_at,
         protocol_errors: results.protocol_errors.clone(),

@@ -1,5 +1,6 @@
-//! `jeos run`: boot an image interactively with QEMU, like a hypervisor would (firmware
-//! boot of the whole disk), with the serial console on the terminal.
+//! `jeos run`: boot an image interactively, with the serial console on the terminal: on
+//! the embedded runner (hardware KVM; `run_embedded.rs`), or with QEMU like a hypervisor
+//! would (firmware boot of the whole disk).
 
 use std::ffi::OsString;
 use std::io;
@@ -11,7 +12,7 @@ use miette::Diagnostic;
 use test_vm::qemu::{OVMF_CODE, OVMF_VARS, QEMU_BINARY, QemuError, qemu_args};
 use test_vm::{Firmware, PortForward, RunConfig};
 
-use super::test::parse_memory_mib;
+use super::test::{VmmChoice, parse_memory_mib};
 use super::{ExitStatus, Session};
 use crate::boot::{self, BootError};
 
@@ -39,9 +40,13 @@ pub struct RunArgs {
     /// Virtual CPUs.
     #[arg(long, value_name = "N", default_value_t = boot::DEFAULT_CPUS, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
-    /// Firmware that boots the disk.
-    #[arg(long, value_enum, default_value_t = FirmwareChoice::Bios)]
-    pub firmware: FirmwareChoice,
+    /// Firmware that boots the whole disk (QEMU; default BIOS). Implies `--vmm qemu`.
+    #[arg(long, value_enum)]
+    pub firmware: Option<FirmwareChoice>,
+    /// Which VMM boots the image: `auto` picks the embedded runner on usable hardware KVM
+    /// (direct kernel boot, forwards over vsock), else QEMU.
+    #[arg(long, value_enum, default_value_t = VmmChoice::Auto)]
+    pub vmm: VmmChoice,
 }
 
 /// `8080:80`, `127.0.0.1:8080:80`, `localhost:8080:80`.
@@ -97,6 +102,14 @@ pub enum RunCmdError {
     #[error("cannot build the qemu command line")]
     #[diagnostic(help("UEFI boot needs OVMF (Debian: ovmf)"))]
     Args(#[source] QemuError),
+    /// `--firmware` with `--vmm embedded`.
+    #[error("`--firmware` needs QEMU; the embedded runner boots the image's kernel directly")]
+    #[diagnostic(help("drop `--firmware`, or use `--vmm qemu`"))]
+    FirmwareNeedsQemu,
+    /// The embedded runner could not start the VM.
+    #[error("the embedded runner cannot start the VM")]
+    #[diagnostic(help("`--vmm qemu` boots with QEMU instead"))]
+    Embedded(#[source] test_vm::runner::RunnerError),
     /// QEMU could not be started.
     #[error("cannot start `{QEMU_BINARY}`")]
     #[diagnostic(help("install QEMU (Debian: qemu-system-x86)"))]
@@ -152,6 +165,16 @@ pub(super) fn run(args: &RunArgs, session: &mut Session) -> miette::Result<ExitS
         return Err(RunCmdError::PortBusy { port, source }.into());
     }
     let image = boot::find_image(&args.image).map_err(RunCmdError::from)?;
+    let embedded = match (args.vmm, args.firmware) {
+        (VmmChoice::Embedded, Some(_)) => return Err(RunCmdError::FirmwareNeedsQemu.into()),
+        (VmmChoice::Embedded, None) => true,
+        (VmmChoice::Qemu, _) | (VmmChoice::Auto, Some(_)) => false,
+        (VmmChoice::Auto, None) => test_vm::check_host().can_boot_linux(),
+    };
+    if embedded {
+        return super::run_embedded::run(args, &image, session);
+    }
+    let firmware = args.firmware.unwrap_or(FirmwareChoice::Bios);
     let scratch = tempfile::Builder::new()
         .prefix("jeos-run-")
         .tempdir()
@@ -165,13 +188,13 @@ pub(super) fn run(args: &RunArgs, session: &mut Session) -> miette::Result<ExitS
     config.memory_mib = args.memory;
     config.vcpus = args.cpus;
     config.port_forwards = args.forward.clone();
-    config.firmware = Some(match args.firmware {
+    config.firmware = Some(match firmware {
         FirmwareChoice::Bios => Firmware::Bios,
         FirmwareChoice::Efi => Firmware::Efi,
     });
     let vars_copy = scratch.path().join("OVMF_VARS.fd");
     let ovmf = match (first_existing(&OVMF_CODE), first_existing(&OVMF_VARS)) {
-        (Some(code), Some(vars)) if args.firmware == FirmwareChoice::Efi => {
+        (Some(code), Some(vars)) if firmware == FirmwareChoice::Efi => {
             std::fs::copy(&vars, &vars_copy).map_err(|source| RunCmdError::Prepare {
                 path: vars_copy.clone(),
                 source,
@@ -194,7 +217,7 @@ pub(super) fn run(args: &RunArgs, session: &mut Session) -> miette::Result<ExitS
             "Booting {} with qemu ({}, {} firmware, {} MiB, {} vCPU); the image is not modified",
             image.display(),
             if kvm { "KVM" } else { "TCG" },
-            match args.firmware {
+            match firmware {
                 FirmwareChoice::Bios => "BIOS",
                 FirmwareChoice::Efi => "UEFI",
             },

@@ -32,8 +32,10 @@ pub const MAX_MODULE_BYTES: u64 = 128 * 1024 * 1024;
 /// AHCI/PIIX (QEMU, VirtualBox), VMware (PVSCSI, LSI Logic, vmxnet3, e1000), Hyper-V
 /// (VMBus storage and network), Xen (blkfront/netfront), AWS Nitro (ENA; its disks are
 /// NVMe), Intel NICs, NVMe, SCSI disks and CD-ROMs (the OVF environment and NoCloud
-/// seeds arrive on one), QEMU's fw_cfg, and ext4 for the root file system. Built-in ones
-/// are satisfied by the kernel image.
+/// seeds arrive on one), QEMU's fw_cfg, virtio-vsock (port forwarding and host-side checks
+/// of the embedded runner; `vsock` and `vmw_vsock_virtio_transport_common` come with it as
+/// dependencies), and ext4 for the root file system. Built-in ones are satisfied by the
+/// kernel image.
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_mmio",
@@ -60,6 +62,7 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "ena",
     "sr_mod",
     "qemu_fw_cfg",
+    "vmw_vsock_virtio_transport",
     "ext4",
 ];
 

@@ -10,7 +10,8 @@
 //!   exactly its own two passing checks (results travel on COM2, not on the console);
 //! - nginx whose service exits at once fails (`never became ready`).
 //!
-//! One L1 boot runs all four jobs. Every VM run is bounded by a timeout; on failure the
+//! One L1 boot runs all four jobs, then `jeos run --vmm embedded --forward` on nginx
+//! (curl through vsock, Ctrl-A X). Every VM run is bounded by a timeout; on failure the
 //! tails of the L1 console and of each appliance console are printed. Under `CI=true` a
 //! missing prerequisite (QEMU, the kernel package, the mirror) fails the test.
 
@@ -97,6 +98,38 @@ fn job_script(jeos: &Path, out: &Path, jobs: &[Job]) -> String {
         ));
     }
     script
+}
+
+/// `jeos run --vmm embedded --forward` on `image` inside L1: curl from L1 through the
+/// forwarded port (vsock to guest-init's relay to nginx), then `Ctrl-A X` on the console
+/// for a clean power-off. L1's init leaves the loopback interface down: bring it up for
+/// the TCP side. Writes `forward.{curl.rc,body,rc,console,stderr}`.
+fn forward_script(jeos: &Path, out: &Path, image: &Path) -> String {
+    let o = out.join("forward").display().to_string();
+    format!(
+        "s=$(cut -d' ' -f1 /proc/uptime)\n\
+         ip link set lo up\n\
+         trap '' PIPE\n\
+         mkfifo /run/forward.in\n\
+         timeout -k 5 300 {jeos} run --vmm embedded --forward 127.0.0.1:18080:80 {image} \
+         < /run/forward.in > {o}.console 2> {o}.stderr &\n\
+         pid=$!\n\
+         exec 4> /run/forward.in\n\
+         rc=1\n\
+         for i in $(seq 200); do\n\
+           if curl -fsS -m 5 -o {o}.body http://127.0.0.1:18080/ 2> {o}.curl.err; then rc=0; break; fi\n\
+           kill -0 $pid 2> /dev/null || break\n\
+           sleep 1\n\
+         done\n\
+         echo $rc > {o}.curl.rc\n\
+         printf '\\001x' >&4 2> /dev/null\n\
+         wait $pid\n\
+         echo $? > {o}.rc\n\
+         exec 4>&-\n\
+         echo \"forward: curl $rc, run exit $(cat {o}.rc), $s s -> $(cut -d' ' -f1 /proc/uptime) s\"\n",
+        jeos = jeos.display(),
+        image = image.display(),
+    )
 }
 
 fn read(path: &Path) -> String {
@@ -210,9 +243,10 @@ fn embedded_runner_boots_the_appliances_under_nested_kvm() {
             cpus: 1,
         },
     ];
+    let jeos = Path::new(env!("CARGO_BIN_EXE_jeos"));
     let script = dir.create(
         "l1-job.sh",
-        &job_script(Path::new(env!("CARGO_BIN_EXE_jeos")), &out, &jobs),
+        &(job_script(jeos, &out, &jobs) + &forward_script(jeos, &out, &nginx.raw)),
     );
     let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nested-kvm");
     let started = Instant::now();
@@ -278,6 +312,22 @@ fn embedded_runner_boots_the_appliances_under_nested_kvm() {
         "{d}"
     );
     assert_eq!(broken.junit.matches("<failure ").count(), 1, "{d}");
+    // Issue #13: `jeos run --vmm embedded --forward` answers curl from L1 over vsock, and
+    // Ctrl-A X powers the guest off cleanly.
+    let forward = |ext: &str| read(&out.join(format!("forward.{ext}")));
+    let diagnostics = format!(
+        "--- stderr\n{}\n--- curl\n{}\n--- console tail\n{}",
+        forward("stderr"),
+        forward("curl.err"),
+        tail(&forward("console"), 40)
+    );
+    assert_eq!(forward("curl.rc").trim(), "0", "{diagnostics}");
+    assert!(forward("body").contains("hello from jeos"), "{diagnostics}");
+    assert_eq!(forward("rc").trim(), "0", "{diagnostics}");
+    assert!(
+        forward("console").contains("shutdown requested by the host over vsock"),
+        "{diagnostics}"
+    );
     eprintln!(
         "nested: nginx ready {} ms, redis (2 vCPUs) ready {} ms, whole run {:.1} s",
         nginx.test["ready_ms"],

@@ -14,6 +14,7 @@ use super::virtio_blk::{
     BlkConfig, BlockBackend, QUEUE_MAX_SIZE, QueueReport, VIRTIO_F_VERSION_1, VIRTIO_ID_BLOCK,
     device_features, process_queue,
 };
+use super::vsock::{self, VsockDevice, VsockReport};
 use crate::memory::GuestMemoryMmap;
 
 /// "virt" in little-endian.
@@ -156,16 +157,26 @@ pub enum MmioError {
 /// Result of an MMIO write.
 #[derive(Debug, Default)]
 pub struct WriteOutcome {
-    /// A queue notification was processed.
+    /// A virtio-blk queue notification was processed.
     pub queue_report: Option<QueueReport>,
+    /// A virtio-vsock queue notification was processed.
+    pub vsock_report: Option<VsockReport>,
     /// The interrupt line must be raised.
     pub interrupt: bool,
 }
 
-/// The transport around a virtio-blk device.
+/// The device behind a transport.
+enum DeviceModel {
+    Block {
+        backend: Box<dyn BlockBackend>,
+        blk: BlkConfig,
+    },
+    Vsock(Box<VsockDevice>),
+}
+
+/// The transport around a virtio-blk or virtio-vsock device.
 pub struct MmioTransport {
-    backend: Box<dyn BlockBackend>,
-    blk: BlkConfig,
+    model: DeviceModel,
     device_features_sel: u32,
     driver_features_sel: u32,
     driver_features: u64,
@@ -189,18 +200,69 @@ impl MmioTransport {
     /// A virtio-blk device over `backend`.
     #[must_use]
     pub fn new_block(backend: Box<dyn BlockBackend>, read_only: bool) -> Self {
+        Self::with_model(
+            DeviceModel::Block {
+                backend,
+                blk: BlkConfig::new(read_only),
+            },
+            1,
+        )
+    }
+
+    /// A virtio-vsock device (rx, tx and event queues).
+    #[must_use]
+    pub fn new_vsock(device: VsockDevice) -> Self {
+        Self::with_model(DeviceModel::Vsock(Box::new(device)), 3)
+    }
+
+    fn with_model(model: DeviceModel, queue_count: usize) -> Self {
         Self {
-            backend,
-            blk: BlkConfig::new(read_only),
+            model,
             device_features_sel: 0,
             driver_features_sel: 0,
             driver_features: 0,
             queue_sel: 0,
-            queues: vec![Queue::new(QUEUE_MAX_SIZE).expect("256 is a valid maximum queue size")],
+            queues: (0..queue_count)
+                .map(|_| Queue::new(QUEUE_MAX_SIZE).expect("256 is a valid maximum queue size"))
+                .collect(),
             status: 0,
             interrupt_status: 0,
             config_generation: 0,
         }
+    }
+
+    /// The vsock device, when this transport carries one.
+    #[must_use]
+    pub fn vsock(&self) -> Option<&VsockDevice> {
+        match &self.model {
+            DeviceModel::Vsock(device) => Some(device),
+            DeviceModel::Block { .. } => None,
+        }
+    }
+
+    /// Mutable access to the vsock device (tests and the host poll loop).
+    pub fn vsock_mut(&mut self) -> Option<&mut VsockDevice> {
+        match &mut self.model {
+            DeviceModel::Vsock(device) => Some(device),
+            DeviceModel::Block { .. } => None,
+        }
+    }
+
+    /// Host IO for a vsock device: accept, flush, refill rx; raises the used-buffer
+    /// interrupt bit when the driver wants one. `None` for other devices or before
+    /// `DRIVER_OK`.
+    pub fn pump_vsock(&mut self, mem: &GuestMemoryMmap) -> Option<VsockReport> {
+        if self.status & STATUS_DRIVER_OK == 0 {
+            return None;
+        }
+        let DeviceModel::Vsock(device) = &mut self.model else {
+            return None;
+        };
+        let report = device.pump(mem, &mut self.queues);
+        if report.needs_interrupt {
+            self.interrupt_status |= INTERRUPT_USED_BUFFER;
+        }
+        Some(report)
     }
 
     /// Current device status.
@@ -212,12 +274,33 @@ impl MmioTransport {
     /// Features offered.
     #[must_use]
     pub fn device_features(&self) -> u64 {
-        device_features(self.blk.read_only)
+        match &self.model {
+            DeviceModel::Block { blk, .. } => device_features(blk.read_only),
+            DeviceModel::Vsock(_) => vsock::device_features(),
+        }
+    }
+
+    fn device_id(&self) -> u32 {
+        match &self.model {
+            DeviceModel::Block { .. } => VIRTIO_ID_BLOCK,
+            DeviceModel::Vsock(_) => vsock::VIRTIO_ID_VSOCK,
+        }
     }
 
     fn config_space(&self) -> [u8; 8] {
-        // struct virtio_blk_config starts with `le64 capacity` (in 512-byte sectors).
-        self.backend.capacity_sectors().to_le_bytes()
+        match &self.model {
+            // struct virtio_blk_config starts with `le64 capacity` (in 512-byte sectors).
+            DeviceModel::Block { backend, .. } => backend.capacity_sectors().to_le_bytes(),
+            DeviceModel::Vsock(device) => device.config_space(),
+        }
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        match &mut self.model {
+            DeviceModel::Block { blk, .. } => blk.acked_features = features,
+            // VERSION_1 is the only feature: nothing to remember.
+            DeviceModel::Vsock(_) => {}
+        }
     }
 
     fn reset(&mut self) {
@@ -230,7 +313,10 @@ impl MmioTransport {
         }
         self.status = 0;
         self.interrupt_status = 0;
-        self.blk.acked_features = 1 << VIRTIO_F_VERSION_1;
+        self.set_acked_features(1 << VIRTIO_F_VERSION_1);
+        if let DeviceModel::Vsock(device) = &mut self.model {
+            device.muxer.reset();
+        }
     }
 
     fn selected_queue(&mut self, write: bool) -> Result<&mut Queue, MmioError> {
@@ -273,7 +359,7 @@ impl MmioTransport {
         let value = match offset {
             reg::MAGIC_VALUE => MAGIC_VALUE,
             reg::VERSION => VERSION,
-            reg::DEVICE_ID => VIRTIO_ID_BLOCK,
+            reg::DEVICE_ID => self.device_id(),
             reg::VENDOR_ID => VENDOR_ID,
             reg::DEVICE_FEATURES => match self.device_features_sel {
                 0 => (self.device_features() & 0xffff_ffff) as u32,
@@ -342,10 +428,52 @@ impl MmioTransport {
                 self.status = new & !(STATUS_FEATURES_OK | STATUS_DRIVER_OK);
                 return Err(error);
             }
-            self.blk.acked_features = self.driver_features;
+            self.set_acked_features(self.driver_features);
         }
         self.status = new;
         Ok(())
+    }
+
+    /// `QueueNotify`: processes the queue whose index is `value` (without
+    /// `VIRTIO_F_NOTIFICATION_DATA`, which is not offered, the value is the index).
+    fn notify_queue(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        value: u32,
+    ) -> Result<WriteOutcome, MmioError> {
+        let mut outcome = WriteOutcome::default();
+        // With VIRTIO_F_NOTIFICATION_DATA not offered, the value is the queue index.
+        let index = value;
+        let ready = self.status & STATUS_DRIVER_OK != 0;
+        let queue_ready = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.queues.get(i))
+            .map(QueueT::ready)
+            .ok_or(MmioError::NoSuchQueue { index })?;
+        if !ready || !queue_ready {
+            return Err(MmioError::NotifyBeforeReady { index });
+        }
+        let index = usize::try_from(index).expect("indexes a queue");
+        let needs_interrupt = match &mut self.model {
+            DeviceModel::Block { backend, blk } => {
+                let queue = &mut self.queues[index];
+                let report = process_queue(mem, queue, backend.as_mut(), blk);
+                let needs = report.needs_interrupt;
+                outcome.queue_report = Some(report);
+                needs
+            }
+            DeviceModel::Vsock(device) => {
+                let report = device.notify(mem, &mut self.queues, index);
+                let needs = report.needs_interrupt;
+                outcome.vsock_report = Some(report);
+                needs
+            }
+        };
+        if needs_interrupt {
+            self.interrupt_status |= INTERRUPT_USED_BUFFER;
+            outcome.interrupt = true;
+        }
+        Ok(outcome)
     }
 
     /// Handles a guest write at `offset` within the window; processes the queue on
@@ -444,24 +572,7 @@ impl MmioTransport {
                     }
                 }
             }
-            reg::QUEUE_NOTIFY => {
-                // With VIRTIO_F_NOTIFICATION_DATA not offered, the value is the queue index.
-                let index = value;
-                let ready = self.status & STATUS_DRIVER_OK != 0;
-                let queue = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| self.queues.get_mut(i))
-                    .ok_or(MmioError::NoSuchQueue { index })?;
-                if !ready || !queue.ready() {
-                    return Err(MmioError::NotifyBeforeReady { index });
-                }
-                let report = process_queue(mem, queue, self.backend.as_mut(), &self.blk);
-                if report.needs_interrupt {
-                    self.interrupt_status |= INTERRUPT_USED_BUFFER;
-                    outcome.interrupt = true;
-                }
-                outcome.queue_report = Some(report);
-            }
+            reg::QUEUE_NOTIFY => outcome = self.notify_queue(mem, value)?,
             reg::INTERRUPT_ACK => self.interrupt_status &= !value,
             reg::STATUS => self.write_status(value)?,
             _ => {
@@ -740,5 +851,28 @@ mod tests {
         assert_eq!(one[0], 8);
         t.read(reg::CONFIG + 0x1000, &mut one).unwrap();
         assert_eq!(one[0], 0);
+    }
+
+    #[test]
+    fn vsock_transport_identifies_and_has_three_queues() {
+        let dir = tempfile::tempdir().unwrap();
+        let muxer = vsock::muxer::VsockMuxer::bind(3, &dir.path().join("v.sock")).unwrap();
+        let mut t = MmioTransport::new_vsock(VsockDevice::new(3, muxer));
+        assert_eq!(rd(&mut t, reg::DEVICE_ID), 19);
+        assert_eq!(rd(&mut t, reg::DEVICE_FEATURES), 0);
+        let mem = memory();
+        wr(&mut t, &mem, reg::DEVICE_FEATURES_SEL, 1).unwrap();
+        assert_eq!(rd(&mut t, reg::DEVICE_FEATURES), 1);
+        let mut cid = [0u8; 8];
+        t.read(reg::CONFIG, &mut cid).unwrap();
+        assert_eq!(u64::from_le_bytes(cid), 3);
+        for index in 0..3 {
+            wr(&mut t, &mem, reg::QUEUE_SEL, index).unwrap();
+            assert_eq!(rd(&mut t, reg::QUEUE_NUM_MAX), 256);
+        }
+        wr(&mut t, &mem, reg::QUEUE_SEL, 3).unwrap();
+        assert_eq!(rd(&mut t, reg::QUEUE_NUM_MAX), 0);
+        assert!(t.vsock().is_some());
+        assert!(t.pump_vsock(&mem).is_none(), "nothing before DRIVER_OK");
     }
 }

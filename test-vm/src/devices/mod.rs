@@ -6,6 +6,7 @@
 //! port 0x60, 0x64    i8042 (reset)             i8042.rs
 //! port 0x3c0, 0x3c1  ACPI sleep ctl/status     acpi_pm.rs
 //! 0xd000_0000 + 4K*n virtio-mmio blk (IRQ 5+n) mmio.rs + virtio_blk.rs over overlay.rs
+//!                    virtio-mmio vsock         mmio.rs + vsock/ (Unix socket on the host)
 //! ```
 //! Other ports read as all ones and ignore writes (an absent ISA device); other MMIO reads
 //! as zeros.
@@ -16,6 +17,7 @@ pub mod mmio;
 pub mod overlay;
 pub mod serial;
 pub mod virtio_blk;
+pub mod vsock;
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -48,6 +50,15 @@ pub enum DeviceError {
         /// What was wrong.
         #[source]
         source: virtio_blk::VirtioBlkError,
+    },
+    /// A virtio-vsock packet or chain broke a rule.
+    #[error("virtio-vsock device at {base:#x}")]
+    Vsock {
+        /// Window base.
+        base: u64,
+        /// What was wrong.
+        #[source]
+        source: vsock::VsockError,
     },
     /// Raising an interrupt failed.
     #[error("cannot raise the interrupt of the device at {base:#x}")]
@@ -218,6 +229,14 @@ impl Devices {
                             .map(|source| DeviceError::VirtioBlk { base, source }),
                     );
                 }
+                if let Some(report) = outcome.vsock_report {
+                    self.warnings.extend(
+                        report
+                            .errors
+                            .into_iter()
+                            .map(|source| DeviceError::Vsock { base, source }),
+                    );
+                }
                 if let Some(source) = interrupt {
                     self.warnings.push(DeviceError::Interrupt { base, source });
                 }
@@ -225,6 +244,40 @@ impl Devices {
             Err(source) => self.warnings.push(DeviceError::Mmio { base, source }),
         }
         BusEvent::None
+    }
+}
+
+impl Devices {
+    /// What the vsock host loop should poll for (empty without a vsock device).
+    #[must_use]
+    pub fn vsock_poll_interest(&self) -> Vec<vsock::muxer::PollInterest> {
+        self.virtio
+            .iter()
+            .filter_map(|slot| slot.transport.vsock())
+            .flat_map(|device| device.muxer.poll_interest(!device.rx_starved))
+            .collect()
+    }
+
+    /// Host IO for every vsock device: accept, flush, refill rx, raise interrupts.
+    pub fn pump_vsock(&mut self) {
+        let memory = self.memory.clone();
+        for slot in &mut self.virtio {
+            let Some(report) = slot.transport.pump_vsock(&memory) else {
+                continue;
+            };
+            let base = slot.base;
+            self.warnings.extend(
+                report
+                    .errors
+                    .into_iter()
+                    .map(|source| DeviceError::Vsock { base, source }),
+            );
+            if report.needs_interrupt
+                && let Err(source) = slot.interrupt.write(1)
+            {
+                self.warnings.push(DeviceError::Interrupt { base, source });
+            }
+        }
     }
 }
 

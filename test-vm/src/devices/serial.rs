@@ -57,6 +57,12 @@ impl SerialDevice {
         self.uart.read(offset)
     }
 
+    /// Queues bytes the guest reads as serial input (raises the receive interrupt);
+    /// returns how many fit in the FIFO.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+
     /// Writes register `offset` (0..8).
     ///
     /// # Errors

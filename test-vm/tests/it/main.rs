@@ -14,3 +14,4 @@
 mod guest;
 mod kvm;
 mod qemu;
+mod vsock;
