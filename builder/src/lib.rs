@@ -13,6 +13,7 @@ pub mod cli;
 pub mod deploy;
 pub mod init_tasks;
 pub mod kernel;
+pub mod loader_files;
 pub mod ovf_hardware;
 pub mod pipeline;
 pub mod progress;

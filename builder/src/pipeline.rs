@@ -27,7 +27,7 @@ use guest_init::config::{
 use image_writer::cpio::{self, CpioEntry};
 use image_writer::ext4::{Ext4Config, Ext4Metadata, Ext4NodeKind, Ext4Size};
 use image_writer::layout::Seed;
-use image_writer::{BootloaderFiles, DiskPlan, DiskReport};
+use image_writer::{DiskPlan, DiskReport};
 use miette::Diagnostic;
 use package_resolver::cache::Cache;
 use package_resolver::deb::{self, Staging as DebStaging, UnpackOptions};
@@ -160,9 +160,10 @@ pub enum BuildError {
     /// The initramfs could not be written.
     #[error("cannot write the initramfs")]
     Initramfs(#[source] cpio::CpioError),
-    /// Boot loader files are missing from their packages.
-    #[error("cannot read the boot loaders")]
-    Bootloader(#[source] image_writer::bootloader::BootloaderError),
+    /// A boot-loader file is missing or a symlink in its package.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    LoaderFiles(#[from] crate::loader_files::LoaderFilesError),
     /// The disk could not be written.
     #[error("cannot write the disk image")]
     #[diagnostic(help(
@@ -1305,7 +1306,7 @@ fn write_disk(
     raw: &Path,
     extra_esp_files: Vec<(String, Vec<u8>)>,
 ) -> Result<(DiskReport, String), BuildError> {
-    let loaders = BootloaderFiles::from_extracted(loaders_dir).map_err(BuildError::Bootloader)?;
+    let loaders = crate::loader_files::read_loader_files(loaders_dir)?;
     let root_uuid = image_writer::ext4::root_fs_uuid(&ctx.seed);
     let cmdline = kernel_cmdline(&root_uuid.to_string(), &ctx.recipe.kernel.cmdline);
     let mut label: String = ctx.recipe.appliance.name.to_string();

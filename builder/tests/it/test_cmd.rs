@@ -188,6 +188,11 @@ fn failing_check_and_never_ready_exit_1() {
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("never became ready"), "{}", run.stderr);
     assert!(
+        run.stdout.contains("0/2 checks passed, 2 not run"),
+        "{}",
+        run.stdout
+    );
+    assert!(
         run.stderr.contains("nginx"),
         "names the service: {}",
         run.stderr
