@@ -17,6 +17,7 @@ use crate::resolve::{LockMode, ResolveOptions};
 
 mod audit;
 mod build;
+mod build_details;
 mod cache;
 mod check;
 mod diff;
