@@ -170,6 +170,9 @@ pub enum BuildError {
         "with an explicit `[disk] size`, make it larger or use `size = \"auto\"`; `mkfs.ext4` and `debugfs` come from Debian's `e2fsprogs`"
     ))]
     Disk(#[source] image_writer::bootloader::BootloaderError),
+    /// The host file system ran out of space while the disk was written.
+    #[error("cannot write the disk image: no space left on the device")]
+    DiskNoSpace(#[source] image_writer::bootloader::BootloaderError),
     /// Publishing formats failed.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -1336,7 +1339,13 @@ fn write_disk(
         seed: ctx.seed,
         timestamp,
     };
-    let report = image_writer::write_disk(&plan, raw).map_err(BuildError::Disk)?;
+    let report = image_writer::write_disk(&plan, raw).map_err(|e| {
+        if crate::no_space::in_chain(&e) {
+            BuildError::DiskNoSpace(e)
+        } else {
+            BuildError::Disk(e)
+        }
+    })?;
     Ok((report, cmdline))
 }
 
