@@ -72,11 +72,17 @@ fn not_compared(
             .iter()
             .map(|p| serde_json::json!({ "name": p.name, "version": p.version }))
             .collect();
+        let mut reason = crate::cli::error_json(error);
+        if let Some(object) = reason.as_object_mut() {
+            object.remove("event");
+            object.remove("exit_code");
+        }
         let value = serde_json::json!({
             "target": lock_path.display().to_string(),
             "compared": false,
-            "reason": crate::cli::error_json(error),
+            "reason": reason,
             "packages": packages,
+            "exit_code": ExitStatus::NotCompared.code(),
         });
         session.printer.stdout_line(&value.to_string());
         return;

@@ -155,6 +155,13 @@ fn issue_8_audit_of_a_fresh_build_exits_0_and_reads_the_image_alone() {
         serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or_default();
     assert_eq!(output.status.code(), Some(3), "{output:?}");
     assert_eq!(json["compared"], false, "{json}");
+    assert_eq!(json["exit_code"], 3, "{json}");
+    assert!(
+        json["reason"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot load the current index")),
+        "{json}"
+    );
     assert!(
         json["packages"]
             .as_array()
