@@ -9,7 +9,10 @@
 //! ```
 //!
 //! The image carries its lock on the FAT ESP (read with image-writer's read-only FAT
-//! reader), so auditing an image needs neither an ext4 reader nor the build's cache. The
+//! reader through [`image_writer::image::open_image`], so `.raw`, `.qcow2`, `.vmdk` and
+//! `.ova` alike), so auditing an image needs neither an ext4 reader nor the build's cache.
+//! Without the current index (no network and nothing cached) the contents are still
+//! listed and the command exits 3: "not compared", neither current nor pending. The
 //! current index always includes `-updates` and `-security`, even for a recipe that opted
 //! out of them: the point is to see what is pending. Plan ([`compare`]) is pure.
 
@@ -89,10 +92,10 @@ pub enum AuditError {
         path: PathBuf,
         /// Cause.
         #[source]
-        source: image_writer::esp::EspError,
+        source: Box<image_writer::image::ImageError>,
     },
-    /// A directory without a `.raw` image.
-    #[error("`{}` holds no `.raw` image", .path.display())]
+    /// A directory without an image.
+    #[error("`{}` holds no `.raw`, `.qcow2`, `.vmdk` or `.ova` image", .path.display())]
     NoImage {
         /// Directory.
         path: PathBuf,
@@ -205,36 +208,49 @@ pub fn read_target(target: &AuditTarget) -> Result<(LockFile, PathBuf), AuditErr
         }
         AuditTarget::Lock(path) => Ok((parse(&read(path)?, path)?, path.clone())),
         AuditTarget::Image(path) => {
-            let raw = find_raw(path)?;
-            let bytes = image_writer::esp::read_esp_file(&raw, ESP_LOCK, MAX_ESP_LOCK_BYTES)
-                .map_err(|source| AuditError::Image {
-                    path: raw.clone(),
-                    source,
-                })?;
-            let shown = PathBuf::from(format!("{}:{ESP_LOCK}", raw.display()));
-            Ok((parse(&String::from_utf8_lossy(&bytes), &shown)?, raw))
+            let file = find_image(path)?;
+            let image_err = |source| AuditError::Image {
+                path: file.clone(),
+                source: Box::new(source),
+            };
+            let image = image_writer::image::open_image(&file).map_err(image_err)?;
+            let bytes = image
+                .esp_file(ESP_LOCK, MAX_ESP_LOCK_BYTES)
+                .map_err(image_err)?;
+            let shown = PathBuf::from(format!("{}:{ESP_LOCK}", file.display()));
+            Ok((parse(&String::from_utf8_lossy(&bytes), &shown)?, file))
         }
     }
 }
 
-/// `path` itself, or the single `.raw` file in the directory `path`.
-fn find_raw(path: &Path) -> Result<PathBuf, AuditError> {
+/// `path` itself, or the image in the build directory `path` (the `.raw` first, then the
+/// `.qcow2`, `.vmdk` and `.ova`).
+fn find_image(path: &Path) -> Result<PathBuf, AuditError> {
     if !path.is_dir() {
         return Ok(path.to_owned());
     }
-    let mut raws: Vec<PathBuf> = std::fs::read_dir(path)
+    let mut images: Vec<(usize, PathBuf)> = std::fs::read_dir(path)
         .map_err(|source| AuditError::ReadLock {
             path: path.to_owned(),
             source,
         })?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "raw"))
+        .filter_map(|p| {
+            let rank = ["raw", "qcow2", "vmdk", "ova"]
+                .iter()
+                .position(|ext| p.extension().is_some_and(|e| e == *ext))?;
+            Some((rank, p))
+        })
         .collect();
-    raws.sort();
-    raws.into_iter().next().ok_or_else(|| AuditError::NoImage {
-        path: path.to_owned(),
-    })
+    images.sort();
+    images
+        .into_iter()
+        .next()
+        .map(|(_, p)| p)
+        .ok_or_else(|| AuditError::NoImage {
+            path: path.to_owned(),
+        })
 }
 
 /// The source to audit against: the lock's suite and components, all three suites, and

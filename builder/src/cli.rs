@@ -17,6 +17,7 @@ use crate::resolve::{LockMode, ResolveOptions};
 
 mod audit;
 mod build;
+mod build_details;
 mod cache;
 mod check;
 mod diff;
@@ -27,6 +28,7 @@ mod resolve;
 mod run;
 mod run_embedded;
 mod test;
+mod test_counts;
 mod test_target;
 
 pub use resolve::why_from_lock;
@@ -43,6 +45,8 @@ Exit status:
        found a failing appliance check (or the appliance never became ready), or
        `jeos resolve --why PACKAGE` found PACKAGE outside the closure
   2    usage error, unreadable recipe, environment error or internal error
+  3    `jeos audit` listed the appliance's packages but could not compare them with
+       the suites now (no network and no cached index)
   130  interrupted (Ctrl-C or SIGTERM); a build removes its work directory first
 
 Environment:
@@ -123,8 +127,18 @@ const AUDIT_HELP: &str = "\
 Examples:
   jeos audit recipes/nginx.toml            # the lock beside the recipe against the suites now
   jeos audit dist/nginx-1.0.0/nginx-1.0.0.raw --json
+  jeos audit --offline dist/nginx-1.0.0/nginx-1.0.0.ova   # cached index only
 
-Exit status: 0 up to date, 1 security updates pending, 2 error.";
+An image (`.raw`, `.qcow2`, `.vmdk`, `.ova` or the build directory) carries its own package
+manifest, so the contents are always listed from the image file alone; comparing them needs
+the suites' current index (fetched, or cached with `--offline`).
+
+Exit status:
+  0  up to date (no pending updates, or none from -security)
+  1  security updates pending
+  2  error (unreadable target, bad lock file, usage)
+  3  not compared: the packages are listed, but the current index could not be had
+     (no network and nothing cached)";
 
 const RUN_HELP: &str = "\
 Examples:
@@ -273,6 +287,9 @@ pub enum ExitStatus {
     Failure,
     /// 2: usage, recipe or environment error.
     Error,
+    /// 3: `jeos audit` read the appliance's packages but could not compare them with the
+    /// suites now (no network, nothing cached).
+    NotCompared,
 }
 
 impl ExitStatus {
@@ -282,6 +299,7 @@ impl ExitStatus {
             Self::Success => 0,
             Self::Failure => 1,
             Self::Error => 2,
+            Self::NotCompared => 3,
         }
     }
 }

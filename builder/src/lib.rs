@@ -20,6 +20,8 @@ pub mod cli;
 pub mod deploy;
 pub mod init_tasks;
 pub mod kernel;
+pub mod loader_files;
+pub mod no_space;
 pub mod ovf_hardware;
 pub mod pipeline;
 pub mod plan;

@@ -37,6 +37,9 @@ fn main() -> ExitCode {
             }
             let text = session.printer.render_diagnostic(report.as_ref());
             session.printer.stderr_line(text.trim_end());
+            if builder::no_space::in_chain(report.as_ref()) {
+                session.printer.hint(builder::no_space::HINT);
+            }
             if verbose {
                 // The graphical handler already lists causes; --verbose adds the Debug
                 // chain, which includes the error types.

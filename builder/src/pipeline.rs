@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use guest_init::config::InitConfig;
 use image_writer::cpio::{self, CpioEntry};
 use image_writer::ext4::Ext4Config;
-use image_writer::{BootloaderFiles, DiskPlan, DiskReport};
+use image_writer::{DiskPlan, DiskReport};
 use miette::Diagnostic;
 use package_resolver::cache::Cache;
 use package_resolver::deb::{self, UnpackDir, UnpackOptions};
@@ -152,15 +152,19 @@ pub enum BuildError {
     /// The initramfs could not be written.
     #[error("cannot write the initramfs")]
     Initramfs(#[source] cpio::CpioError),
-    /// Boot loader files are missing from their packages.
-    #[error("cannot read the boot loaders")]
-    Bootloader(#[source] image_writer::bootloader::BootloaderError),
+    /// A boot-loader file is missing or a symlink in its package.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    LoaderFiles(#[from] crate::loader_files::LoaderFilesError),
     /// The disk could not be written.
     #[error("cannot write the disk image")]
     #[diagnostic(help(
         "with an explicit `[disk] size`, make it larger or use `size = \"auto\"`; `mkfs.ext4` and `debugfs` come from Debian's `e2fsprogs`"
     ))]
     Disk(#[source] image_writer::bootloader::BootloaderError),
+    /// The host file system ran out of space while the disk was written.
+    #[error("cannot write the disk image: no space left on the device")]
+    DiskNoSpace(#[source] image_writer::bootloader::BootloaderError),
     /// Publishing formats failed.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -1088,7 +1092,7 @@ fn write_disk(
     loaders_dir: &Path,
     extra_esp_files: Vec<(String, Vec<u8>)>,
 ) -> Result<DiskReport, BuildError> {
-    let loaders = BootloaderFiles::from_extracted(loaders_dir).map_err(BuildError::Bootloader)?;
+    let loaders = crate::loader_files::read_loader_files(loaders_dir)?;
     let settings = &build_plan.disk;
     let plan = DiskPlan {
         kernel: kernel.vmlinuz.clone(),
@@ -1108,7 +1112,13 @@ fn write_disk(
         seed: build_plan.seed,
         timestamp: settings.timestamp,
     };
-    image_writer::write_disk(&plan, &ctx.raw_image()).map_err(BuildError::Disk)
+    image_writer::write_disk(&plan, &ctx.raw_image()).map_err(|e| {
+        if crate::no_space::in_chain(&e) {
+            BuildError::DiskNoSpace(e)
+        } else {
+            BuildError::Disk(e)
+        }
+    })
 }
 
 /// Step `write_sbom`: the SPDX document beside the images; returns the files that go on

@@ -314,6 +314,16 @@ pub fn render_spdx(input: &SbomInput<'_>) -> Value {
 mod tests {
     use super::*;
 
+    /// Writes a seed input for fuzz target `target` (`fuzz/corpus/<target>/`, ignored by
+    /// git): the fuzz crate's corpora come from these unit-test inputs.
+    fn write_seed(target: &str, name: &str, bytes: &[u8]) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+
     #[test]
     fn dep5_licences_become_one_spdx_expression() {
         let text = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: x\n\nFiles: *\nCopyright: me\nLicense: BSD-2-clause\n\nFiles: debian/*\nLicense: GPL-2+ or Artistic\n\nLicense: BSD-2-clause\n text\n";
@@ -323,6 +333,9 @@ mod tests {
         );
         assert_eq!(licenses_from_copyright("This is free software.\n"), None);
         let odd = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nLicense: Custom licence!\n";
+        write_seed("copyright", "dep5", text.as_bytes());
+        write_seed("copyright", "odd", odd.as_bytes());
+        write_seed("copyright", "free", b"This is free software.\n");
         assert_eq!(
             licenses_from_copyright(odd).as_deref(),
             Some("LicenseRef-Custom-licence")

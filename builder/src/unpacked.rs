@@ -8,7 +8,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -82,6 +82,67 @@ pub fn is_intact(dir: &Path, key: &str) -> bool {
     marker_text(dir, key).is_ok_and(|now| now == marker)
 }
 
+/// Why a file cannot be read from an unpacked tree without leaving it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    /// The file, or a directory on the way to it, is a symlink or of another kind:
+    /// following it could pull a file of the build host into the image.
+    #[error(
+        "`/{path}` is a symlink or not a regular file; refusing to follow it out of the package"
+    )]
+    NotConfined {
+        /// Path inside the tree.
+        path: PathBuf,
+    },
+    /// Reading the tree failed.
+    #[error("cannot read `{path}`")]
+    Io {
+        /// Host path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Whether `rel` exists under `root` as a regular file reached without any symlink. A
+/// symlink (or a non-directory) at any component is [`ConfineError::NotConfined`];
+/// absence is `Ok(false)`. Used for every file jeos copies out of a package tree onto the
+/// image's ESP or into the initramfs (kernel, modules lists, boot loaders).
+///
+/// # Errors
+/// [`ConfineError`].
+pub fn confined_file(root: &Path, rel: &Path) -> Result<bool, ConfineError> {
+    let mut current = root.to_path_buf();
+    let components: Vec<_> = rel.components().collect();
+    for (i, component) in components.iter().enumerate() {
+        if !matches!(component, std::path::Component::Normal(_)) {
+            return Err(ConfineError::NotConfined {
+                path: rel.to_path_buf(),
+            });
+        }
+        current.push(component);
+        let meta = match fs::symlink_metadata(&current) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => {
+                return Err(ConfineError::Io {
+                    path: current,
+                    source,
+                });
+            }
+        };
+        let last = i + 1 == components.len();
+        let ok = if last { meta.is_file() } else { meta.is_dir() };
+        if !ok {
+            return Err(ConfineError::NotConfined {
+                path: rel.to_path_buf(),
+            });
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +174,31 @@ mod tests {
         assert!(!is_intact(root, "k"));
         fs::remove_file(root.join(MARKER)).unwrap();
         assert!(!is_intact(root, "k"));
+    }
+
+    #[test]
+    fn confined_file_refuses_links_and_dot_dot() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("usr/lib")).unwrap();
+        fs::write(root.join("usr/lib/real"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("usr/lib/link")).unwrap();
+        std::os::unix::fs::symlink("lib", root.join("usr/libx")).unwrap();
+        assert!(confined_file(root, Path::new("usr/lib/real")).unwrap());
+        assert!(!confined_file(root, Path::new("usr/lib/absent")).unwrap());
+        for bad in [
+            "usr/lib/link",
+            "usr/libx/real",
+            "usr/lib/../lib/real",
+            "usr/lib",
+        ] {
+            assert!(
+                matches!(
+                    confined_file(root, Path::new(bad)),
+                    Err(ConfineError::NotConfined { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

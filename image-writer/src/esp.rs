@@ -183,6 +183,22 @@ pub fn read_boot_files_from<R: Read + Seek>(
     read_entry(&mut volume)
 }
 
+/// Like [`read_esp_file`], for an EFI system partition of `len` bytes read through
+/// `reader` (a partition of an image opened by [`crate::image::open_image`]).
+///
+/// # Errors
+/// [`EspError`]: the file is absent or larger than `max_bytes`, a damaged FAT.
+pub fn read_esp_file_from<R: Read + Seek>(
+    reader: R,
+    name: &Path,
+    len: u64,
+    path: &str,
+    max_bytes: u64,
+) -> Result<Vec<u8>, EspError> {
+    let mut volume = FatVolume::open(reader, name, 0, len)?;
+    volume.read_file(path, max_bytes)
+}
+
 fn read_entry<R: Read + Seek>(volume: &mut FatVolume<R>) -> Result<BootFiles, EspError> {
     let Found::Dir(dir) = volume.lookup(LOADER_ENTRIES_DIR, Kind::Dir)? else {
         return Err(EspError::WrongKind {

@@ -138,6 +138,19 @@ pub enum Ext4Error {
         /// Bytes requested.
         given: u64,
     },
+    /// The host file system holding the image is full: not the image's size, the disk the
+    /// image is written to.
+    #[error(
+        "no space left on the device holding `{path}`: the image needs {needed} more bytes, {available} are available"
+    )]
+    NoSpace {
+        /// The image being written.
+        path: PathBuf,
+        /// Bytes of the image not yet allocated on the host.
+        needed: u64,
+        /// Bytes available to the build on that file system.
+        available: u64,
+    },
     /// A tool failed.
     #[error("`{tool}` failed on `{path}`: {stderr}")]
     ToolFailed {
@@ -374,6 +387,26 @@ fn mkfs(config: &Ext4Config, out: &Path, size: u64, inodes: Option<u64>) -> Resu
     result
 }
 
+/// Whether the host file system holding `out` cannot take the rest of the `size`-byte
+/// image: then a failed write inside mkfs/debugfs ("No space left on device") is the
+/// host's disk being full, not the image being too small. Returns the error to report.
+fn host_out_of_space(out: &Path, size: u64) -> Option<Ext4Error> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let allocated = std::fs::metadata(out).map_or(0, |m| m.blocks().saturating_mul(512));
+    let needed = size.saturating_sub(allocated);
+    (available < needed).then(|| Ext4Error::NoSpace {
+        path: out.to_owned(),
+        needed,
+        available,
+    })
+}
+
 /// Writes the root file system image to `out` (created or truncated).
 ///
 /// # Errors
@@ -398,6 +431,11 @@ pub fn write_ext4(config: &Ext4Config, out: &Path) -> Result<Ext4Report, Ext4Err
         };
         match mkfs(config, out, size, inode_count) {
             Ok(()) => break,
+            Err(Ext4Error::ToolFailed { .. } | Ext4Error::Io { .. })
+                if let Some(full) = host_out_of_space(out, size) =>
+            {
+                return Err(full);
+            }
             Err(Ext4Error::ToolFailed { stderr, .. })
                 if stderr.contains("No space")
                     || stderr.contains("Could not allocate")
@@ -446,6 +484,11 @@ pub fn write_ext4(config: &Ext4Config, out: &Path) -> Result<Ext4Report, Ext4Err
         out,
     );
     let _ = std::fs::remove_file(&script_path);
+    if result.is_err()
+        && let Some(full) = host_out_of_space(out, size)
+    {
+        return Err(full);
+    }
     result?;
     Ok(Ext4Report {
         uuid: root_fs_uuid(&config.seed),
@@ -621,5 +664,64 @@ mod tests {
             matches!(err, Ext4Error::TooSmall { given, .. } if given == 8 * 1024 * 1024),
             "{err:?}"
         );
+    }
+
+    /// A tmpfs of `bytes` on a fresh directory (needs root), unmounted on drop.
+    struct SmallFs {
+        dir: tempfile::TempDir,
+    }
+
+    impl SmallFs {
+        fn mount(bytes: u64) -> Option<Self> {
+            let dir = tempfile::tempdir().ok()?;
+            let mounted = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "jeos-full"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            mounted.then_some(Self { dir })
+        }
+    }
+
+    impl Drop for SmallFs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.dir.path()).status();
+        }
+    }
+
+    /// Issue #8: a full host disk (the output directory on a full file system) was reported
+    /// as "root file system needs about N bytes but N were requested".
+    #[test]
+    fn issue_8_a_full_host_disk_is_no_space_not_too_small() {
+        if !have("mkfs.ext4") {
+            eprintln!("SKIPPED: mkfs.ext4 (e2fsprogs) not installed");
+            return;
+        }
+        let Some(full) = SmallFs::mount(2 * 1024 * 1024) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "cannot mount a small tmpfs (needs root)"
+            );
+            eprintln!("SKIPPED: cannot mount a small tmpfs (needs root)");
+            return;
+        };
+        let dir = staging();
+        std::fs::write(dir.path().join("big"), vec![7u8; 3 * 1024 * 1024]).unwrap();
+        let out = full.dir.path().join("root.img");
+        for size in [
+            Ext4Size::Auto {
+                free_space_bytes: 0,
+            },
+            Ext4Size::Exact(16 * 1024 * 1024),
+        ] {
+            let err = write_ext4(&config(dir.path(), size), &out).unwrap_err();
+            assert!(matches!(err, Ext4Error::NoSpace { .. }), "{err:?}");
+            assert!(
+                err.to_string()
+                    .starts_with("no space left on the device holding"),
+                "{err}"
+            );
+        }
     }
 }

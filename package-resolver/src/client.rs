@@ -160,6 +160,17 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// Storing downloaded bytes failed because the file system holding the cache is full.
+    #[error("no space left on the device holding `{}` (downloading `{url}`)", .path.display())]
+    NoSpace {
+        /// URL.
+        url: String,
+        /// The cache's temporary file.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Cache error.
     #[error("cache error")]
     Cache(#[source] CacheError),
@@ -405,6 +416,16 @@ impl HttpClient {
                 })
             })?;
             client.attempt(url, max_bytes, id, &mut |chunk| temp.write_all(chunk))
+        })
+        .map_err(|error| match error {
+            ClientError::Write { url, source } if crate::deb::is_no_space(&source) => {
+                ClientError::NoSpace {
+                    url,
+                    path: temp.path().to_owned(),
+                    source,
+                }
+            }
+            other => other,
         })?;
         Ok(Downloaded { size: temp.size() })
     }

@@ -200,6 +200,15 @@ pub enum DebError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing an unpacked file failed because the host file system is full.
+    #[error("no space left on the device holding `{}`", .path.display())]
+    NoSpace {
+        /// The file being written.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A required member is missing.
     #[error("missing member `{0}`")]
     MissingMember(&'static str),
@@ -544,9 +553,18 @@ fn normalize_path(
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> DebError + '_ {
-    move |source| DebError::Io {
-        path: path.to_owned(),
-        source,
+    move |source| {
+        if is_no_space(&source) {
+            DebError::NoSpace {
+                path: path.to_owned(),
+                source,
+            }
+        } else {
+            DebError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        }
     }
 }
 
@@ -893,6 +911,11 @@ impl UnpackDir {
                         DebError::DataTooLarge {
                             limit: options.max_data_bytes,
                         }
+                    } else if is_no_space(&source) {
+                        DebError::NoSpace {
+                            path: on_disk.clone(),
+                            source,
+                        }
                     } else if source.kind() == std::io::ErrorKind::UnexpectedEof {
                         DebError::LyingSize {
                             path: path.to_owned(),
@@ -929,6 +952,15 @@ impl UnpackDir {
             EntryKind::CharDev { .. } | EntryKind::BlockDev { .. } | EntryKind::Fifo => Ok(0),
         }
     }
+}
+
+/// A write failed because the file system (or the user's quota on it) is full.
+#[must_use]
+pub fn is_no_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), DebError> {
@@ -1052,7 +1084,9 @@ fn read_control<R: Read + Seek>(
 
 /// The `conffiles` member: one absolute path per line; dpkg ≥ 1.20 allows a `remove-on-upgrade`
 /// flag before the path. Relative or empty lines are ignored (dpkg rejects such packages).
-fn parse_conffiles(text: &str) -> Vec<String> {
+/// Public for the fuzz target; [`read_package_control`] and the unpacker use it.
+#[must_use]
+pub fn parse_conffiles(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|line| {
             let line = line.trim();
@@ -1093,6 +1127,27 @@ pub fn read_package_control(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes a seed input for fuzz target `target` (`fuzz/corpus/<target>/`, ignored by
+    /// git): the fuzz crate's corpora come from these unit-test inputs.
+    fn write_seed(target: &str, name: &str, bytes: &[u8]) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+
+    #[test]
+    fn conffiles_keep_absolute_paths_only() {
+        let text =
+            "/etc/a.conf\nremove-on-upgrade /etc/old.conf\n\nrelative/path\n  /etc/b.conf  \n";
+        write_seed("conffiles", "mixed", text.as_bytes());
+        assert_eq!(
+            parse_conffiles(text),
+            ["/etc/a.conf", "/etc/old.conf", "/etc/b.conf"]
+        );
+    }
 
     #[test]
     fn normalize() {

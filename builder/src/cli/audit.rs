@@ -1,12 +1,14 @@
 //! `jeos audit RECIPE|LOCK|IMAGE`: pending updates of an appliance; exit 1 when a security
 //! update is pending (a CI gate), 0 when current.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
 
 use super::{ExitStatus, Session, load_recipe_or_report, resolve_options};
+use package_resolver::lock::LockFile;
+
 use crate::audit::{self, AuditReport, AuditTarget};
 use crate::reporters::UiResolverReporter;
 use crate::resolve::LockMode;
@@ -14,8 +16,8 @@ use crate::resolve::LockMode;
 /// `jeos audit`
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// A recipe (its lock file is audited), a lock file, or a built image (`.raw`, or the
-    /// build's output directory).
+    /// A recipe (its lock file is audited), a lock file, or a built image (`.raw`,
+    /// `.qcow2`, `.vmdk`, `.ova`, or the build's output directory).
     #[arg(value_name = "RECIPE|LOCK|IMAGE")]
     pub target: PathBuf,
 }
@@ -38,20 +40,8 @@ pub(super) fn audit(args: &AuditArgs, session: &mut Session) -> miette::Result<E
     let report = match result {
         Ok(report) => report,
         Err(error) => {
-            // Without the current index, still say what the appliance contains.
-            if !session.global.quiet && !session.global.json {
-                session.printer.stderr_line(&format!(
-                    "{} packages in `{}` (cannot compare them with the suites now):",
-                    lock.packages.len(),
-                    lock_path.display()
-                ));
-                for p in &lock.packages {
-                    session
-                        .printer
-                        .stdout_line(&format!("{}  {}", p.name, p.version));
-                }
-            }
-            return Err(error.into());
+            not_compared(&lock, &lock_path, &error, session);
+            return Ok(ExitStatus::NotCompared);
         }
     };
     if session.global.json {
@@ -66,6 +56,52 @@ pub(super) fn audit(args: &AuditArgs, session: &mut Session) -> miette::Result<E
     } else {
         ExitStatus::Success
     })
+}
+
+/// Without the current index: say so, list what the appliance contains (from its lock or
+/// the image's own manifest), and leave the verdict open (exit 3).
+fn not_compared(
+    lock: &LockFile,
+    lock_path: &Path,
+    error: &audit::AuditError,
+    session: &mut Session,
+) {
+    if session.global.json {
+        let packages: Vec<serde_json::Value> = lock
+            .packages
+            .iter()
+            .map(|p| serde_json::json!({ "name": p.name, "version": p.version }))
+            .collect();
+        let mut reason = crate::cli::error_json(error);
+        if let Some(object) = reason.as_object_mut() {
+            object.remove("event");
+            object.remove("exit_code");
+        }
+        let value = serde_json::json!({
+            "target": lock_path.display().to_string(),
+            "compared": false,
+            "reason": reason,
+            "packages": packages,
+            "exit_code": ExitStatus::NotCompared.code(),
+        });
+        session.printer.stdout_line(&value.to_string());
+        return;
+    }
+    let text = session.printer.render_diagnostic(error);
+    session.printer.stderr_line(text.trim_end());
+    if session.global.quiet {
+        return;
+    }
+    for p in &lock.packages {
+        session
+            .printer
+            .stdout_line(&format!("{}  {}", p.name, p.version));
+    }
+    session.printer.stderr_line(&format!(
+        "audit: {} packages in `{}`, not compared with the suites now (exit 3)",
+        lock.packages.len(),
+        lock_path.display()
+    ));
 }
 
 fn print_report(report: &AuditReport, session: &mut Session) {

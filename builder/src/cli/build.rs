@@ -159,6 +159,19 @@ fn print_report(report: &BuildReport, session: &mut Session) {
     for line in wrap(&format!("steps: {}", steps.join(", ")), p.width(), 7) {
         p.stderr_line(&line);
     }
+    if session.global.verbose {
+        let downloads = super::build_details::Downloads {
+            files: session.ui.downloads_finished(),
+            bytes: session.ui.downloaded_bytes(),
+        };
+        let p = &mut session.printer;
+        for (step, detail) in super::build_details::step_details(report, downloads) {
+            for line in wrap(&format!("  {step}: {detail}"), p.width(), 6) {
+                p.stderr_line(&line);
+            }
+        }
+    }
+    let p = &mut session.printer;
     p.stderr_line(&format!(
         "report: {}",
         report.output.join("build-report.json").display()

@@ -286,8 +286,11 @@ fn test_image(
     let console = std::fs::read(&console_log)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(|_| outcome.console_tail.clone());
+    let planned = super::test_counts::planned_checks(&image);
     if session.global.json {
         let mut value = serde_json::to_value(&summary).expect("the summary serialises");
+        value["not_run"] =
+            serde_json::json!(super::test_counts::not_run(summary.checks.len(), planned));
         value["image"] = serde_json::json!(target.origin.display().to_string());
         value["console_log"] = serde_json::json!(console_log.display().to_string());
         value["vmm"] = serde_json::json!(match outcome.vmm {
@@ -316,11 +319,8 @@ fn test_image(
         } else {
             session.printer.paint("31", "FAILED")
         };
-        let counted = if summary.checks.is_empty() && !summary.passed {
-            "no check ran".to_owned()
-        } else {
-            format!("{passed}/{} checks passed", summary.checks.len())
-        };
+        let counted =
+            super::test_counts::counted(passed, summary.checks.len(), planned, summary.passed);
         session.printer.stdout_line(&format!(
             "{name}: {verdict}: {counted}{ready}, VM {} after {:.1} s",
             summary.exit,

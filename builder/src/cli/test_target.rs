@@ -174,7 +174,9 @@ pub fn images_of(path: &Path) -> Result<Vec<TestImage>, TestTargetError> {
         DiskKind::Qcow2 | DiskKind::Vmdk => convert(path, path)?,
         DiskKind::Ova => {
             let (vmdk, dir) = vmdk_of_ova(path)?;
-            let (raw, _) = convert(path, &vmdk)?;
+            // The converted image's directory must live until the rename (`_` would drop
+            // it, and the file with it, at once).
+            let (raw, _converted) = convert(path, &vmdk)?;
             let moved = dir.path().join("disk.raw");
             std::fs::rename(&raw, &moved).map_err(read_err(&moved))?;
             (moved, Some(dir))

@@ -321,35 +321,16 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KernelError + '_ {
     }
 }
 
-/// The module name a file name stands for (`virtio-blk.ko.xz` -> `virtio_blk`).
-/// Whether `rel` exists under `root` as a regular file reached without any symlink. A
-/// symlink at any component is [`KernelError::NotConfined`]; absence is `Ok(false)`.
+/// Whether `rel` exists under `root` as a regular file reached without any symlink
+/// ([`crate::unpacked::confined_file`], with the kernel's error variants).
 fn confined_file(root: &Path, rel: &Path) -> Result<bool, KernelError> {
-    let mut current = root.to_path_buf();
-    let components: Vec<_> = rel.components().collect();
-    for (i, component) in components.iter().enumerate() {
-        current.push(component);
-        let meta = match fs::symlink_metadata(&current) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(source) => {
-                return Err(KernelError::Io {
-                    path: current,
-                    source,
-                });
-            }
-        };
-        let last = i + 1 == components.len();
-        let ok = if last { meta.is_file() } else { meta.is_dir() };
-        if !ok {
-            return Err(KernelError::NotConfined {
-                path: rel.to_path_buf(),
-            });
-        }
-    }
-    Ok(true)
+    crate::unpacked::confined_file(root, rel).map_err(|e| match e {
+        crate::unpacked::ConfineError::NotConfined { path } => KernelError::NotConfined { path },
+        crate::unpacked::ConfineError::Io { path, source } => KernelError::Io { path, source },
+    })
 }
 
+/// The module name a file name stands for (`virtio-blk.ko.xz` -> `virtio_blk`).
 fn module_name_of(file_name: &str) -> Option<String> {
     [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
         .iter()

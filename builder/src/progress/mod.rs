@@ -136,6 +136,7 @@ struct Download {
 struct State {
     downloads: HashMap<DownloadId, Download>,
     downloaded_bytes: u64,
+    downloads_finished: u64,
     warnings: usize,
 }
 
@@ -235,7 +236,14 @@ impl Ui {
 
     /// Download `id` is complete. Unknown ids are ignored.
     pub fn download_finished(&self, id: DownloadId) {
-        let Some(download) = self.state().downloads.remove(&id) else {
+        let Some(download) = ({
+            let mut state = self.state();
+            let removed = state.downloads.remove(&id);
+            if removed.is_some() {
+                state.downloads_finished += 1;
+            }
+            removed
+        }) else {
             return;
         };
         if !self.quiet {
@@ -268,6 +276,12 @@ impl Ui {
     /// Total bytes reported through `download_progress`.
     pub fn downloaded_bytes(&self) -> u64 {
         self.state().downloaded_bytes
+    }
+
+    /// Downloads completed so far (package files and indexes fetched, not taken from the
+    /// cache).
+    pub fn downloads_finished(&self) -> u64 {
+        self.state().downloads_finished
     }
 
     /// Number of warnings shown.

@@ -22,6 +22,7 @@ mod deploy;
 mod docs;
 mod dpkg_status;
 mod fleet;
+mod full_disk;
 mod help;
 mod image_tools;
 mod nested;

@@ -91,31 +91,87 @@ fn issue_8_audit_of_a_fresh_build_exits_0_and_reads_the_image_alone() {
     assert_eq!(json["suites"].as_array().map(Vec::len), Some(3), "{json}");
 
     // The image carries its own manifest: the same lock as the build's, read from the
-    // ESP with no cache and no network (the index itself then cannot be had: exit 2, but
-    // the contents are listed).
+    // ESP of every format with no cache and no network. The index itself then cannot be
+    // had: the contents are listed, and exit 3 says "not compared".
     let (lock, _) = audit::read_target(&AuditTarget::Image(nginx.raw.clone())).expect("manifest");
     let beside = nginx.recipe.with_extension("lock");
     let expected = LockFile::parse(&std::fs::read_to_string(&beside).unwrap(), &beside).unwrap();
     assert_eq!(lock, expected);
     let empty = dir.path().join("empty-cache");
+    let stem = nginx
+        .raw
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let formats = [
+        nginx.dir.clone(),
+        nginx.raw.clone(),
+        nginx.dir.join(format!("{stem}.qcow2")),
+        nginx.dir.join(format!("{stem}-disk1.vmdk")),
+        nginx.dir.join(format!("{stem}.ova")),
+    ];
+    for image in &formats {
+        let (lock, _) = audit::read_target(&AuditTarget::Image(image.clone()))
+            .unwrap_or_else(|e| panic!("manifest of {}: {e:?}", image.display()));
+        assert_eq!(lock, expected, "{}", image.display());
+        let output = dir
+            .jeos()
+            .arg("--offline")
+            .arg("--cache-dir")
+            .arg(&empty)
+            .arg("--mirror")
+            .arg("http://127.0.0.1:9/debian")
+            .arg("audit")
+            .arg(image)
+            .output()
+            .expect("run jeos");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stdout.lines().any(|l| l.starts_with("nginx  ")), "{stdout}");
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{}: {stderr}",
+            image.display()
+        );
+        assert!(stderr.contains("cannot load the current index"), "{stderr}");
+        assert!(
+            stderr.contains("not compared with the suites now"),
+            "{stderr}"
+        );
+    }
+    // --json: the contents and `compared: false`.
     let output = dir
         .jeos()
-        .arg("--offline")
-        .arg("--cache-dir")
+        .args(["--json", "--offline", "--cache-dir"])
         .arg(&empty)
-        .arg("--mirror")
-        .arg("http://127.0.0.1:9/debian")
         .arg("audit")
-        .arg(&nginx.dir)
+        .arg(&formats[4])
         .output()
         .expect("run jeos");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.lines().any(|l| l.starts_with("nginx  ")), "{stdout}");
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or_default();
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert_eq!(json["compared"], false, "{json}");
+    assert_eq!(json["exit_code"], 3, "{json}");
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("cannot load the current index"),
-        "{output:?}"
+        json["reason"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot load the current index")),
+        "{json}"
     );
+    assert!(
+        json["packages"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "nginx")),
+        "{json}"
+    );
+    // With the index, the OVA audits like the raw image.
+    let (code, json, stderr) = audit_json(&dir, &formats[4], &[]);
+    assert_eq!(code, Some(0), "{json} {stderr}");
+    assert_eq!(json["updates"], serde_json::json!([]), "{json}");
 }
 
 #[test]

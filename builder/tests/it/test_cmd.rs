@@ -188,6 +188,11 @@ fn failing_check_and_never_ready_exit_1() {
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("never became ready"), "{}", run.stderr);
     assert!(
+        run.stdout.contains("0/2 checks passed, 2 not run"),
+        "{}",
+        run.stdout
+    );
+    assert!(
         run.stderr.contains("nginx"),
         "names the service: {}",
         run.stderr
@@ -393,4 +398,40 @@ fn dhcp_without_a_driven_nic_is_not_ready() {
         "{}",
         run.stderr
     );
+}
+
+/// Issue #10: `jeos test` boots the `.qcow2`, the stream-optimized `.vmdk` and the `.ova`
+/// of the nginx build (each converted to a temporary raw disk; one boot per format), and
+/// none of them is modified.
+#[test]
+fn issue_10_test_boots_the_qcow2_vmdk_and_ova_of_a_build() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(Built { raw, dir, .. }) = built("nginx") else {
+        return;
+    };
+    let stem = raw
+        .file_stem()
+        .expect("stem")
+        .to_string_lossy()
+        .into_owned();
+    for file in [
+        format!("{stem}.qcow2"),
+        format!("{stem}-disk1.vmdk"),
+        format!("{stem}.ova"),
+    ] {
+        let image = dir.join(&file);
+        let before = sha256(&image);
+        let run = jeos_test(&image, &["--timeout", "150s"]);
+        eprintln!(
+            "jeos test {file}: {:.1} s wall\n{}{}",
+            run.elapsed.as_secs_f64(),
+            run.stdout,
+            run.stderr
+        );
+        assert_eq!(run.code, Some(0), "{file}:\n{}\n{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("2/2 checks passed"), "{}", run.stdout);
+        assert_eq!(sha256(&image), before, "jeos test modified {file}");
+    }
 }

@@ -562,6 +562,22 @@ impl DiskImage {
         })
     }
 
+    /// The file at `path` (absolute, `/` separators) on the EFI system partition, at most
+    /// `max_bytes` (the lock file and SBOM jeos stores there).
+    ///
+    /// # Errors
+    /// [`ImageError::Esp`], [`ImageError::NoPartition`].
+    pub fn esp_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, ImageError> {
+        let esp = self.partition_window("esp")?;
+        let len = esp.len;
+        crate::esp::read_esp_file_from(esp, &self.path, len, path, max_bytes).map_err(|source| {
+            ImageError::Esp {
+                path: self.path.clone(),
+                source: Box::new(source),
+            }
+        })
+    }
+
     /// Opens the ext4 root file system.
     ///
     /// # Errors

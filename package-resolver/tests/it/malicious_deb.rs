@@ -430,3 +430,39 @@ fn data_size_cap() {
     );
     sb.assert_canary_intact();
 }
+
+/// Issue #8: unpacking onto a full disk said "member `…` is truncated or corrupt", blaming
+/// a package that is fine.
+#[test]
+fn issue_8_unpacking_onto_a_full_disk_is_no_space_not_corrupt() {
+    let Some(full) = crate::support::SmallFs::mount(1024 * 1024) else {
+        return;
+    };
+    let payload = crate::support::noise(3 * 1024 * 1024);
+    let bytes = deb(
+        "big",
+        "1.0",
+        &[],
+        &[
+            RawEntry::dir("./"),
+            RawEntry::dir("./usr/"),
+            RawEntry::file("./usr/big", &payload, 0o644),
+        ],
+    );
+    let debs = tempfile::tempdir().unwrap();
+    let path = debs.path().join("big.deb");
+    std::fs::write(&path, bytes).unwrap();
+    let mut staging = Staging::new(&full.path().join("root")).unwrap();
+    let err = staging
+        .unpack_deb(&path, &UnpackOptions::default())
+        .map(|_| ())
+        .unwrap_err();
+    let inner = err.innermost();
+    assert!(matches!(inner, DebError::NoSpace { .. }), "{err:?}");
+    assert!(
+        inner
+            .to_string()
+            .starts_with("no space left on the device holding `"),
+        "{inner}"
+    );
+}

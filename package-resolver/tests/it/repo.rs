@@ -726,3 +726,58 @@ fn err_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Issue #8: a download into a cache on a full disk names the full disk.
+#[test]
+fn issue_8_downloading_into_a_full_cache_is_no_space() {
+    let f = Fixture::new();
+    let Some(full) = crate::support::SmallFs::mount(1024 * 1024) else {
+        return;
+    };
+    let blob = crate::support::noise(3 * 1024 * 1024);
+    let item = FetchItem {
+        name: "big".to_owned(),
+        filename: "pool/main/b/big/big_1.0_amd64.deb".to_owned(),
+        size: blob.len() as u64,
+        sha256: sha256_hex(&blob),
+    };
+    f.server.put(&format!("/debian/{}", item.filename), blob);
+    let cache = Cache::open(&full.path().join("cache")).unwrap();
+    let repo = Repository::new(
+        &f.server.url("/debian/"),
+        Keyring::from_file(&f.keyring).unwrap(),
+        Arc::new(RecordingReporter::new()),
+    )
+    .with_client_config(ClientConfig {
+        attempts: 1,
+        proxy_from_env: false,
+        ..ClientConfig::default()
+    })
+    .with_cache(Cache::open(&full.path().join("cache")).unwrap());
+    let err = fetch_all(
+        &repo,
+        &cache,
+        std::slice::from_ref(&item),
+        FetchOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FetchError::Download {
+                source: ClientError::NoSpace { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err_chain(&err);
+    assert!(
+        text.contains("no space left on the device holding"),
+        "{text}"
+    );
+    assert!(
+        tree(&full.path().join("cache/tmp")).is_empty(),
+        "no partial file left"
+    );
+}

@@ -406,3 +406,56 @@ pub fn tree(dir: &std::path::Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A tmpfs of `bytes` on a fresh directory (needs root), unmounted on drop: a full disk
+/// for the "no space left" drills. `None` (after saying SKIPPED) when it cannot be
+/// mounted; under `CI=true` that fails the test instead.
+pub struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    pub fn mount(bytes: u64) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "jeos-full"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "cannot mount a small tmpfs (needs root)"
+            );
+            eprintln!("SKIPPED: cannot mount a small tmpfs (needs root)");
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// `len` bytes that no file system stores sparsely or compresses.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
