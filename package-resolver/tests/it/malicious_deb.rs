@@ -452,7 +452,7 @@ fn issue_8_unpacking_onto_a_full_disk_is_no_space_not_corrupt() {
     let debs = tempfile::tempdir().unwrap();
     let path = debs.path().join("big.deb");
     std::fs::write(&path, bytes).unwrap();
-    let mut staging = Staging::new(&full.path().join("root")).unwrap();
+    let mut staging = UnpackDir::new(&full.path().join("root")).unwrap();
     let err = staging
         .unpack_deb(&path, &UnpackOptions::default())
         .map(|_| ())
