@@ -75,8 +75,14 @@ fn control_fields(control: &str) -> Vec<(String, String)> {
             }
             continue;
         }
-        if let Some((name, _)) = line.split_once(':') {
-            fields.push((name.trim().to_owned(), line.to_owned()));
+        // deb822 field names are printable ASCII without spaces or `:`; a line with
+        // another "name" would make dpkg reject the status file: dropped (fuzzing).
+        if let Some((name, _)) = line.split_once(':')
+            && !name.is_empty()
+            && !name.starts_with(['#', '-'])
+            && name.bytes().all(|b| b.is_ascii_graphic())
+        {
+            fields.push((name.to_owned(), line.to_owned()));
         }
     }
     // A field given twice would make the whole status file unreadable to dpkg ("duplicate
@@ -379,7 +385,9 @@ mod tests {
     #[test]
     fn duplicate_control_fields_are_written_once() {
         let package = DpkgPackage {
-            control: "Package: x1\nVersion: 1\nSection: a\nDescription: d\nSection: b\n".into(),
+            control:
+                "Package: x1\nVersion: 1\nSection: a\nDescription: d\nSection: b\nBad name <x: y\n"
+                    .into(),
             ..DpkgPackage::default()
         };
         let status = render_status(&[package]).unwrap();
