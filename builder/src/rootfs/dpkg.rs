@@ -75,10 +75,20 @@ fn control_fields(control: &str) -> Vec<(String, String)> {
             }
             continue;
         }
-        if let Some((name, _)) = line.split_once(':') {
-            fields.push((name.trim().to_owned(), line.to_owned()));
+        // deb822 field names are printable ASCII without spaces or `:`; a line with
+        // another "name" would make dpkg reject the status file: dropped (fuzzing).
+        if let Some((name, _)) = line.split_once(':')
+            && !name.is_empty()
+            && !name.starts_with(['#', '-'])
+            && name.bytes().all(|b| b.is_ascii_graphic())
+        {
+            fields.push((name.to_owned(), line.to_owned()));
         }
     }
+    // A field given twice would make the whole status file unreadable to dpkg ("duplicate
+    // value for field"): keep the first, as `field_value` reads it (found by fuzzing).
+    let mut seen = std::collections::HashSet::new();
+    fields.retain(|(name, _)| seen.insert(name.to_ascii_lowercase()));
     fields
 }
 
@@ -369,6 +379,21 @@ mod tests {
             "Conffiles:\n /etc/nginx/nginx.conf 0123456789abcdef0123456789abcdef\nDescription: small"
         ));
         assert!(status.ends_with(" .\n More text.\n"), "{status}");
+    }
+
+    /// Found by the `dpkg_control` fuzz target: duplicate fields went into the status file.
+    #[test]
+    fn duplicate_control_fields_are_written_once() {
+        let package = DpkgPackage {
+            control:
+                "Package: x1\nVersion: 1\nSection: a\nDescription: d\nSection: b\nBad name <x: y\n"
+                    .into(),
+            ..DpkgPackage::default()
+        };
+        let status = render_status(&[package]).unwrap();
+        assert_eq!(status.matches("Section:").count(), 1, "{status}");
+        assert!(status.contains("Section: a\n"), "{status}");
+        assert!(package_resolver::deb822::parse(&status).is_ok(), "{status}");
     }
 
     #[test]
