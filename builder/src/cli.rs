@@ -20,6 +20,7 @@ mod build;
 mod build_details;
 mod cache;
 mod check;
+mod check_exec;
 mod diff;
 mod docs;
 mod image;

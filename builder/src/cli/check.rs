@@ -1,6 +1,7 @@
 //! `jeos check`: a linter. Every syntax, unknown-key, type and semantic problem of every
 //! recipe at once, each with its span, plus warnings (checks on ports that no service's
-//! readiness probe names).
+//! readiness probe names). With the suite's index it also resolves the packages, and with
+//! their `.deb`s it finds every service and task program in the closure (`check_exec`).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use clap::Args;
 
 use package_resolver::solver::SolveError;
 
+use super::check_exec::{self, ExecCheck};
 use super::{ExitStatus, Session, plural};
 use crate::recipe::{self, Recipe, RecipeError, RecipeErrorKind, RecipeErrors, raw};
 use crate::resolve::{self, LockMode, ResolveOptions};
@@ -18,8 +20,9 @@ pub struct CheckArgs {
     /// Recipe files to validate.
     #[arg(required = true, value_name = "RECIPE")]
     pub recipes: Vec<PathBuf>,
-    /// Also resolve the packages when the suite's index is not cached (fetches it).
-    /// With a cached index they are always resolved.
+    /// Also resolve the packages when the suite's index is not cached (fetches it), and
+    /// download the closure's packages that are not cached, to find every service and task
+    /// program in them. With a cached index (and packages) this happens anyway.
     #[arg(long)]
     pub online: bool,
 }
@@ -46,11 +49,15 @@ fn check_one(path: &Path, options: Option<&ResolveOptions>) -> Outcome {
         .unwrap_or(Path::new("."));
     match recipe::parse_str(&name, &text, Some(base)) {
         Ok(parsed) => {
-            let problems = options
+            let (notes, problems): (Vec<_>, Vec<_>) = options
                 .map(|o| package_problems(&parsed, &name, &text, o))
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .into_iter()
+                .partition(|p| p.warning);
             if problems.is_empty() {
-                Outcome::Valid(recipe::warnings(&name, &text))
+                let mut warnings = recipe::warnings(&name, &text);
+                warnings.extend(notes);
+                Outcome::Valid(warnings)
             } else {
                 Outcome::Invalid(RecipeErrors {
                     name,
@@ -81,7 +88,16 @@ fn package_problems(
         return Vec::new();
     };
     let error = match package_resolver::solver::solve(&index, &resolve::solve_request(parsed)) {
-        Ok(_) => return Vec::new(),
+        Ok(resolution) => {
+            return match check_exec::exec_problems(parsed, name, text, &resolution, &repos, options)
+            {
+                ExecCheck::Missing(errors) => errors,
+                // Without `--online` the programs are looked up only when the packages are
+                // cached (after a build); said only when asked to go online.
+                ExecCheck::NotChecked(warnings) if !options.offline => warnings,
+                ExecCheck::NotChecked(_) | ExecCheck::Found => Vec::new(),
+            };
+        }
         Err(error) => error,
     };
     let Ok(file) = toml::from_str::<raw::RecipeFile>(text) else {

@@ -120,6 +120,21 @@ pub enum RecipeErrorKind {
         /// Close names from the index.
         suggestions: Vec<String>,
     },
+    /// A service's or task's program that no package of the closure ships (`jeos check`
+    /// with an index).
+    #[error("no package of the closure provides `{program}`")]
+    MissingProgram {
+        /// The program (`exec[0]`).
+        program: String,
+        /// `service` or `task`.
+        what: &'static str,
+    },
+    /// The programs could not be checked against the closure (a warning): why.
+    #[error("the service and task programs were not checked: {why}")]
+    ProgramsNotChecked {
+        /// Why (e.g. the packages are not in the cache).
+        why: String,
+    },
     /// The requested packages cannot be installed together.
     #[error("the packages cannot be resolved: {message}")]
     Unresolvable {
@@ -200,6 +215,10 @@ impl RecipeErrorKind {
             Self::DependencyCycle { .. } => "this service is part of the cycle".into(),
             Self::UnprobedPort { .. } => "no service is known to listen here".into(),
             Self::UnknownPackage { .. } => "not in the package index".into(),
+            Self::MissingProgram { what, .. } => {
+                format!("this {what}'s program is not in the image")
+            }
+            Self::ProgramsNotChecked { .. } => "not checked".into(),
             Self::Unresolvable { .. } => "resolving these fails".into(),
             Self::ExactlyOne { found: 0, .. } => "none given".into(),
             Self::ExactlyOne { found, .. } => format!("{found} given"),
@@ -276,6 +295,17 @@ impl RecipeErrorKind {
             }),
             Self::Unresolvable { .. } => Some(
                 "`jeos resolve --why PACKAGE RECIPE` shows why a package is needed; `exclude` drops one".into(),
+            ),
+            Self::ProgramsNotChecked { .. } => Some(
+                "`jeos check --online` downloads the packages (or build once: the cache then has them)".into(),
+            ),
+            Self::MissingProgram { program, .. } => Some(
+                match crate::rootfs::executables::provided_by(program) {
+                    Some(package) => format!(
+                        "`{package}` ships it: add it to `[packages] install`, or install the file with a `[[file]]`"
+                    ),
+                    None => "add the package that ships it to `[packages] install` (`apt-file search` names it), check the path, or install the file with a `[[file]]`".into(),
+                },
             ),
             Self::UnprobedPort { port, .. } => Some(format!(
                 "add `ready = {{ tcp = {port} }}` to the service that listens on it, so `jeos test` waits for it"

@@ -488,14 +488,18 @@ fn issue_10_check_on_a_port_no_service_names() {
             "\n[[service]]\nname = \"web\"\nexec = [\"/usr/bin/web\"]\nready = { tcp = 80 }\n\n[[test.check]]\nname = \"page\"\nhttp = { port = 80 }\n\n[[test.check]]\nname = \"admin page\"\nhttp = { port = 8080, path = \"/admin\" }\n",
         ),
     );
+    // No index in this cache: the programs are not looked up (another test does that).
     let out = jeos_snapshot!(
         "check_issue_10_port_warning",
         dir.filters(),
-        dir.jeos().args(["check", "port.toml"])
+        dir.jeos()
+            .env("XDG_CACHE_HOME", dir.path().join("xdg"))
+            .args(["check", "port.toml"])
     );
     assert_eq!(out.status.code(), Some(0));
     let out = dir
         .jeos()
+        .env("XDG_CACHE_HOME", dir.path().join("xdg"))
         .args(["check", "--json", "port.toml"])
         .output()
         .expect("run");
@@ -537,4 +541,68 @@ fn issue_10_unknown_package_with_an_index() {
         stderr.contains("pkg.toml:9:"),
         "no span on the install entry: {stderr}"
     );
+}
+
+/// Issue #10: with the index, `jeos check` finds every service and task program in the
+/// closure (merged `/usr`, symlinks and alternatives followed) and points at the `exec` of
+/// one that no package ships (`--online` fetches the packages that are not cached).
+#[test]
+fn issue_10_programs_must_be_in_the_closure() {
+    if crate::resolve::reachable_mirror("trixie").is_none() {
+        crate::docs::skip_or_fail("the Debian mirror is unreachable");
+        return;
+    }
+    let dir = TestDir::new();
+    let services = r#"
+[[service]]
+name = "hello"
+exec = ["/usr/bin/hello"]
+
+[[service]]
+name = "web"
+exec = ["/usr/sbin/nginx", "-g", "daemon off;"]
+
+[[task]]
+name = "greet"
+exec = ["/bin/hello", "--greeting", "hi"]
+"#;
+    dir.create("prog.toml", &recipe(services));
+    let run = |args: &[&str]| {
+        let out = dir
+            .jeos()
+            .arg("--cache-dir")
+            .arg(crate::resolve::shared_cache())
+            .args(args)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["check", "--online", "prog.toml"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no package of the closure provides `/usr/sbin/nginx`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("prog.toml:17:"),
+        "no span on exec: {stderr}"
+    );
+    assert!(
+        !stderr.contains("/usr/bin/hello`"),
+        "hello is shipped: {stderr}"
+    );
+    assert!(
+        !stderr.contains("/bin/sh`"),
+        "/bin/sh is dash's (merged /usr): {stderr}"
+    );
+    // With the program the closure ships, the recipe is valid.
+    dir.create(
+        "ok.toml",
+        &recipe(&services.replace("/usr/sbin/nginx", "/usr/bin/hello")),
+    );
+    let (code, stderr) = run(&["check", "--online", "ok.toml"]);
+    assert_eq!(code, Some(0), "{stderr}");
 }
