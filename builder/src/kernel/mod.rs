@@ -1080,13 +1080,18 @@ mod tests {
         ));
     }
 
-    /// Dev-time measurement on a real unpacked kernel package (`dpkg-deb -x` of
-    /// `linux-image-<version>-cloud-amd64` into `$JEOS_KERNEL_PACKAGE_DIR`).
+    /// The module closure of a real unpacked kernel package: Debian's cloud kernel, which
+    /// `scripts/test-inputs` extracts into `$JEOS_TEST_KERNEL_DIR` (the test command sets
+    /// it; under `CI=true` its absence fails the test).
     #[test]
     #[expect(clippy::print_stderr, reason = "reports the measurement or the skip")]
     fn real_kernel_package_closure() {
-        let Some(dir) = std::env::var_os("JEOS_KERNEL_PACKAGE_DIR") else {
-            eprintln!("SKIPPED: set JEOS_KERNEL_PACKAGE_DIR to an unpacked linux-image package");
+        let Some(dir) = std::env::var_os("JEOS_TEST_KERNEL_DIR") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "JEOS_TEST_KERNEL_DIR is not set (scripts/test sets it from scripts/test-inputs)"
+            );
+            eprintln!("SKIPPED: set JEOS_TEST_KERNEL_DIR to an unpacked linux-image package");
             return;
         };
         let pkg = KernelPackage::open(Path::new(&dir), None).unwrap();
@@ -1114,5 +1119,21 @@ mod tests {
         eprintln!("builtin: {:?}", plan.builtin);
         eprintln!("missing: {:?}", plan.missing);
         assert!(!plan.modules.is_empty() || !plan.builtin.is_empty());
+        for wanted in ["virtio_blk", "virtio_net", "ext4"] {
+            assert!(
+                plan.modules.iter().any(|m| m.name == wanted)
+                    || plan.builtin.iter().any(|b| b == wanted),
+                "{wanted} is neither a module of the closure nor built in"
+            );
+        }
+        // No module is loaded twice.
+        let names: Vec<&str> = plan.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names.len(),
+            names
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        );
     }
 }
