@@ -37,3 +37,17 @@ pub mod unpacked;
 
 /// The static guest-init binary (the appliance's PID 1), built by `build.rs`.
 pub static GUEST_INIT: &[u8] = include_bytes!(env!("JEOS_GUEST_INIT"));
+
+/// Seeds for the fuzz targets, written by the unit tests whose inputs they are.
+#[cfg(test)]
+mod fuzz_seed {
+    /// Writes a seed input for fuzz target `target` (`fuzz/corpus/<target>/`, ignored by
+    /// git): the fuzz crate's corpora come from these unit-test inputs.
+    pub fn write_seed(target: &str, name: &str, bytes: &[u8]) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}

@@ -313,16 +313,7 @@ pub fn render_spdx(input: &SbomInput<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Writes a seed input for fuzz target `target` (`fuzz/corpus/<target>/`, ignored by
-    /// git): the fuzz crate's corpora come from these unit-test inputs.
-    fn write_seed(target: &str, name: &str, bytes: &[u8]) {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    use crate::fuzz_seed::write_seed;
 
     #[test]
     fn dep5_licences_become_one_spdx_expression() {

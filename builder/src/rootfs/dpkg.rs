@@ -322,16 +322,7 @@ pub fn hash_conffiles(staging: &Staging, packages: &mut [DpkgPackage]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Writes a seed input for fuzz target `target` (`fuzz/corpus/<target>/`, ignored by
-    /// git): the fuzz crate's corpora come from these unit-test inputs.
-    fn write_seed(target: &str, name: &str, bytes: &[u8]) {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    use crate::fuzz_seed::write_seed;
 
     const NGINX: &str = "Package: nginx\nVersion: 1.26.3-3+deb13u1\nArchitecture: amd64\nMaintainer: Debian Nginx Maintainers <x@example.org>\nInstalled-Size: 1234\nDepends: libc6 (>= 2.34), libssl3t64 (>= 3.0.0)\nSection: httpd\nPriority: optional\nDescription: small, powerful, scalable web/proxy server\n Nginx (\"engine X\") is a high-performance web and reverse proxy server.\n .\n More text.\n";
 
