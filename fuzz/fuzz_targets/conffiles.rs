@@ -1,5 +1,5 @@
 //! The `conffiles` member of untrusted packages: every path kept is absolute and a single
-//! line, whatever the input. Seeds (`fuzz/seeds/conffiles/`): the unit-test inputs.
+//! line, whatever the input. Seeds (`fuzz/corpus/conffiles/`): the unit-test inputs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

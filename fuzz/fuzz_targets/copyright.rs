@@ -1,6 +1,6 @@
 //! DEP-5 (machine-readable) copyright files from untrusted packages, turned into SPDX
 //! licence expressions for the SBOM: never a panic, and the result is never empty text.
-//! Seeds (`fuzz/seeds/copyright/`): the unit-test inputs of `builder::sbom`.
+//! Seeds (`fuzz/corpus/copyright/`): the unit-test inputs of `builder::sbom`.
 #![no_main]
 
 use builder::sbom::licenses_from_copyright;

@@ -3,7 +3,7 @@
 //! panic, and every status it renders must parse back as deb822 paragraphs naming each
 //! package once.
 //! Input: `control` text, then optionally `\0` and `conffiles` text, `\0` and `md5sums`.
-//! Seeds (`fuzz/seeds/dpkg_control/`): the unit-test inputs of `rootfs::dpkg`.
+//! Seeds (`fuzz/corpus/dpkg_control/`): the unit-test inputs of `rootfs::dpkg`.
 #![no_main]
 
 use builder::rootfs::dpkg::{DpkgPackage, plan_dpkg, render_status};
