@@ -75,6 +75,28 @@ pub(crate) fn check_range(offset: u64, len: usize, size: u64) -> io::Result<()> 
     }
 }
 
+/// Fills `buf` (the bytes at `offset`) block by block for sparse formats whose data comes
+/// in fixed-size blocks (qcow2 clusters, VMDK grains): `fill(index, within, out)` writes
+/// the part `out` of block `index` starting `within` bytes into it.
+pub(crate) fn read_by_blocks(
+    buf: &mut [u8],
+    offset: u64,
+    block_bytes: u64,
+    mut fill: impl FnMut(u64, usize, &mut [u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let block =
+        usize::try_from(block_bytes).map_err(|_| invalid_data(offset, "block too large"))?;
+    let mut done = 0usize;
+    while done < buf.len() {
+        let position = offset + done as u64;
+        let within = usize::try_from(position % block_bytes).expect("below a block");
+        let n = (buf.len() - done).min(block - within);
+        fill(position / block_bytes, within, &mut buf[done..done + n])?;
+        done += n;
+    }
+    Ok(())
+}
+
 /// A window `start..start+len` of a file.
 #[derive(Debug)]
 pub struct FileSource {

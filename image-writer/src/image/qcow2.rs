@@ -203,22 +203,15 @@ impl ByteSource for Qcow2Source {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(offset, buf.len(), self.size)?;
         let cluster = self.cluster_bytes();
-        let mut done = 0usize;
-        while done < buf.len() {
-            let position = offset + done as u64;
-            let index = position / cluster;
-            let within = usize::try_from(position % cluster).expect("below a cluster");
-            let n = (buf.len() - done).min(usize::try_from(cluster).expect("small") - within);
-            let out = &mut buf[done..done + n];
+        super::read_by_blocks(buf, offset, cluster, |index, within, out| {
             if self.load_cluster(index)? {
                 let (_, data) = self.cluster_cache.as_ref().expect("loaded");
-                out.copy_from_slice(&data[within..within + n]);
+                out.copy_from_slice(&data[within..within + out.len()]);
             } else {
                 out.fill(0);
             }
-            done += n;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

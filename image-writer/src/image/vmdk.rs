@@ -164,23 +164,15 @@ impl ByteSource for VmdkSource {
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(offset, buf.len(), self.capacity_bytes)?;
-        let grain = usize::try_from(GRAIN_BYTES).expect("64 KiB");
-        let mut done = 0usize;
-        while done < buf.len() {
-            let position = offset + done as u64;
-            let index = position / GRAIN_BYTES;
-            let within = usize::try_from(position % GRAIN_BYTES).expect("below a grain");
-            let n = (buf.len() - done).min(grain - within);
-            let out = &mut buf[done..done + n];
+        super::read_by_blocks(buf, offset, GRAIN_BYTES, |index, within, out| {
             if self.load_grain(index)? {
                 let (_, data) = self.grain_cache.as_ref().expect("loaded");
-                out.copy_from_slice(&data[within..within + n]);
+                out.copy_from_slice(&data[within..within + out.len()]);
             } else {
                 out.fill(0);
             }
-            done += n;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
