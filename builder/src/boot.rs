@@ -12,6 +12,8 @@ use guest_init::protocol::{CheckStatus, Event};
 use image_writer::esp::{EspError, read_boot_files};
 use test_vm::{ExitReason, RunConfig, RunOutcome};
 
+use crate::recipe::CheckFrom;
+
 /// Defaults of `jeos test` / `jeos run`.
 pub const DEFAULT_MEMORY_MIB: u64 = 512;
 /// Default vCPUs.
@@ -179,6 +181,8 @@ pub struct CheckResult {
     pub ms: u64,
     /// What it saw or why it failed.
     pub detail: String,
+    /// Run by guest-init in the guest, or by `jeos test` on the host (`from = "host"`).
+    pub from: CheckFrom,
 }
 
 /// The boot phases the `ready` event reported (milliseconds since the kernel started), and
@@ -274,6 +278,7 @@ pub fn summarize(name: &str, outcome: &RunOutcome) -> TestSummary {
                 passed: *status == CheckStatus::Pass,
                 ms: *ms,
                 detail: detail.clone(),
+                from: CheckFrom::Guest,
             }),
             Event::Done { .. } => done = true,
             Event::Error { detail } => error = Some(detail.clone()),
@@ -300,8 +305,8 @@ pub fn summarize(name: &str, outcome: &RunOutcome) -> TestSummary {
                 "the checks did not finish: timed out after {:.0} s",
                 outcome.duration.as_secs_f64()
             )),
-            ExitReason::PowerOff | ExitReason::Reset if done => None,
-            ExitReason::PowerOff | ExitReason::Reset => Some(format!(
+            exit if exit.is_clean() && done => None,
+            exit if exit.is_clean() => Some(format!(
                 "the VM stopped ({}) before the checks finished",
                 outcome.exit
             )),
@@ -322,6 +327,20 @@ pub fn summarize(name: &str, outcome: &RunOutcome) -> TestSummary {
     }
 }
 
+/// Adds the host checks' results after the guest's; any failure fails the run (pure).
+pub fn add_host_checks(summary: &mut TestSummary, results: Vec<CheckResult>) {
+    summary.passed &= results.iter().all(|c| c.passed);
+    summary.checks.extend(results);
+}
+
+/// A check's name as the table and JUnit show it: host checks carry ` (host)`.
+fn shown_name(check: &CheckResult) -> String {
+    match check.from {
+        CheckFrom::Guest => check.name.clone(),
+        CheckFrom::Host => format!("{} (host)", check.name),
+    }
+}
+
 /// The last `n` non-empty console lines (pure).
 #[must_use]
 pub fn console_tail(console: &str, n: usize) -> Vec<String> {
@@ -339,7 +358,7 @@ pub fn render_table(summary: &TestSummary) -> String {
     let name_w = summary
         .checks
         .iter()
-        .map(|c| c.name.chars().count())
+        .map(|c| shown_name(c).chars().count())
         .chain(std::iter::once("check".len()))
         .max()
         .unwrap_or(5);
@@ -350,7 +369,7 @@ pub fn render_table(summary: &TestSummary) -> String {
     for c in &summary.checks {
         out.push_str(&format!(
             "{:<name_w$}  {:<6}  {:>7}  {}\n",
-            c.name,
+            shown_name(c),
             if c.passed { "pass" } else { "FAIL" },
             c.ms,
             shorten_detail(&c.detail, 60)
@@ -407,7 +426,7 @@ pub fn render_junit(summary: &TestSummary) -> String {
     }
     for c in &summary.checks {
         tests += 1;
-        let name = xml_escape(&c.name);
+        let name = xml_escape(&shown_name(c));
         let time = c.ms as f64 / 1000.0;
         if c.passed {
             cases.push_str(&format!(
@@ -498,6 +517,45 @@ mod tests {
         assert!(junit.contains("tests=\"1\" failures=\"0\""), "{junit}");
         assert!(junit.contains("name=\"serves the page\""));
         assert!(render_table(&s).contains("serves the page  pass"));
+    }
+
+    #[test]
+    fn host_checks_are_marked_and_a_failing_one_fails_the_run() {
+        let mut s = summarize(
+            "nginx",
+            &outcome(
+                ExitReason::PowerOff,
+                vec![
+                    check("serves the page", true, "200"),
+                    Event::Done {
+                        passed: 1,
+                        failed: 0,
+                    },
+                ],
+            ),
+        );
+        assert!(s.passed);
+        let host = |passed: bool| CheckResult {
+            name: "from outside".into(),
+            passed,
+            ms: 3,
+            detail:
+                "from the host (127.0.0.1:4000 → guest port 80): expected status 200, got 404: x"
+                    .into(),
+            from: CheckFrom::Host,
+        };
+        let mut ok = s.clone();
+        add_host_checks(&mut ok, vec![host(true)]);
+        assert!(ok.passed);
+        add_host_checks(&mut s, vec![host(false)]);
+        assert!(!s.passed);
+        assert!(render_table(&s).contains("from outside (host)  FAIL"));
+        let junit = render_junit(&s);
+        assert!(junit.contains("tests=\"2\" failures=\"1\""), "{junit}");
+        assert!(junit.contains("name=\"from outside (host)\""), "{junit}");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["checks"][0]["from"], "guest");
+        assert_eq!(json["checks"][1]["from"], "host");
     }
 
     #[test]

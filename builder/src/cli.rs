@@ -33,6 +33,7 @@ mod test_counts;
 mod test_target;
 
 pub use resolve::why_from_lock;
+pub use run_embedded::press_power_button;
 
 const EXIT_CODES: &str = "\
 Examples:

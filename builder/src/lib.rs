@@ -17,7 +17,9 @@
 pub mod audit;
 pub mod boot;
 pub mod cli;
+pub mod convertible;
 pub mod deploy;
+pub mod host_check;
 pub mod init_tasks;
 pub mod kernel;
 pub mod loader_files;

@@ -1,15 +1,17 @@
-//! The boot-loader files (SYSLINUX for BIOS, systemd-boot for UEFI), read out of the
-//! unpacked `syslinux`, `syslinux-common` and `systemd-boot-efi` tree without following
+//! The boot-loader files (SYSLINUX for BIOS, systemd-boot for UEFI; GRUB for the UEFI
+//! boot of a `[disk] convertible` image), read out of the unpacked `syslinux`,
+//! `syslinux-common`, `systemd-boot-efi` (and `grub-efi-amd64-bin`) tree without following
 //! links out of it: a signed package whose loader is a symlink (absolute or `../..`) would
 //! otherwise copy a file of the build host onto the image's ESP. The same confinement as
 //! the kernel's ([`crate::unpacked::confined_file`]).
 
 use std::path::{Path, PathBuf};
 
-use image_writer::BootloaderFiles;
 use image_writer::bootloader::{
-    GPTMBR_PATH, LDLINUX_C32_PATH, SYSLINUX_INSTALLER_PATH, SYSTEMD_BOOT_PATH,
+    GPTMBR_PATH, GRUB_EFI_PATH, GRUB_LEGACY_MODULES, GRUB_MODULES_DIR, LDLINUX_C32_PATH,
+    SYSLINUX_INSTALLER_PATH, SYSTEMD_BOOT_PATH,
 };
+use image_writer::{BootloaderFiles, GrubLegacyBoot};
 
 use crate::unpacked::{ConfineError, confined_file};
 
@@ -58,6 +60,59 @@ pub enum LoaderFilesError {
     },
 }
 
+/// The package of GRUB's modules for a `[disk] convertible` image.
+pub const GRUB_PACKAGE: &str = "grub-efi-amd64-bin";
+/// The package of GRUB's monolithic EFI image (trixie on; `grub-efi-amd64-bin` before).
+pub const GRUB_EFI_PACKAGE: &str = "grub-efi-amd64-unsigned";
+
+/// Reads `rel` of `package` from `root`, refusing links out of it.
+fn read_confined(
+    root: &Path,
+    rel: &str,
+    package: &'static str,
+) -> Result<Vec<u8>, LoaderFilesError> {
+    let io = |path: PathBuf, source| LoaderFilesError::Io {
+        package,
+        path,
+        source,
+    };
+    match confined_file(root, Path::new(rel)) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(LoaderFilesError::Missing {
+                package,
+                path: rel.into(),
+            });
+        }
+        Err(ConfineError::NotConfined { path }) => {
+            return Err(LoaderFilesError::NotConfined { package, path });
+        }
+        Err(ConfineError::Io { path, source }) => return Err(io(path, source)),
+    }
+    let path = root.join(rel);
+    std::fs::read(&path).map_err(|source| io(path, source))
+}
+
+/// Reads GRUB's monolithic EFI image and the [`GRUB_LEGACY_MODULES`] from `root`, the
+/// unpacked boot-loader packages, for a disk whose GRUB boots `kernel_path`.
+///
+/// # Errors
+/// [`LoaderFilesError`] naming `grub-efi-amd64-unsigned` or `grub-efi-amd64-bin` when a
+/// file is missing, a symlink, or unreadable.
+pub fn read_grub_files(root: &Path, kernel_path: &str) -> Result<GrubLegacyBoot, LoaderFilesError> {
+    let efi = read_confined(root, GRUB_EFI_PATH, GRUB_EFI_PACKAGE)?;
+    let mut modules = Vec::new();
+    for name in GRUB_LEGACY_MODULES {
+        let rel = format!("{GRUB_MODULES_DIR}/{name}.mod");
+        modules.push((name.to_owned(), read_confined(root, &rel, GRUB_PACKAGE)?));
+    }
+    Ok(GrubLegacyBoot {
+        efi,
+        modules,
+        kernel_path: kernel_path.to_owned(),
+    })
+}
+
 /// Reads the four loader files from `root`, the unpacked boot-loader packages.
 ///
 /// # Errors
@@ -66,26 +121,7 @@ pub enum LoaderFilesError {
 pub fn read_loader_files(root: &Path) -> Result<BootloaderFiles, LoaderFilesError> {
     let read = |index: usize| -> Result<Vec<u8>, LoaderFilesError> {
         let (rel, package) = LOADER_FILES[index];
-        let io = |path: PathBuf, source| LoaderFilesError::Io {
-            package,
-            path,
-            source,
-        };
-        match confined_file(root, Path::new(rel)) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(LoaderFilesError::Missing {
-                    package,
-                    path: rel.into(),
-                });
-            }
-            Err(ConfineError::NotConfined { path }) => {
-                return Err(LoaderFilesError::NotConfined { package, path });
-            }
-            Err(ConfineError::Io { path, source }) => return Err(io(path, source)),
-        }
-        let path = root.join(rel);
-        std::fs::read(&path).map_err(|source| io(path, source))
+        read_confined(root, rel, package)
     };
     Ok(BootloaderFiles {
         syslinux_installer: read(0)?,

@@ -15,7 +15,12 @@ use clap::Parser;
 fn main() -> ExitCode {
     // An interrupted build removes its hidden work directory before the process ends, so
     // nothing partial is left in the output directory.
+    // `jeos run --vmm embedded`: the first signal presses the VM's ACPI power button
+    // instead (a clean guest shutdown; the run then ends by itself).
     let _ = ctrlc::set_handler(|| {
+        if cli::press_power_button() {
+            return;
+        }
         builder::pipeline::remove_active_work_dirs();
         #[allow(
             clippy::exit,
@@ -26,7 +31,13 @@ fn main() -> ExitCode {
     let args = Cli::parse();
     let verbose = args.global.verbose;
     let mut session = Session::from_env(args.global);
-    let status = match cli::run(args.command, &mut session) {
+    let result = cli::run(args.command, &mut session);
+    while builder::pipeline::interrupted() {
+        // The signal handler is removing the build's work directory and ends the process
+        // with 130; an error from the build losing that directory is not this run's end.
+        std::thread::park();
+    }
+    let status = match result {
         Ok(status) => status,
         Err(report) => {
             if session.global.json {

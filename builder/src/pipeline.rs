@@ -291,16 +291,13 @@ impl<'a> BuildContext<'a> {
     ) -> Result<Self, BuildError> {
         fs::create_dir_all(&options.out_dir).map_err(io_err("create", &options.out_dir))?;
         remove_stale_work_dirs(&options.out_dir);
-        let work = tempfile::Builder::new()
-            .prefix(".jeos-build-")
-            .tempdir_in(&options.out_dir)
+        let (work, active) = ActiveWorkDir::create_in(&options.out_dir)
             .map_err(io_err("create a work directory in", &options.out_dir))?;
-        let active = ActiveWorkDir::register(work.path());
         let cache = resolve::open_cache(&options.resolve.cache_dir)?;
         // Killed builds leave temp downloads and half-unpacked trees: reclaim them.
         let _ = cache.reclaim_leftovers(Duration::from_secs(3600));
         let stage = work.path().join("out");
-        fs::create_dir_all(&stage).map_err(io_err("create", &stage))?;
+        create_work_subdir(&stage)?;
         Ok(Self {
             recipe,
             recipe_path,
@@ -398,6 +395,9 @@ pub fn build(
     })?;
     let kernel = ctx.step("build_initramfs", |c| {
         crate::stepcache::cached_initramfs(c, &plan, &kernel_dir, build_initramfs)
+    })?;
+    ctx.step_if(recipe.disk.convertible, "install_kernel", |_| {
+        crate::convertible::install_kernel(&plan, &lock, &debs, &kernel_dir, &kernel, &mut staging)
     })?;
     let esp_extra = ctx.step("write_sbom", |c| {
         write_sbom(c, &plan, &lock, &staging, &kernel.version)
@@ -526,12 +526,46 @@ static ACTIVE_WORK_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(
 /// Removes the work directories of this process's running builds. The binary calls it
 /// from its SIGINT/SIGTERM handler, so an interrupted build leaves nothing in `-o DIR`.
 pub fn remove_active_work_dirs() {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
     let dirs = ACTIVE_WORK_DIRS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    for dir in dirs {
-        let _ = fs::remove_dir_all(dir);
+    // The build's threads keep running while this runs: a pass can fail on a directory
+    // that just gained a file, and a thread that creates a directory with its parents
+    // brings a removed one back. Remove until every directory has stayed gone for 50 ms
+    // (at most 3 s); writes into a removed directory fail.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut quiet = 0;
+    while quiet < 5 && Instant::now() < deadline {
+        let mut present = false;
+        for dir in &dirs {
+            if fs::symlink_metadata(dir).is_ok() {
+                present = true;
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+        quiet = if present { 0 } else { quiet + 1 };
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Set once [`remove_active_work_dirs`] has begun: the process is ending with the
+/// interrupt's status, and a build failing because its directory vanished must not end it
+/// first with its own.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether an interrupt is removing the work directories (see [`INTERRUPTED`]).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Creates a directory directly in the work directory. Not `create_dir_all`: after an
+/// interrupt has removed the work directory, that would bring it back.
+fn create_work_subdir(dir: &Path) -> Result<(), BuildError> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io_err("create", dir)(e)),
+        _ => Ok(()),
     }
 }
 
@@ -539,12 +573,19 @@ pub fn remove_active_work_dirs() {
 struct ActiveWorkDir(PathBuf);
 
 impl ActiveWorkDir {
-    fn register(path: &Path) -> Self {
-        ACTIVE_WORK_DIRS
+    /// Creates the hidden work directory in `out_dir` and registers it, holding the
+    /// registry's lock throughout, so an interrupt (whose handler takes the same lock)
+    /// cannot fall between the two and leave the directory behind.
+    fn create_in(out_dir: &Path) -> std::io::Result<(tempfile::TempDir, Self)> {
+        let mut active = ACTIVE_WORK_DIRS
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(path.to_owned());
-        Self(path.to_owned())
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let work = tempfile::Builder::new()
+            .prefix(".jeos-build-")
+            .tempdir_in(out_dir)?;
+        active.push(work.path().to_owned());
+        let registered = Self(work.path().to_owned());
+        Ok((work, registered))
     }
 }
 
@@ -630,7 +671,7 @@ fn fetch_packages(
     Ok(debs)
 }
 
-fn deb_path<'a>(debs: &'a BTreeMap<String, PathBuf>, name: &str) -> &'a Path {
+pub(crate) fn deb_path<'a>(debs: &'a BTreeMap<String, PathBuf>, name: &str) -> &'a Path {
     debs.get(name)
         .map(PathBuf::as_path)
         .expect("every locked package was fetched")
@@ -642,6 +683,17 @@ fn unpack_all(
     packages: &[&LockedPackage],
     debs: &BTreeMap<String, PathBuf>,
 ) -> Result<UnpackDir, BuildError> {
+    unpack_all_observed(root, packages, debs, &mut |_| {})
+}
+
+/// [`unpack_all`], reporting each regular file once written (see
+/// [`UnpackDir::unpack_deb_observed`]).
+fn unpack_all_observed(
+    root: &Path,
+    packages: &[&LockedPackage],
+    debs: &BTreeMap<String, PathBuf>,
+    on_file: &mut dyn FnMut(&str),
+) -> Result<UnpackDir, BuildError> {
     let mut staging = UnpackDir::new(root).map_err(|source| BuildError::Unpack {
         package: "(staging)".to_owned(),
         source,
@@ -652,7 +704,7 @@ fn unpack_all(
     };
     for p in packages {
         staging
-            .unpack_deb(deb_path(debs, &p.name), &options)
+            .unpack_deb_observed(deb_path(debs, &p.name), &options, on_file)
             .map_err(|source| BuildError::Unpack {
                 package: p.name.clone(),
                 source,
@@ -675,9 +727,10 @@ fn unpack_rootfs(
     debs: &BTreeMap<String, PathBuf>,
 ) -> Result<Unpacked, BuildError> {
     let root = ctx.rootfs_dir();
-    fs::create_dir_all(&root).map_err(io_err("create", &root))?;
+    create_work_subdir(&root)?;
     let rootfs = plan::locked(lock, &plan.packages.rootfs);
-    let staging = unpack_all(&root, &rootfs, debs)?;
+    let staging =
+        crate::stepcache::cached_rootfs(ctx, &root, &rootfs, |dir| unpack_all(dir, &rootfs, debs))?;
     let bytes = staging
         .packages()
         .iter()
@@ -697,12 +750,13 @@ fn unpack_rootfs(
     Ok(Unpacked { staging, bytes })
 }
 
-/// Unpacks `packages` into `<cache>/unpacked/<key>/` once; later builds reuse it. The key is
-/// the SHA-256 of the packages' SHA-256s, so a different kernel gets a different directory.
+/// Unpacks `packages` into `<cache>/unpacked/<key>/` once (with `unpack`, given the
+/// directory to fill); later builds reuse it. The key is the SHA-256 of the packages'
+/// SHA-256s, so a different kernel gets a different directory.
 fn unpack_cached(
     ctx: &BuildContext<'_>,
     packages: &[&LockedPackage],
-    debs: &BTreeMap<String, PathBuf>,
+    unpack: impl FnOnce(&Path) -> Result<(), BuildError>,
 ) -> Result<PathBuf, BuildError> {
     let mut hasher = Sha256::new();
     for p in packages {
@@ -732,7 +786,7 @@ fn unpack_cached(
         .prefix(".unpack-")
         .tempdir_in(&base)
         .map_err(io_err("create a directory in", &base))?;
-    unpack_all(tmp.path(), packages, debs)?;
+    unpack(tmp.path())?;
     let marker = tmp.path().join(crate::unpacked::MARKER);
     let text =
         crate::unpacked::marker_text(tmp.path(), &key).map_err(io_err("read", tmp.path()))?;
@@ -756,6 +810,19 @@ fn unpack_cached(
     }
 }
 
+/// The kernel packages into `root`, their modules' `.modinfo` decoded on the other cores
+/// as they land.
+fn unpack_kernel_tree(
+    root: &Path,
+    packages: &[&LockedPackage],
+    debs: &BTreeMap<String, PathBuf>,
+) -> Result<crate::kernel::prescan::Scanned, BuildError> {
+    let mut scan =
+        crate::kernel::prescan::ModuleScan::start(root, crate::kernel::prescan::spare_cores());
+    unpack_all_observed(root, packages, debs, &mut |path| scan.file_written(path))?;
+    Ok(scan.finish())
+}
+
 /// Step `unpack_kernel`.
 fn unpack_kernel(
     ctx: &mut BuildContext<'_>,
@@ -767,7 +834,19 @@ fn unpack_kernel(
     if kernel.is_empty() {
         return Err(BuildError::NoKernel);
     }
-    unpack_cached(ctx, &kernel, debs)
+    let mut scanned = None;
+    let dir = unpack_cached(ctx, &kernel, |root| {
+        scanned = Some(unpack_kernel_tree(root, &kernel, debs)?);
+        Ok(())
+    })?;
+    // Saved once the tree is in the cache with its marker, so the index names the verified
+    // tree digest (a tree without modules gets none: the initramfs step reports that).
+    if let Some(scanned) = scanned
+        && let Ok(package) = KernelPackage::open(&dir, None)
+    {
+        package.save_alias_index(&scanned);
+    }
+    Ok(dir)
 }
 
 /// Step `unpack_boot_loaders`.
@@ -778,7 +857,7 @@ fn unpack_boot_loaders(
     debs: &BTreeMap<String, PathBuf>,
 ) -> Result<PathBuf, BuildError> {
     let tools = plan::locked(lock, &plan.packages.tools);
-    unpack_cached(ctx, &tools, debs)
+    unpack_cached(ctx, &tools, |root| unpack_all(root, &tools, debs).map(drop))
 }
 
 /// The unpacker's manifest as the customisation tree.
@@ -1068,7 +1147,7 @@ pub(crate) fn build_initramfs(
 
 /// `usr/lib/modules/<v>/kernel/drivers/x.ko.xz` → `kernel/drivers/x.ko` (relative to
 /// `/lib/modules/<v>/`, decompressed).
-fn module_path_inside(path: &Path, version: &str) -> String {
+pub(crate) fn module_path_inside(path: &Path, version: &str) -> String {
     let text = path.to_string_lossy();
     let marker = format!("modules/{version}/");
     let inside = text
@@ -1093,6 +1172,15 @@ fn write_disk(
     extra_esp_files: Vec<(String, Vec<u8>)>,
 ) -> Result<DiskReport, BuildError> {
     let loaders = crate::loader_files::read_loader_files(loaders_dir)?;
+    let grub = if ctx.recipe.disk.convertible {
+        let kernel_path = format!("/{}", kernel.vmlinuz_path.to_string_lossy());
+        Some(crate::loader_files::read_grub_files(
+            loaders_dir,
+            &kernel_path,
+        )?)
+    } else {
+        None
+    };
     let settings = &build_plan.disk;
     let plan = DiskPlan {
         kernel: kernel.vmlinuz.clone(),
@@ -1111,6 +1199,7 @@ fn write_disk(
         extra_esp_files,
         seed: build_plan.seed,
         timestamp: settings.timestamp,
+        grub,
     };
     image_writer::write_disk(&plan, &ctx.raw_image()).map_err(|e| {
         if crate::no_space::in_chain(&e) {

@@ -58,6 +58,32 @@ pub const KERNEL_DROPS: [(&str, &str); 4] = [
 /// are not followed (only files are read from them).
 pub const BOOT_TOOLS: [&str; 3] = ["syslinux", "syslinux-common", "systemd-boot-efi"];
 
+/// The UEFI boot loader of a `[disk] convertible` image: Debian's GRUB, whose GRUB-legacy
+/// configuration virt-v2v can edit (build tools like [`BOOT_TOOLS`]). `grub-efi-amd64-bin`
+/// has the modules (and, up to bookworm, the monolithic `grubx64.efi`).
+pub const CONVERTIBLE_TOOLS: [&str; 1] = ["grub-efi-amd64-bin"];
+
+/// Locked for a `[disk] convertible` image when the suite has it: from trixie on, the
+/// monolithic `grubx64.efi` is in `grub-efi-amd64-unsigned`.
+pub const CONVERTIBLE_OPTIONAL_TOOLS: [&str; 1] = ["grub-efi-amd64-unsigned"];
+
+/// Installed in a `[disk] convertible` image: `dash` is `/bin/sh` (libguestfs reads a
+/// binary such as `/bin/sh` to learn the architecture; dash is the smallest `/bin/sh`
+/// Debian has that ships the `/bin/sh` link itself, busybox does not) and `dpkg`, which
+/// virt-v2v runs inside the guest to list the kernel package's files.
+pub const CONVERTIBLE_PACKAGES: [&str; 2] = ["dash", "dpkg"];
+
+/// The build tools a recipe needs: [`BOOT_TOOLS`], plus [`CONVERTIBLE_TOOLS`] for a
+/// `[disk] convertible` image.
+#[must_use]
+pub fn boot_tools(recipe: &Recipe) -> Vec<&'static str> {
+    let mut tools = BOOT_TOOLS.to_vec();
+    if recipe.disk.convertible {
+        tools.extend(CONVERTIBLE_TOOLS);
+    }
+    tools
+}
+
 /// How an existing lock file is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
@@ -384,6 +410,11 @@ fn install_requests(recipe: &Recipe) -> Vec<String> {
             Some((op, version)) => format!("{} ({} {version})", spec.name, op.as_str()),
             None => spec.name.clone(),
         })
+        .chain(
+            (CONVERTIBLE_PACKAGES.iter())
+                .filter(|_| recipe.disk.convertible)
+                .map(|name| (*name).to_owned()),
+        )
         .collect()
 }
 
@@ -551,7 +582,7 @@ pub fn resolve_packages(
                     &index_suite_names(&recipe.source),
                 )
             })
-            .and_then(|()| check_tools(lock));
+            .and_then(|()| check_tools(lock, &boot_tools(recipe)));
         match (matches, options.lock_mode) {
             (Ok(()), LockMode::Use | LockMode::Locked) => {
                 return Ok(Resolved {
@@ -597,51 +628,85 @@ pub fn load_index(
     repos: &Repositories,
     now: SystemTime,
 ) -> Result<(PackageIndex, Vec<SuiteRelease>, Vec<String>), ResolveError> {
+    // One thread per suite: a fresh resolve is mostly the base suite's decompress and
+    // parse, and the other suites' round trips and parses overlap it. Results (and the
+    // first error) keep the suites' order.
+    let suites = index_suites(source);
+    let loaded: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = suites
+            .into_iter()
+            .map(|(suite, archive)| {
+                scope.spawn(move || load_suite(source, repos, suite, archive, now))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
     let mut parts = Vec::new();
     let mut text_suites = Vec::new();
     let mut releases = Vec::new();
-    for (suite, archive) in index_suites(source) {
-        let repo = repos.get(archive);
-        let fetch_err = |source| ResolveError::Fetch {
-            suite: suite.clone(),
-            mirror: repo.mirror().to_owned(),
-            source: Box::new(source),
-        };
-        let release = repo.fetch_release(&suite, now).map_err(fetch_err)?;
-        for component in &source.components {
-            // The security archive lists `updates/main` but serves `main/binary-*/` (as
-            // apt, accept the historical prefix).
-            let listed = |c: &String| {
-                c == component || c.strip_prefix("updates/") == Some(component.as_str())
-            };
-            if !release.release.components.is_empty()
-                && !release.release.components.iter().any(listed)
-            {
-                return Err(ResolveError::NoComponent {
-                    suite: suite.clone(),
-                    component: component.clone(),
-                    available: release.release.components.join(", "),
-                });
-            }
-            // The parsed form comes from the parsed-index cache when it holds the
-            // SHA-256 this verified release lists: no 57 MB of text to parse again.
-            parts.push(
-                repo.fetch_index(&release, component, ARCH)
-                    .map_err(fetch_err)?,
-            );
-            text_suites.push(suite.clone());
+    for result in loaded {
+        let (release, indexes) = result?;
+        for index in indexes {
+            parts.push(index);
+            text_suites.push(release.suite.clone());
         }
-        releases.push(SuiteRelease {
-            suite,
-            archive,
-            release,
-        });
+        releases.push(release);
     }
     let index = PackageIndex::merge(parts).map_err(|e| ResolveError::Index {
         suite: source.suite.clone(),
         source: e,
     })?;
     Ok((index, releases, text_suites))
+}
+
+/// One suite of [`load_index`]: its verified release and the parsed index of each
+/// component.
+fn load_suite(
+    source: &Source,
+    repos: &Repositories,
+    suite: String,
+    archive: Archive,
+    now: SystemTime,
+) -> Result<(SuiteRelease, Vec<PackageIndex>), ResolveError> {
+    let repo = repos.get(archive);
+    let fetch_err = |source| ResolveError::Fetch {
+        suite: suite.clone(),
+        mirror: repo.mirror().to_owned(),
+        source: Box::new(source),
+    };
+    let release = repo.fetch_release(&suite, now).map_err(fetch_err)?;
+    let mut parts = Vec::new();
+    for component in &source.components {
+        // The security archive lists `updates/main` but serves `main/binary-*/` (as
+        // apt, accept the historical prefix).
+        let listed =
+            |c: &String| c == component || c.strip_prefix("updates/") == Some(component.as_str());
+        if !release.release.components.is_empty() && !release.release.components.iter().any(listed)
+        {
+            return Err(ResolveError::NoComponent {
+                suite: suite.clone(),
+                component: component.clone(),
+                available: release.release.components.join(", "),
+            });
+        }
+        // The parsed form comes from the parsed-index cache when it holds the
+        // SHA-256 this verified release lists: no 57 MB of text to parse again.
+        parts.push(
+            repo.fetch_index(&release, component, ARCH)
+                .map_err(fetch_err)?,
+        );
+    }
+    Ok((
+        SuiteRelease {
+            suite,
+            archive,
+            release,
+        },
+        parts,
+    ))
 }
 
 /// `[source]` of the lock: the base suite's codename and InRelease hash, the newest `Date`
@@ -702,7 +767,9 @@ fn solve_fresh(
         })?;
     let source = lock_source(recipe, &releases);
     let mut lock = LockFile::from_resolution(&resolution, source, snapshot, &text_suites);
-    for name in BOOT_TOOLS {
+    let optional = (CONVERTIBLE_OPTIONAL_TOOLS.iter())
+        .filter(|name| recipe.disk.convertible && index.candidate(name).is_some());
+    for name in boot_tools(recipe).into_iter().chain(optional.copied()) {
         let package = index
             .candidate(name)
             .ok_or_else(|| ResolveError::UnknownPackage {
@@ -751,9 +818,9 @@ pub fn archive_of(lock: &LockFile, package: &LockedPackage) -> Archive {
 }
 
 /// A lock made without the boot-loader tools (or with other ones) must be refreshed.
-fn check_tools(lock: &LockFile) -> Result<(), LockMismatch> {
+fn check_tools(lock: &LockFile, tools: &[&str]) -> Result<(), LockMismatch> {
     let locked: Vec<&str> = lock.tools.iter().map(|t| t.name.as_str()).collect();
-    let differences: Vec<Difference> = BOOT_TOOLS
+    let mut differences: Vec<Difference> = tools
         .iter()
         .filter(|name| !locked.contains(name))
         .map(|name| Difference::Added {
@@ -761,6 +828,18 @@ fn check_tools(lock: &LockFile) -> Result<(), LockMismatch> {
             value: (*name).to_owned(),
         })
         .collect();
+    differences.extend(
+        (locked.iter())
+            .filter(|name| !tools.contains(name))
+            .filter(|name| {
+                !(tools.contains(&CONVERTIBLE_TOOLS[0])
+                    && CONVERTIBLE_OPTIONAL_TOOLS.contains(name))
+            })
+            .map(|name| Difference::Removed {
+                field: "tool",
+                value: (*name).to_owned(),
+            }),
+    );
     if differences.is_empty() {
         Ok(())
     } else {

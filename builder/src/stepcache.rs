@@ -24,6 +24,9 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
+use package_resolver::deb::{self, UnpackDir};
+use package_resolver::lock::LockedPackage;
+
 use crate::pipeline::{BuildContext, BuildError, KernelArtifacts, io_err};
 use crate::plan::BuildPlan;
 
@@ -304,6 +307,135 @@ fn decode_initramfs(
         initramfs,
     };
     Ok(Some(kernel))
+}
+
+/// Whether the step cache entry at `path` is intact (`jeos cache verify`): its digest,
+/// and for a root filesystem entry its tree's digest, re-computed from every byte.
+#[must_use]
+pub fn verify_entry(path: &Path) -> bool {
+    let Ok(bytes) = fs::read(path) else {
+        return false;
+    };
+    let Ok(sections) = decode(&bytes) else {
+        return false;
+    };
+    let tree = path.with_extension("tree");
+    if path.parent().and_then(Path::file_name) != Some("rootfs".as_ref()) {
+        return true;
+    }
+    sections.len() == 2
+        && crate::unpacked::tree_digest(&tree).is_ok_and(|d| d.as_bytes() == sections[1])
+}
+
+/// What a root filesystem entry records about its unpacking (the tree is stored beside
+/// it, `<key>.tree/`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RootfsMeta {
+    manifest: deb::Manifest,
+    overlaps: Vec<deb::Overlap>,
+    packages: Vec<deb::PackageReport>,
+}
+
+/// The unpacking of `unpack_rootfs` through its cache: the packages unpacked into `root`.
+///
+/// The key: the packages in unpacking order (name, version, SHA-256 of the `.deb`, which
+/// fixes every byte unpacked) and the merged-/usr layout. The entry holds the unpacker's
+/// manifest, overlaps and package reports and the digest of the unpacked tree, stored
+/// beside it as `<key>.tree/`. A hit copies that tree into `root` (customisation changes
+/// `root`, never the cache), hashing every file as it is copied: the tree is used only
+/// when the copy's digest is the recorded one, so a changed or damaged tree costs the
+/// unpacking again, never a wrong image.
+pub(crate) fn cached_rootfs(
+    ctx: &mut BuildContext<'_>,
+    root: &Path,
+    packages: &[&LockedPackage],
+    unpack: impl Fn(&Path) -> Result<UnpackDir, BuildError>,
+) -> Result<UnpackDir, BuildError> {
+    let cache = StepCache::new(ctx.cache.root());
+    let mut key = StepKey::new("rootfs").input("merged-usr", b"true");
+    for p in packages {
+        let id = format!("{} {} {}", p.name, p.version, p.sha256);
+        key = key.input("package", id.as_bytes());
+    }
+    let slot = cache.slot(key);
+    let tree = slot.path.with_extension("tree");
+    match cache.get(&slot) {
+        Lookup::Hit(sections) => match restore_rootfs(sections, &tree, root) {
+            Ok(staging) => {
+                ctx.cache_hit = true;
+                return Ok(staging);
+            }
+            Err(why) => {
+                cache.discard(&slot);
+                ctx.ui.warning(&format!(
+                    "the cached root filesystem tree is damaged ({why}); unpacking it again"
+                ));
+                empty_dir(root)?;
+            }
+        },
+        Lookup::Corrupt(what) => ctx.ui.warning(&format!(
+            "the cached root filesystem tree is damaged ({what}); unpacking it again"
+        )),
+        Lookup::Miss => {}
+    }
+    let _ = fs::remove_dir_all(&tree);
+    let Some(dir) = tree.parent().filter(|d| fs::create_dir_all(d).is_ok()) else {
+        return unpack(root);
+    };
+    let Ok(tmp) = tempfile::Builder::new().prefix(".unpack-").tempdir_in(dir) else {
+        return unpack(root);
+    };
+    let unpacked = unpack(tmp.path())?;
+    let digest = crate::unpacked::copy_tree(tmp.path(), root).map_err(io_err("copy", root))?;
+    let meta = RootfsMeta {
+        manifest: unpacked.manifest().clone(),
+        overlaps: unpacked.overlaps().to_vec(),
+        packages: unpacked.packages().to_vec(),
+    };
+    if let Ok(json) = serde_json::to_vec(&meta) {
+        let kept = tmp.keep();
+        if fs::rename(&kept, &tree).is_ok() {
+            cache.put(&slot, &[&json, digest.as_bytes()]);
+        } else {
+            let _ = fs::remove_dir_all(&kept);
+        }
+    }
+    Ok(UnpackDir::from_parts(
+        root,
+        meta.manifest,
+        meta.overlaps,
+        meta.packages,
+    ))
+}
+
+/// Copies an entry's tree into `root` and checks it; why not when it cannot be used.
+fn restore_rootfs(
+    mut sections: Vec<Vec<u8>>,
+    tree: &Path,
+    root: &Path,
+) -> Result<UnpackDir, String> {
+    if sections.len() != 2 {
+        return Err("bad contents".into());
+    }
+    let digest = sections.pop().unwrap_or_default();
+    let meta: RootfsMeta = serde_json::from_slice(&sections.pop().unwrap_or_default())
+        .map_err(|_| "bad contents".to_owned())?;
+    let copied = crate::unpacked::copy_tree(tree, root).map_err(|e| e.to_string())?;
+    if copied.as_bytes() != digest.as_slice() {
+        return Err("the tree changed since it was unpacked".into());
+    }
+    Ok(UnpackDir::from_parts(
+        root,
+        meta.manifest,
+        meta.overlaps,
+        meta.packages,
+    ))
+}
+
+/// Empties `dir` (a failed restore's partial copy).
+fn empty_dir(dir: &Path) -> Result<(), BuildError> {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).map_err(io_err("create", dir))
 }
 
 #[cfg(test)]

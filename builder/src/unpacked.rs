@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -24,9 +24,30 @@ fn is_derived(name: &str) -> bool {
 /// SHA-256 (hex) over every entry below `dir`, in sorted order.
 ///
 /// # Errors
-/// Reading the tree failed.
+/// Reading the tree failed, or it holds something other than directories, regular files
+/// and symlinks (jeos never unpacks other kinds onto disk; opening a fifo would hang).
 pub fn tree_digest(dir: &Path) -> io::Result<String> {
-    let mut hasher = Sha256::new();
+    walk(dir, None)
+}
+
+/// Copies the tree below `src` into the empty directory `dst` (directories, files with
+/// their permission bits, symlinks as symlinks: none is followed) and returns the digest
+/// of what was read, as [`tree_digest`] of `src` would: one pass reads, hashes and writes
+/// every file, so a restored cache tree is verified by the copy itself.
+///
+/// # Errors
+/// Reading `src` or writing `dst` failed, or `src` holds another kind of file.
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<String> {
+    walk(src, Some(dst))
+}
+
+/// Visits every entry below `dir` (not following symlinks) in a fixed order, skipping
+/// jeos's own derived files at the top; `visit` gets the path, the path relative to `dir`
+/// and the entry's metadata, and returns whether to descend (for a directory).
+fn visit_sorted(
+    dir: &Path,
+    mut visit: impl FnMut(&Path, &Path, &fs::Metadata) -> io::Result<bool>,
+) -> io::Result<()> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(current) = stack.pop() {
         let mut entries: Vec<_> = fs::read_dir(&current)?
@@ -39,30 +60,105 @@ pub fn tree_digest(dir: &Path) -> io::Result<String> {
                 continue;
             }
             let meta = fs::symlink_metadata(&path)?;
-            hasher.update(relative.as_os_str().as_encoded_bytes());
-            hasher.update([0]);
-            hasher.update(meta.permissions().mode().to_le_bytes());
-            if meta.is_dir() {
-                hasher.update(b"d");
+            if visit(&path, relative, &meta)? && meta.is_dir() {
                 stack.push(path);
-            } else if meta.file_type().is_symlink() {
-                hasher.update(b"l");
-                hasher.update(fs::read_link(&path)?.as_os_str().as_encoded_bytes());
-            } else {
-                hasher.update(b"f");
-                let mut file = fs::File::open(&path)?;
-                let mut content = Sha256::new();
-                io::copy(&mut file, &mut content)?;
-                hasher.update(content.finalize());
             }
-            hasher.update([0]);
         }
     }
-    Ok(hasher
+    Ok(())
+}
+
+/// Lower-case hex of a SHA-256 state's digest.
+pub(crate) fn hex_digest(hasher: Sha256) -> String {
+    hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect()
+}
+
+fn walk(dir: &Path, copy_to: Option<&Path>) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    visit_sorted(dir, |path, relative, meta| {
+        let mode = meta.permissions().mode();
+        let target = copy_to.map(|d| d.join(relative));
+        hasher.update(relative.as_os_str().as_encoded_bytes());
+        hasher.update([0]);
+        hasher.update(mode.to_le_bytes());
+        if meta.is_dir() {
+            hasher.update(b"d");
+            if let Some(target) = &target {
+                fs::create_dir(target)?;
+                fs::set_permissions(target, fs::Permissions::from_mode(mode & 0o7777))?;
+            }
+        } else if meta.file_type().is_symlink() {
+            hasher.update(b"l");
+            let link = fs::read_link(path)?;
+            hasher.update(link.as_os_str().as_encoded_bytes());
+            if let Some(target) = &target {
+                std::os::unix::fs::symlink(&link, target)?;
+            }
+        } else if meta.is_file() {
+            hasher.update(b"f");
+            hasher.update(hash_file(path, target.as_deref(), mode, &mut buf)?);
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("`{}` is not a file, directory or symlink", path.display()),
+            ));
+        }
+        hasher.update([0]);
+        Ok(true)
+    })?;
+    Ok(hex_digest(hasher))
+}
+
+/// The SHA-256 of the file at `path`, copied to `target` (with `mode`) when given.
+fn hash_file(
+    path: &Path,
+    target: Option<&Path>,
+    mode: u32,
+    buf: &mut [u8],
+) -> io::Result<[u8; 32]> {
+    use std::io::{Read, Write};
+    let mut file = fs::File::open(path)?;
+    let mut out = match target {
+        Some(t) => Some(
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode & 0o7777)
+                .open(t)?,
+        ),
+        None => None,
+    };
+    let mut content = Sha256::new();
+    loop {
+        let n = match file.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        content.update(&buf[..n]);
+        if let Some(out) = &mut out {
+            out.write_all(&buf[..n])?;
+        }
+    }
+    if let (Some(out), Some(t)) = (&out, target) {
+        // `create_new` applied the umask: set the bits exactly.
+        out.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", t.display())))?;
+    }
+    Ok(content.finalize().into())
+}
+
+/// The tree digest a cached tree's marker records, if it has one (the marker is verified
+/// before a cached tree is used).
+pub fn marked_digest(dir: &Path) -> Option<String> {
+    let marker = fs::read_to_string(dir.join(MARKER)).ok()?;
+    marker.lines().nth(1).map(str::to_owned)
 }
 
 /// The marker text for a tree with `key`.
@@ -74,12 +170,102 @@ pub fn marker_text(dir: &Path, key: &str) -> io::Result<String> {
 }
 
 /// Whether the cached tree at `dir` is complete and unchanged since it was unpacked.
+///
+/// The full check re-hashes every file. A tree that passed it gets a stamp
+/// ([`STAMP`]): the digest it passed with and a digest of every entry's metadata (path,
+/// kind, mode, size, inode, device, modification and change times in nanoseconds, symlink
+/// target). While the metadata digest is unchanged the tree is taken as verified without
+/// reading the files: any write to a file, a rename, a new or removed entry or a `chmod`
+/// changes its change time, which no unprivileged program can set back. The stamp lives
+/// in the cache like the tree itself, so whoever can write the cache can forge it (as
+/// they could rewrite the tree and its marker): the trust boundary stays the cache
+/// directory's permissions. It does not catch media that silently flip bits under an
+/// unchanged inode; `jeos cache verify` re-hashes everything.
 #[must_use]
 pub fn is_intact(dir: &Path, key: &str) -> bool {
     let Ok(marker) = fs::read_to_string(dir.join(MARKER)) else {
         return false;
     };
-    marker_text(dir, key).is_ok_and(|now| now == marker)
+    let Some(digest) = marker
+        .strip_prefix(key)
+        .and_then(|r| r.strip_prefix('\n'))
+        .and_then(|r| r.strip_suffix('\n'))
+    else {
+        return false;
+    };
+    let Ok(before) = stat_digest(dir) else {
+        return false;
+    };
+    let stamp = format!("{before}\n{digest}\n");
+    if fs::read_to_string(dir.join(STAMP)).is_ok_and(|s| s == stamp) {
+        // Rewritten once a day, so `jeos cache prune` sees the tree is still used.
+        let stale = fs::metadata(dir.join(STAMP))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 86_400);
+        if stale {
+            let _ = write_atomically(&dir.join(STAMP), stamp.as_bytes());
+        }
+        return true;
+    }
+    if !tree_digest(dir).is_ok_and(|now| now == digest) {
+        return false;
+    }
+    // Stamp only a tree that did not change while it was hashed.
+    if stat_digest(dir).is_ok_and(|after| after == before) {
+        let _ = write_atomically(&dir.join(STAMP), stamp.as_bytes());
+    }
+    true
+}
+
+/// [`is_intact`] re-hashing every file (ignoring and refreshing the stamp).
+#[must_use]
+pub fn is_intact_full(dir: &Path, key: &str) -> bool {
+    let _ = fs::remove_file(dir.join(STAMP));
+    is_intact(dir, key)
+}
+
+/// The verified-stamp file of a cached tree (see [`is_intact`]).
+pub const STAMP: &str = ".jeos-verified";
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// SHA-256 (hex) over the metadata of every entry below `dir` (no file is read).
+///
+/// # Errors
+/// Reading the tree failed.
+pub fn stat_digest(dir: &Path) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut hasher = Sha256::new();
+    visit_sorted(dir, |path, relative, meta| {
+        hasher.update(relative.as_os_str().as_encoded_bytes());
+        hasher.update([0]);
+        for field in [
+            u64::from(meta.mode()),
+            meta.size(),
+            meta.ino(),
+            meta.dev(),
+            meta.mtime().cast_unsigned(),
+            meta.mtime_nsec().cast_unsigned(),
+            meta.ctime().cast_unsigned(),
+            meta.ctime_nsec().cast_unsigned(),
+        ] {
+            hasher.update(field.to_le_bytes());
+        }
+        if meta.file_type().is_symlink() {
+            hasher.update(fs::read_link(path)?.as_os_str().as_encoded_bytes());
+        }
+        hasher.update([0]);
+        Ok(true)
+    })?;
+    Ok(hex_digest(hasher))
 }
 
 /// Why a file cannot be read from an unpacked tree without leaving it.
@@ -174,6 +360,52 @@ mod tests {
         assert!(!is_intact(root, "k"));
         fs::remove_file(root.join(MARKER)).unwrap();
         assert!(!is_intact(root, "k"));
+    }
+
+    /// Issue #14: a verified tree is stamped; a change that keeps the size and the
+    /// modification time is still noticed, and copying a tree yields its digest.
+    #[test]
+    fn issue_14_stamped_trees_notice_changes_and_copies_carry_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir_all(root.join("usr/lib")).unwrap();
+        fs::write(root.join("usr/lib/a.ko"), b"module").unwrap();
+        std::os::unix::fs::symlink("a.ko", root.join("usr/lib/b.ko")).unwrap();
+        fs::set_permissions(root.join("usr/lib/a.ko"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::write(root.join(MARKER), marker_text(&root, "k").unwrap()).unwrap();
+        assert!(is_intact(&root, "k"));
+        assert!(root.join(STAMP).is_file(), "a verified tree is stamped");
+        assert!(is_intact(&root, "k"), "and passes on its stamp");
+        let copy = dir.path().join("copy");
+        fs::create_dir(&copy).unwrap();
+        let digest = copy_tree(&root, &copy).unwrap();
+        assert_eq!(digest, tree_digest(&root).unwrap());
+        assert_eq!(
+            tree_digest(&copy).unwrap(),
+            digest,
+            "the copy is the same tree"
+        );
+        assert!(!copy.join(MARKER).exists(), "derived files are not copied");
+        let file = root.join("usr/lib/a.ko");
+        let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+        fs::write(&file, b"MODULE").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert!(!is_intact(&root, "k"), "same size and mtime, other bytes");
+        fs::write(&file, b"module").unwrap();
+        assert!(is_intact(&root, "k"));
+        assert!(is_intact_full(&root, "k"));
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.join("usr/fifo"))
+            .env("LC_ALL", "C")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(tree_digest(&root).is_err(), "a fifo is refused, not opened");
     }
 
     #[test]

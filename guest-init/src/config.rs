@@ -59,6 +59,12 @@ pub struct InitConfig {
     /// Checks run in test mode (`jeos.test=1`), in file order.
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
+    /// Checks the host runs (`from = "host"`: `jeos test` through a forwarded port, after
+    /// the guest's own checks). guest-init never runs them; with any declared, it stays up
+    /// in test mode after its `done` line until the host releases it (a power-off request:
+    /// the ACPI power button or the vsock control port), bounded by `test_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_checks: Vec<CheckConfig>,
     /// Overall budget for the checks in test mode, from the ready line.
     #[serde(default = "default_test_timeout_ms")]
     pub test_timeout_ms: u64,
@@ -226,6 +232,7 @@ impl Default for InitConfig {
             root_rw: false,
             services: Vec::new(),
             checks: Vec::new(),
+            host_checks: Vec::new(),
             test_timeout_ms: default_test_timeout_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
             runtime_dirs: Vec::new(),

@@ -1,6 +1,10 @@
 //! A minimal HTTP/1.1 client for checks and readiness probes against 127.0.0.1:
 //! one `GET` with `Connection: close`, response bodies framed by `Content-Length`,
 //! `Transfer-Encoding: chunked` or connection close (RFC 9112 §6.3), capped in size.
+//!
+//! Shared by guest-init (checks inside the guest) and builder (`from = "host"` checks,
+//! through a forwarded port on the host's 127.0.0.1), so both judge a response with the
+//! same [`judge_response`] and say the same thing about it.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -145,7 +149,55 @@ fn decode_chunked(mut data: &[u8]) -> Result<Option<Vec<u8>>, HttpError> {
     }
 }
 
+/// At most `max` characters of `text`, with `...` when cut.
+#[must_use]
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max).collect();
+    format!("{cut}...")
+}
+
+/// The verdict of an HTTP check on `response`: `Ok(what was seen)` when the status is
+/// `status` and the body contains `body_contains`, else `Err(what was expected, what was
+/// seen)`.
+///
+/// # Errors
+///
+/// The mismatch, as the detail of a failed check.
+pub fn judge_response(
+    response: &HttpResponse,
+    status: u16,
+    body_contains: Option<&str>,
+) -> Result<String, String> {
+    let body = String::from_utf8_lossy(&response.body);
+    if response.status != status {
+        Err(format!(
+            "expected status {status}, got {}: {}",
+            response.status,
+            shorten(&body, 200)
+        ))
+    } else if let Some(needle) = body_contains.filter(|n| !body.contains(n)) {
+        Err(format!(
+            "body does not contain `{needle}`: {}",
+            shorten(&body, 200)
+        ))
+    } else {
+        Ok(format!(
+            "status {}, {} bytes",
+            response.status,
+            response.body.len()
+        ))
+    }
+}
+
 /// `GET path` on 127.0.0.1:`port` within `timeout`.
+///
+/// # Errors
+///
+/// What went wrong (connect, send, read, a malformed or too large response), as text for
+/// a check's detail.
 pub fn get(port: u16, path: &str, timeout: Duration) -> Result<HttpResponse, String> {
     let deadline = Instant::now() + timeout;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -237,6 +289,27 @@ mod tests {
                 .status,
             204
         );
+    }
+
+    #[test]
+    fn judges_status_and_body() {
+        let response = HttpResponse {
+            status: 200,
+            body: b"hello from jeos".to_vec(),
+        };
+        assert_eq!(
+            judge_response(&response, 200, Some("jeos")),
+            Ok("status 200, 15 bytes".to_owned())
+        );
+        assert_eq!(
+            judge_response(&response, 404, None),
+            Err("expected status 404, got 200: hello from jeos".to_owned())
+        );
+        assert_eq!(
+            judge_response(&response, 200, Some("nope")),
+            Err("body does not contain `nope`: hello from jeos".to_owned())
+        );
+        assert_eq!(shorten("abcdef", 3), "abc...");
     }
 
     #[test]

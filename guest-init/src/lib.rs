@@ -5,6 +5,8 @@
 //!   dependency-free (use `guest-init = { default-features = false }` to get only this).
 //! - `config` (feature `config`, on by default): the `/etc/jeos/init.json` schema, so builder
 //!   writes the file with the same types the init reads.
+//! - `http` (feature `config`): the minimal HTTP/1.1 client of `http` checks and probes,
+//!   and the verdict on a response, shared with builder's host-side checks.
 //! - `deploy` (feature `config`): parsers for deploy-time configuration (OVF environment,
 //!   NoCloud seed, ISO 9660, boot-time templates), pure and fuzzable.
 //!
@@ -30,4 +32,6 @@
 pub mod config;
 #[cfg(feature = "config")]
 pub mod deploy;
+#[cfg(feature = "config")]
+pub mod http;
 pub mod protocol;

@@ -7,7 +7,9 @@
 //!   set the hostname, bring up the network, start and supervise the services of
 //!   `/etc/jeos/init.json`, print the `JEOS1 ready` line, reap zombies, shut down cleanly.
 //!   With `jeos.test=1` on the kernel command line it then runs the checks, prints one
-//!   protocol line each and the summary, and powers off.
+//!   protocol line each and the summary, and powers off; when the configuration declares
+//!   host checks it waits instead for the host's power-off request (bounded by the test
+//!   timeout), so the services stay up while the host checks them from outside.
 //! - **`poweroff` / `reboot` / `halt`** (argv[0]): ask PID 1 to shut down (`shutdown.rs`).
 //!
 //! `unsafe` lives in `sys.rs`, `net.rs`, `net6.rs`, `process.rs`, `vsock.rs`, `log.rs`
@@ -32,7 +34,6 @@
 mod cmdline;
 mod deployment;
 mod dhcp;
-mod http;
 mod initramfs;
 mod log;
 mod modalias;
@@ -364,6 +365,8 @@ fn event_loop(
     rx: &Receiver<Event>,
 ) -> ShutdownKind {
     let mut checks_deadline: Option<Instant> = None;
+    // Set once the guest's own checks are done while the host still has checks to run.
+    let mut host_turn = false;
     loop {
         let mut outcome = supervisor.poll();
         if phases.services_ms == 0 && supervisor.all_started() {
@@ -379,15 +382,37 @@ fn event_loop(
             }
             match rx.recv_timeout(wait) {
                 Ok(Event::Shutdown(kind)) => return kind,
-                Ok(Event::ChecksDone) => return ShutdownKind::Poweroff,
+                Ok(Event::ChecksDone) if config.host_checks.is_empty() => {
+                    return ShutdownKind::Poweroff;
+                }
+                Ok(Event::ChecksDone) => {
+                    // The host runs its checks through a forwarded port now; it releases
+                    // the guest with a power-off request (power button, vsock control port).
+                    info!(
+                        "waiting for the host's {} check{} (power-off request ends the test)",
+                        config.host_checks.len(),
+                        if config.host_checks.len() == 1 {
+                            ""
+                        } else {
+                            "s"
+                        }
+                    );
+                    host_turn = true;
+                }
                 Ok(event) => outcome = supervisor.handle(&event),
                 Err(_) => {}
             }
         }
         if checks_deadline.is_some_and(|d| Instant::now() >= d) {
-            emit(&protocol::Event::Error {
-                detail: format!("checks did not finish within {} ms", config.test_timeout_ms),
-            });
+            let detail = if host_turn {
+                format!(
+                    "the host did not finish its checks (no power-off request) within {} ms",
+                    config.test_timeout_ms
+                )
+            } else {
+                format!("checks did not finish within {} ms", config.test_timeout_ms)
+            };
+            emit(&protocol::Event::Error { detail });
             return ShutdownKind::Poweroff;
         }
         match outcome {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use guest_init::config::{CheckConfig, CheckKind, Probe};
+use guest_init::http::{self, shorten};
 
-use crate::http;
 use crate::process::{Launch, ProcessTable, describe_status, exit_code, run_command};
 
 /// Which services are running right now (for `service` checks).
@@ -86,14 +86,6 @@ pub fn wait_ready(probe: &Probe, table: &ProcessTable, timeout: Duration) -> Res
     }
 }
 
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let cut: String = text.chars().take(max).collect();
-    format!("{cut}...")
-}
-
 /// Runs one check; returns pass/fail and a detail for the result line.
 pub fn run_check(
     check: &CheckConfig,
@@ -124,26 +116,7 @@ pub fn run_check(
             }
         }
         CheckKind::Http(h) => http::get(h.port, &h.path, timeout).and_then(|response| {
-            let body = String::from_utf8_lossy(&response.body);
-            if response.status != h.status {
-                Err(format!(
-                    "expected status {}, got {}: {}",
-                    h.status,
-                    response.status,
-                    shorten(&body, 200)
-                ))
-            } else if let Some(needle) = h.body_contains.as_deref().filter(|n| !body.contains(n)) {
-                Err(format!(
-                    "body does not contain `{needle}`: {}",
-                    shorten(&body, 200)
-                ))
-            } else {
-                Ok(format!(
-                    "status {}, {} bytes",
-                    response.status,
-                    response.body.len()
-                ))
-            }
+            http::judge_response(&response, h.status, h.body_contains.as_deref())
         }),
         CheckKind::Command(c) => run_command(table, &launch(&c.run), timeout).and_then(|out| {
             if exit_code(out.status) != Some(c.exit_code) {

@@ -6,6 +6,7 @@
 //! ([`Event`]) — child exits from the reaper callbacks, probe results from probe threads,
 //! shutdown requests from the signal thread — so tests drive it as an ordinary process.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,6 +88,8 @@ struct Service {
     started_at: Instant,
     ready: bool,
     tail: Arc<Mutex<Tail>>,
+    /// Output threads still reading (each until its pipe's EOF).
+    output_open: Arc<AtomicUsize>,
     /// Set for tasks: run once to completion.
     task: Option<TaskSpec>,
     /// The task was killed at its deadline.
@@ -113,6 +116,8 @@ pub fn backoff(failures: u32) -> Duration {
 
 /// A run longer than this resets the backoff.
 const STABLE_RUN: Duration = Duration::from_secs(10);
+/// How long a failure report waits for the last lines of a process that exited.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -167,6 +172,7 @@ impl Supervisor {
                     started_at: Instant::now(),
                     ready: false,
                     tail: Arc::default(),
+                    output_open: Arc::default(),
                     task,
                     timed_out: false,
                 }
@@ -321,6 +327,8 @@ impl Supervisor {
             .map_err(|e| e.to_string())?;
         let name = config.name.clone();
         let tail = Arc::clone(&service.tail);
+        let open = Arc::clone(&service.output_open);
+        open.fetch_add(1, Ordering::AcqRel);
         let spawned = std::thread::Builder::new()
             .name(format!("log-{name}"))
             .spawn(move || {
@@ -328,8 +336,10 @@ impl Supervisor {
                     log::line(&format!("{name}| {line}"));
                     lock(&tail).push(line);
                 });
+                open.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(err) = spawned {
+            service.output_open.fetch_sub(1, Ordering::AcqRel);
             info!("cannot start the output thread of {}: {err}", config.name);
         }
         Ok(pid)
@@ -364,6 +374,15 @@ impl Supervisor {
 
     fn not_ready(&self, index: usize, why: String) -> Outcome {
         let service = &self.services[index];
+        // A process that exited for good: its last lines may still be in the pipe (the
+        // exit can be seen first). Wait for the output thread's EOF, briefly: a child it
+        // left behind may hold the pipe open.
+        if matches!(service.state, State::Stopped) {
+            let deadline = Instant::now() + OUTPUT_DRAIN;
+            while service.output_open.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let (what, lines) = if service.task.is_some() {
             ("task", 10)
         } else {
@@ -879,8 +898,8 @@ mod tests {
             Some(Outcome::NotReady { service, detail }) => {
                 assert_eq!(service, "bad");
                 assert!(detail.contains("exit status 2"), "{detail}");
-                // The output thread may lag the exit slightly; the tail is best-effort.
-                let _ = detail.contains("cannot bind port 80");
+                // The report waits for the output thread's last lines.
+                assert!(detail.contains("cannot bind port 80"), "{detail}");
             }
             other => panic!("unexpected {other:?}"),
         }

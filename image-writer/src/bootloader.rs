@@ -108,6 +108,12 @@ pub enum BootloaderError {
     /// The command line contains a newline.
     #[error("kernel command line must be one line")]
     BadCmdline,
+    /// The GRUB EFI image is not laid out as GRUB writes it.
+    #[error("unexpected GRUB EFI image: {what}")]
+    GrubImage {
+        /// What was wrong.
+        what: &'static str,
+    },
 }
 
 /// The loader files, as bytes from the extracted Debian packages.
@@ -375,6 +381,170 @@ pub fn install_syslinux(
     Ok(())
 }
 
+/// The UEFI boot of a disk that virt-v2v can convert: Debian's monolithic GRUB
+/// (`grub-efi-amd64-bin`) as `/EFI/BOOT/BOOTX64.EFI`, reading a GRUB-legacy
+/// `/EFI/BOOT/menu.lst`, the configuration virt-v2v edits with Augeas (a `grub.cfg` under
+/// `/EFI` would make it run `grub-mkconfig` in the guest).
+///
+/// The monolithic image's built-in `prefix` (`/EFI/debian`) is set to [`GRUB_PREFIX`]
+/// ([`grub_with_prefix`]), so GRUB reads the ESP's `/boot/grub/grub.cfg` (outside `/EFI`,
+/// where virt-v2v does not look), which only loads `legacycfg` (not built in; it and its
+/// dependencies are in `/boot/grub/x86_64-efi/`) and hands over to `menu.lst`. `menu.lst` boots the kernel
+/// from the root file system (`root (hd0,1)`: legacy partition numbers count from 0, so
+/// this is the second GPT partition) and the initramfs from the ESP (`(hd0,0)`).
+///
+/// ```text
+/// ESP  /EFI/BOOT/BOOTX64.EFI      GRUB (monolithic, from grub-efi-amd64-bin)
+///      /boot/grub/grub.cfg        insmod legacycfg; legacy_configfile /EFI/BOOT/menu.lst
+///      /boot/grub/x86_64-efi/*.mod
+///      /EFI/BOOT/menu.lst         kernel (hd0,1)/boot/vmlinuz-V CMDLINE; initrd (hd0,0)/initrd.img
+///      /EFI/systemd/systemd-bootx64.efi, /loader/...   systemd-boot (not the default loader)
+/// root /boot/vmlinuz-V            the kernel GRUB boots
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrubLegacyBoot {
+    /// [`GRUB_EFI_PATH`] (Debian's monolithic image, the one its shim loads).
+    pub efi: Vec<u8>,
+    /// GRUB modules for `/boot/grub/x86_64-efi/`: `(name without .mod, bytes)`.
+    pub modules: Vec<(String, Vec<u8>)>,
+    /// The kernel on the root file system, e.g. `/boot/vmlinuz-6.12.12-amd64`.
+    pub kernel_path: String,
+}
+
+/// The monolithic GRUB in `grub-efi-amd64-unsigned` (trixie on; `grub-efi-amd64-bin`
+/// before).
+pub const GRUB_EFI_PATH: &str = "usr/lib/grub/x86_64-efi/monolithic/grubx64.efi";
+/// Where that package keeps GRUB's modules.
+pub const GRUB_MODULES_DIR: &str = "usr/lib/grub/x86_64-efi";
+/// The modules `legacy_configfile` needs that the monolithic image may lack: `legacycfg`
+/// and its dependencies (`moddep.lst`); one already built in is not loaded again.
+pub const GRUB_LEGACY_MODULES: [&str; 4] = ["legacycfg", "password", "crypto", "gcry_md5"];
+/// The GRUB-legacy configuration on the ESP.
+pub const GRUB_MENU_LST: &str = "/EFI/BOOT/menu.lst";
+
+/// `/boot/grub/grub.cfg` of a [`GrubLegacyBoot`] ESP.
+#[must_use]
+pub fn grub_cfg() -> String {
+    format!(
+        "# The boot configuration is {GRUB_MENU_LST} (GRUB legacy syntax, which virt-v2v edits).\n\
+         insmod legacycfg\n\
+         legacy_configfile {GRUB_MENU_LST}\n"
+    )
+}
+
+/// `/EFI/BOOT/menu.lst` of a [`GrubLegacyBoot`] ESP: one entry, booted at once.
+#[must_use]
+pub fn grub_menu_lst(kernel_path: &str, cmdline: &str) -> String {
+    format!(
+        "# The UEFI boot of this appliance: GRUB (/EFI/BOOT/BOOTX64.EFI) reads this file.\n\
+         # (hd0,1) is the root file system, (hd0,0) this EFI system partition.\n\
+         default 0\n\
+         timeout 0\n\
+         hiddenmenu\n\
+         \n\
+         title jeos\n\
+         root (hd0,1)\n\
+         kernel {kernel_path} {cmdline}\n\
+         initrd (hd0,0)/initrd.img\n"
+    )
+}
+
+/// GRUB's directory on the ESP of a [`GrubLegacyBoot`] disk: its `grub.cfg` and modules.
+pub const GRUB_PREFIX: &str = "/boot/grub";
+
+/// Magic of GRUB's module area (`grub_module_info64`: magic, padding, offset, size).
+const GRUB_MODULE_MAGIC: &[u8; 4] = b"mimg";
+/// `OBJ_TYPE_PREFIX`: the module-area object holding the default `prefix`.
+const GRUB_OBJ_PREFIX: u32 = 3;
+
+/// `efi` (a GRUB EFI image) with its built-in `prefix` set to `prefix`, as
+/// `grub-mkimage --prefix` would write it. Debian's monolithic image says `/EFI/debian`,
+/// where `grub-install` puts a `grub.cfg`; a `grub.cfg` under `/EFI` is what virt-v2v
+/// takes for GRUB 2 (and then runs `grub-mkconfig` in the guest), so jeos points GRUB at
+/// [`GRUB_PREFIX`] instead. The prefix object is rewritten in place (same size, NUL
+/// padded); nothing else changes.
+///
+/// # Errors
+/// [`BootloaderError::GrubImage`] when the module area or its prefix object is not found
+/// exactly once, or `prefix` does not fit in it.
+pub fn grub_with_prefix(efi: &[u8], prefix: &str) -> Result<Vec<u8>, BootloaderError> {
+    let bad = |what: &'static str| BootloaderError::GrubImage { what };
+    let read_u32 = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            efi.get(at..at.checked_add(4)?)?.try_into().ok()?,
+        ))
+    };
+    let read_u64 = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(
+            efi.get(at..at.checked_add(8)?)?.try_into().ok()?,
+        ))
+    };
+    // Every `mimg` whose objects tile its area exactly; the module area is the one.
+    let mut found = Vec::new();
+    for (start, _) in efi
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| w == GRUB_MODULE_MAGIC)
+    {
+        let (Some(offset), Some(size)) = (read_u64(start + 8), read_u64(start + 16)) else {
+            continue;
+        };
+        let (Ok(offset), Ok(size)) = (usize::try_from(offset), usize::try_from(size)) else {
+            continue;
+        };
+        let (Some(mut at), Some(end)) = (start.checked_add(offset), start.checked_add(size)) else {
+            continue;
+        };
+        if offset < 24 || end > efi.len() {
+            continue;
+        }
+        let mut prefixes = Vec::new();
+        while at < end {
+            let (Some(kind), Some(len)) = (read_u32(at), read_u32(at + 4)) else {
+                break;
+            };
+            let len = len as usize;
+            if len < 8 || at + len > end {
+                break;
+            }
+            if kind == GRUB_OBJ_PREFIX {
+                prefixes.push((at + 8, len - 8));
+            }
+            at += len;
+        }
+        if at == end {
+            found.push(prefixes);
+        }
+    }
+    let [prefixes] = found.as_slice() else {
+        return Err(bad("no single module area (`mimg`)"));
+    };
+    let [(at, room)] = prefixes.as_slice() else {
+        return Err(bad("no single prefix object in the module area"));
+    };
+    if prefix.len() >= *room || prefix.contains('\0') {
+        return Err(bad("the new prefix does not fit the prefix object"));
+    }
+    let mut out = efi.to_vec();
+    let slot = &mut out[*at..*at + *room];
+    slot.fill(0);
+    slot[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    Ok(out)
+}
+
+/// The FAT volume serial of the ESP written for `seed`.
+#[must_use]
+pub fn esp_volume_id(seed: &Seed) -> u32 {
+    u32::from_le_bytes(seed.derive("fat:serial")[..4].try_into().expect("4 bytes"))
+}
+
+/// The ESP's file-system UUID as blkid and `/etc/fstab` spell it (`ABCD-1234`).
+#[must_use]
+pub fn esp_fs_uuid(seed: &Seed) -> String {
+    let id = esp_volume_id(seed);
+    format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF)
+}
+
 /// Everything needed to write a bootable disk.
 #[derive(Clone, Debug)]
 pub struct DiskPlan {
@@ -397,7 +567,14 @@ pub struct DiskPlan {
     pub seed: Seed,
     /// `SOURCE_DATE_EPOCH`.
     pub timestamp: u64,
+    /// UEFI through GRUB with a GRUB-legacy configuration instead of systemd-boot
+    /// (`[disk] convertible`); `None`: systemd-boot is `BOOTX64.EFI`.
+    pub grub: Option<GrubLegacyBoot>,
 }
+
+/// Free space kept on the ESP of a [`GrubLegacyBoot`] disk: virt-v2v refuses to convert
+/// a guest with less than 10 MB free there.
+pub const CONVERTIBLE_ESP_FREE_BYTES: u64 = 12 * ALIGNMENT_BYTES;
 
 /// What [`write_disk`] produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -429,7 +606,26 @@ pub fn esp_tree(plan: &DiskPlan, images: &SyslinuxImages) -> Result<FatDir, Boot
         |path: &str, data: Vec<u8>| tree.insert_file(path, data).map_err(BootloaderError::Fat);
     add("/vmlinuz", plan.kernel.clone())?;
     add("/initrd.img", plan.initramfs.clone())?;
-    add("/EFI/BOOT/BOOTX64.EFI", plan.loaders.systemd_boot.clone())?;
+    if let Some(grub) = &plan.grub {
+        add(
+            "/EFI/BOOT/BOOTX64.EFI",
+            grub_with_prefix(&grub.efi, GRUB_PREFIX)?,
+        )?;
+        add(
+            "/EFI/systemd/systemd-bootx64.efi",
+            plan.loaders.systemd_boot.clone(),
+        )?;
+        add("/boot/grub/grub.cfg", grub_cfg().into_bytes())?;
+        for (name, bytes) in &grub.modules {
+            add(&format!("/boot/grub/x86_64-efi/{name}.mod"), bytes.clone())?;
+        }
+        add(
+            GRUB_MENU_LST,
+            grub_menu_lst(&grub.kernel_path, &plan.cmdline).into_bytes(),
+        )?;
+    } else {
+        add("/EFI/BOOT/BOOTX64.EFI", plan.loaders.systemd_boot.clone())?;
+    }
     // `timeout 0`: boot the default entry at once, no menu.
     add(
         "/loader/loader.conf",
@@ -515,9 +711,18 @@ pub fn write_disk(plan: &DiskPlan, out: &Path) -> Result<DiskReport, BootloaderE
     .iter()
     .map(|l| *l as u64)
     .sum();
+    let (content, free) = match &plan.grub {
+        Some(grub) => (
+            content
+                + grub.efi.len() as u64
+                + grub.modules.iter().map(|m| m.1.len() as u64).sum::<u64>(),
+            CONVERTIBLE_ESP_FREE_BYTES,
+        ),
+        None => (content, 0),
+    };
     let esp_size = match plan.esp_size_bytes {
         Some(size) => size,
-        None => (content + content / 4 + 4 * ALIGNMENT_BYTES).max(16 * ALIGNMENT_BYTES),
+        None => (content + content / 4 + 4 * ALIGNMENT_BYTES + free).max(16 * ALIGNMENT_BYTES),
     };
     let esp_size = round_up(esp_size, ALIGNMENT_BYTES)
         .ok_or(BootloaderError::Layout(LayoutError::Overflow))?;
@@ -547,11 +752,7 @@ pub fn write_disk(plan: &DiskPlan, out: &Path) -> Result<DiskReport, BootloaderE
         &FatConfig {
             size_bytes: esp_part.size_bytes(),
             volume_label: "ESP".into(),
-            volume_id: u32::from_le_bytes(
-                plan.seed.derive("fat:serial")[..4]
-                    .try_into()
-                    .expect("4 bytes"),
-            ),
+            volume_id: esp_volume_id(&plan.seed),
             timestamp: plan.timestamp,
             hidden_sectors: u32::try_from(esp_part.first_lba.0).unwrap_or(u32::MAX),
         },
@@ -599,6 +800,92 @@ pub fn write_disk(plan: &DiskPlan, out: &Path) -> Result<DiskReport, BootloaderE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grub_menu_lst_boots_the_root_kernel_with_the_command_line() {
+        let menu = grub_menu_lst("/boot/vmlinuz-6.12.1-amd64", "root=UUID=x rw quiet");
+        assert!(
+            menu.contains("\nkernel /boot/vmlinuz-6.12.1-amd64 root=UUID=x rw quiet\n"),
+            "{menu}"
+        );
+        assert!(menu.contains("\ninitrd (hd0,0)/initrd.img\n"), "{menu}");
+        assert!(grub_cfg().contains("legacy_configfile /EFI/BOOT/menu.lst\n"));
+        // `root (hd0,1)` is GRUB legacy's second partition: the root file system.
+        assert!(menu.contains("\nroot (hd0,1)\n"), "{menu}");
+        let layout = DiskLayout::plan(&DiskSpec {
+            esp_size_bytes: 32 * ALIGNMENT_BYTES,
+            root_size_bytes: 64 * ALIGNMENT_BYTES,
+            bios_boot: false,
+            esp_legacy_bootable: true,
+            seed: Seed::from_bytes(b"grub"),
+        })
+        .unwrap();
+        assert_eq!(layout.partition_number(PartitionRole::Esp), Some(1));
+        assert_eq!(layout.partition_number(PartitionRole::Root), Some(2));
+    }
+
+    /// A GRUB-like image: code, a `mimg` area with an ELF-module object, a memdisk and a
+    /// prefix object.
+    fn fake_grub(prefix: &[u8; 16]) -> Vec<u8> {
+        let mut efi = b"MZ code mimg in the code".to_vec();
+        let start = efi.len();
+        let objects: Vec<(u32, Vec<u8>)> = vec![
+            (0, vec![0x7F; 40]),
+            (1, b"hsqs".to_vec()),
+            (GRUB_OBJ_PREFIX, prefix.to_vec()),
+        ];
+        let size = 24 + objects.iter().map(|(_, b)| 8 + b.len()).sum::<usize>();
+        efi.extend_from_slice(GRUB_MODULE_MAGIC);
+        efi.extend_from_slice(&[0; 4]);
+        efi.extend_from_slice(&24u64.to_le_bytes());
+        efi.extend_from_slice(&(size as u64).to_le_bytes());
+        for (kind, bytes) in objects {
+            efi.extend_from_slice(&kind.to_le_bytes());
+            efi.extend_from_slice(&(u32::try_from(8 + bytes.len()).unwrap()).to_le_bytes());
+            efi.extend_from_slice(&bytes);
+        }
+        assert_eq!(efi.len(), start + size);
+        efi.extend_from_slice(b"trailer");
+        efi
+    }
+
+    #[test]
+    fn grub_prefix_is_rewritten_in_place() {
+        let efi = fake_grub(b"/EFI/debian\0\0\0\0\0");
+        let out = grub_with_prefix(&efi, "/boot/grub").unwrap();
+        assert_eq!(out.len(), efi.len());
+        let at = out.windows(10).position(|w| w == b"/boot/grub").unwrap();
+        assert_eq!(&out[at..at + 16], b"/boot/grub\0\0\0\0\0\0");
+        let changed = efi.iter().zip(&out).filter(|(a, b)| a != b).count();
+        assert!(changed <= 16, "{changed} bytes changed");
+    }
+
+    #[test]
+    fn grub_prefix_errors() {
+        let efi = fake_grub(b"/EFI/debian\0\0\0\0\0");
+        assert!(matches!(
+            grub_with_prefix(&efi, "/a/much/longer/prefix"),
+            Err(BootloaderError::GrubImage { .. })
+        ));
+        assert!(matches!(
+            grub_with_prefix(b"MZ no module area", "/boot/grub"),
+            Err(BootloaderError::GrubImage { .. })
+        ));
+        // A truncated module area is not one.
+        assert!(matches!(
+            grub_with_prefix(&efi[..efi.len() - 20], "/boot/grub"),
+            Err(BootloaderError::GrubImage { .. })
+        ));
+    }
+
+    #[test]
+    fn esp_fs_uuid_is_the_fat_serial_as_blkid_prints_it() {
+        let seed = Seed::from_bytes(b"esp");
+        let id = esp_volume_id(&seed);
+        let uuid = esp_fs_uuid(&seed);
+        assert_eq!(uuid, format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF));
+        assert_eq!(u32::from_str_radix(&uuid.replace('-', ""), 16).unwrap(), id);
+    }
 
     #[test]
     fn sparse_copy_keeps_zero_blocks_as_holes() {

@@ -460,7 +460,7 @@ mod tests {
             .output()
             .is_err()
         {
-            eprintln!("SKIPPED: cpio not installed");
+            crate::skip_test("cpio not installed");
             return;
         }
         let raw = write_newc(&entries(), 0).unwrap();

@@ -1076,7 +1076,7 @@ mod tests {
 
     fn check_with_tools(size: u64, expected: FatType) {
         if !tool("fsck.fat") || !tool("mtype") {
-            eprintln!("SKIPPED: fsck.fat (dosfstools) or mtype (mtools) not installed");
+            crate::skip_test("fsck.fat (dosfstools) or mtype (mtools) not installed");
             return;
         }
         let root = tree();

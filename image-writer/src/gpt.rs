@@ -765,7 +765,7 @@ mod tests {
             .output()
             .is_err()
         {
-            eprintln!("SKIPPED: sgdisk (package gdisk) not installed");
+            crate::skip_test("sgdisk (package gdisk) not installed");
             return;
         }
         let layout = layout();

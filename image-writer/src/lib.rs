@@ -31,8 +31,20 @@ pub mod vbox;
 pub mod vhd;
 pub mod vmdk;
 
-pub use bootloader::{BootloaderFiles, DiskPlan, DiskReport, write_disk};
+pub use bootloader::{BootloaderFiles, DiskPlan, DiskReport, GrubLegacyBoot, write_disk};
 pub use ova::package::{
     OvfInputs, PackageError, PackageReport, PackageSpec, SigningConfig, write_ovf_package,
 };
 pub use ova::reporter::{NoReporter, PublishReporter};
+
+/// A unit test's missing prerequisite (a tool of the host): the test returns after a loud
+/// `SKIPPED` line, and fails instead under `CI=true`, where every prerequisite is installed.
+#[cfg(test)]
+#[expect(clippy::print_stderr, reason = "tests report skipped checks on stderr")]
+pub(crate) fn skip_test(reason: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "prerequisite missing under CI=true: {reason} (scripts/install-deps installs it)"
+    );
+    eprintln!("SKIPPED: {reason}");
+}

@@ -3,17 +3,21 @@
 //! ```text
 //! <root>/                  default `$XDG_CACHE_HOME/jeos`, else `~/.cache/jeos`
 //!   debs/<sha256>.deb      verified package files
-//!   indices/<sha256>       verified, decompressed `Packages` indices (named by the SHA-256
-//!                          of the decompressed bytes, as listed in the Release file)
+//!   indices/<sha256>       verified `Packages.gz`/`.xz` as downloaded, named by their
+//!                          SHA-256 as listed in the Release file (caches of earlier
+//!                          versions hold the decompressed text, named likewise)
 //!   releases/<key>         last verified InRelease per mirror+suite (for `--offline`)
 //!   locks/<sha256>.lock    per-entry lock files (never deleted; empty)
+//!   verified/<kind>-<sha256>  verified stamps: an entry's file identity and times when it
+//!                          was last hashed, so an unchanged entry is not re-hashed
 //!   tmp/                   partial downloads, same filesystem as the final names
 //! ```
 //!
 //! Invariant: a file under `debs/` or `indices/` has exactly the SHA-256 of its name.
 //! [`TempEntry`] hashes while writing; [`Cache::commit`] fsyncs, compares the hash, and only
 //! then renames atomically into place (then fsyncs the directory). Readers re-hash entries
-//! and drop corrupt ones, so a damaged disk cannot feed wrong bytes into a build.
+//! (unless their verified stamp still matches, see [`Cache::get`]) and drop corrupt ones,
+//! so a damaged or changed entry cannot feed wrong bytes into a build.
 //!
 //! Concurrency: renames are atomic, so readers never see partial files. Writers of the same
 //! entry serialise on [`Cache::lock_entry`] (an exclusive `flock` via std's `File::lock`), so
@@ -122,7 +126,7 @@ impl Cache {
 
     /// Open (creating directories as needed) the cache at `root`.
     pub fn open(root: &Path) -> Result<Self, CacheError> {
-        for sub in ["debs", "indices", "releases", "locks", "tmp"] {
+        for sub in ["debs", "indices", "releases", "locks", "tmp", "verified"] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
@@ -160,13 +164,42 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(&path)(e)),
         };
+        let stamp_path = self.stamp_path(kind, sha256);
+        let before = file
+            .metadata()
+            .ok()
+            .filter(|m| size.is_none_or(|s| s == m.len()))
+            .map(|m| stamp_text(sha256, &m));
+        if let Some(before) = &before
+            && std::fs::read(&stamp_path).is_ok_and(|s| s == before.as_bytes())
+        {
+            refresh_stamp(&stamp_path, before);
+            return Ok(Some(path));
+        }
         let (actual, actual_size) = hash_reader(&mut file).map_err(io_err(&path))?;
         if actual != sha256 || size.is_some_and(|s| s != actual_size) {
             // Corrupt entry: remove it so it is downloaded again.
+            let _ = std::fs::remove_file(&stamp_path);
             std::fs::remove_file(&path).map_err(io_err(&path))?;
             return Ok(None);
         }
+        // Stamp only a file that did not change while it was hashed.
+        let after = file.metadata().map(|m| stamp_text(sha256, &m)).ok();
+        if let (Some(before), Some(after)) = (before, after)
+            && before == after
+        {
+            let _ = write_stamp(&stamp_path, &before);
+        }
         Ok(Some(path))
+    }
+
+    /// Where the verified stamp of an entry lives (`verified/<kind>-<sha256>`).
+    fn stamp_path(&self, kind: EntryKind, sha256: &str) -> PathBuf {
+        let kind = match kind {
+            EntryKind::Deb => "deb",
+            EntryKind::Index => "index",
+        };
+        self.root.join("verified").join(format!("{kind}-{sha256}"))
     }
 
     /// Take the exclusive lock of an entry; released when the guard drops.
@@ -376,6 +409,50 @@ pub fn hash_reader(reader: &mut impl Read) -> std::io::Result<(String, u64)> {
     Ok((to_hex(&hasher.finalize()), total))
 }
 
+/// The verified stamp of an entry named `sha256` whose file has `meta`: its SHA-256 and
+/// the file's identity and times (inode, device, size, modification and change times in
+/// nanoseconds). [`Cache::get`] re-hashes an entry only when its stamp does not match:
+/// every write to the file (or its replacement) changes its change time, which no
+/// unprivileged program can set back. The stamps are in the cache directory, so whoever
+/// can write the cache can forge one, as they could replace the entry itself: the trust
+/// boundary stays the cache directory's permissions. Media silently flipping bits under an
+/// unchanged inode is not caught here; `jeos cache verify` re-hashes every entry.
+fn stamp_text(sha256: &str, meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{sha256} {} {} {} {}.{:09} {}.{:09}\n",
+        meta.size(),
+        meta.ino(),
+        meta.dev(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    )
+}
+
+fn write_stamp(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Rewrites a stamp last written more than a day ago, so `jeos cache prune` (which goes
+/// by modification and access times) sees that its entry is still used although the entry
+/// itself is no longer read.
+fn refresh_stamp(path: &Path, text: &str) {
+    let old = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > Duration::from_secs(86_400));
+    if old {
+        let _ = write_stamp(path, text);
+    }
+}
+
 /// Holds an entry's lock until dropped.
 #[derive(Debug)]
 pub struct EntryLock {
@@ -503,6 +580,45 @@ mod tests {
         assert_eq!(c.get(EntryKind::Deb, &h, Some(6)).unwrap(), None);
         assert!(!p.exists(), "entry with wrong size is dropped");
         assert!(tmp_is_empty(&c));
+    }
+
+    /// Issue #14: a verified entry is not re-hashed while its stamp matches, and any
+    /// change to it (even one that keeps its size and modification time) is noticed.
+    #[test]
+    fn issue_14_stamped_entries_skip_the_hash_until_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        let h = hex_of(b"hello");
+        let p = c
+            .insert_bytes(EntryKind::Deb, "hello", &h, b"hello")
+            .unwrap();
+        assert_eq!(c.get(EntryKind::Deb, &h, Some(5)).unwrap(), Some(p.clone()));
+        let stamp = c.stamp_path(EntryKind::Deb, &h);
+        assert!(stamp.is_file(), "a verified entry is stamped");
+        assert_eq!(c.get(EntryKind::Deb, &h, Some(5)).unwrap(), Some(p.clone()));
+        let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+        std::fs::write(&p, b"jello").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(c.get(EntryKind::Deb, &h, Some(5)).unwrap(), None);
+        assert!(
+            !p.exists() && !stamp.exists(),
+            "the changed entry and its stamp are gone"
+        );
+        // A forged stamp for another file's identity does not match.
+        let p = c
+            .insert_bytes(EntryKind::Deb, "hello", &h, b"hello")
+            .unwrap();
+        std::fs::write(&stamp, format!("{h} 5 1 1 0.000000000 0.000000000\n")).unwrap();
+        assert_eq!(c.get(EntryKind::Deb, &h, Some(5)).unwrap(), Some(p));
+        assert_ne!(
+            std::fs::read_to_string(&stamp).unwrap(),
+            format!("{h} 5 1 1 0.000000000 0.000000000\n")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! a fleet needs to share one apt-cacher-ng: `http_proxy=http://cacher:3142`.
 //!
 //! [`Repository`] is one mirror plus a keyring:
-//! `fetch_release` (InRelease, verified) → `fetch_packages` (Packages.xz via `by-hash`, size
+//! `fetch_release` (InRelease, verified) → `fetch_packages` (Packages.gz, else .xz, via `by-hash`, size
 //! and SHA-256 checked against the Release *before* decompression, decompressed with a cap
 //! at the listed uncompressed size, SHA-256 of the result checked, cached by that hash).
 
@@ -846,11 +846,7 @@ impl Repository {
         let mut timings = IndexTimings::default();
         if let (Some(cache), Some(plain)) = (&self.cache, plain) {
             let start = Instant::now();
-            if let Some(path) = cache.get(EntryKind::Index, &plain.sha256, Some(plain.size))? {
-                let text = std::fs::read_to_string(&path).map_err(|source| ClientError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+            if let Some(text) = cached_packages_text(cache, release, &dir, plain)? {
                 self.reporter.on_cache_hit(&plain_path);
                 self.reporter.on_index_fetched(suite, component, plain.size);
                 timings.cache_hit = true;
@@ -868,33 +864,44 @@ impl Repository {
                 what: format!("dists/{suite}/{plain_path}"),
             });
         }
-        let xz =
-            release
-                .release
-                .sha256
-                .get(&xz_path)
-                .ok_or_else(|| ClientError::IndexNotListed {
-                    suite: suite.clone(),
-                    path: xz_path.clone(),
-                })?;
-        let plain_url = self.url(&format!("dists/{suite}/{xz_path}"));
+        // gzip when the release lists it: 40 % more bytes than xz, but inflating the 54 MiB
+        // index takes a third of the time LZMA needs (zlib 0.25 s against 0.73 s here), the
+        // larger share of a fresh resolve on any link faster than ~40 Mbit/s.
+        let gz_path = format!("{dir}/Packages.gz");
+        let (path, listed, gzip) = match release.release.sha256.get(&gz_path) {
+            Some(gz) => (gz_path, gz, true),
+            None => (
+                xz_path.clone(),
+                release.release.sha256.get(&xz_path).ok_or_else(|| {
+                    ClientError::IndexNotListed {
+                        suite: suite.clone(),
+                        path: xz_path,
+                    }
+                })?,
+                false,
+            ),
+        };
+        let plain_url = self.url(&format!("dists/{suite}/{path}"));
         let start = Instant::now();
-        let id = self.reporter.on_download_start(&xz_path, Some(xz.size));
+        let id = self.reporter.on_download_start(&path, Some(listed.size));
         let fetched = if release.release.acquire_by_hash {
-            let by_hash = self.url(&format!("dists/{suite}/{dir}/by-hash/SHA256/{}", xz.sha256));
-            match self.http.get_bytes(&by_hash, xz.size) {
+            let by_hash = self.url(&format!(
+                "dists/{suite}/{dir}/by-hash/SHA256/{}",
+                listed.sha256
+            ));
+            match self.http.get_bytes(&by_hash, listed.size) {
                 Err(ClientError::NotFound { url }) => {
                     self.reporter
                         .on_warning(ResolverWarning::ByHashFallback { url });
                     self.http
-                        .get_bytes(&plain_url, xz.size)
+                        .get_bytes(&plain_url, listed.size)
                         .map(|b| (b, plain_url.clone()))
                 }
                 other => other.map(|b| (b, by_hash)),
             }
         } else {
             self.http
-                .get_bytes(&plain_url, xz.size)
+                .get_bytes(&plain_url, listed.size)
                 .map(|b| (b, plain_url.clone()))
         };
         if let Ok((bytes, _)) = &fetched {
@@ -905,28 +912,14 @@ impl Repository {
         let (compressed, url) = fetched?;
         timings.download = start.elapsed();
         // Verify the compressed bytes before the decompressor sees them.
-        check_size_and_hash(&url, &compressed, xz.size, &xz.sha256)?;
+        check_size_and_hash(&url, &compressed, listed.size, &listed.sha256)?;
         let start = Instant::now();
-        let limit = plain.map_or(MAX_INDEX_BYTES, |p| p.size);
-        let decompressed =
-            decompress_xz(&compressed, limit).map_err(|source| ClientError::Decompress {
-                url: url.clone(),
-                source,
-            })?;
-        let sha256 = release::sha256_hex(&decompressed);
-        if let Some(plain) = plain {
-            check_size_and_hash(
-                &format!("{url} (decompressed)"),
-                &decompressed,
-                plain.size,
-                &plain.sha256,
-            )?;
-        }
-        let text = String::from_utf8(decompressed)
-            .map_err(|_| ClientError::NotUtf8 { url: url.clone() })?;
+        let text = decompress_index(&compressed, gzip, &url, plain)?;
+        let sha256 = release::sha256_hex(text.as_bytes());
         timings.decompress = start.elapsed();
         if let (Some(cache), Some(_)) = (&self.cache, plain) {
-            cache.insert_bytes(EntryKind::Index, &plain_path, &sha256, text.as_bytes())?;
+            // The verified download, not the text: 10 MB instead of 54 for trixie/main.
+            cache.insert_bytes(EntryKind::Index, &path, &listed.sha256, &compressed)?;
         }
         self.reporter.on_index_fetched(
             suite,
@@ -994,6 +987,72 @@ impl Repository {
     }
 }
 
+/// The text of a verified compressed `Packages` (`gzip`, else xz) from `url`: decompressed
+/// within the plain size the release lists and checked against its plain SHA-256 (when it
+/// lists one), UTF-8.
+fn decompress_index(
+    compressed: &[u8],
+    gzip: bool,
+    url: &str,
+    plain: Option<&release::ReleaseFile>,
+) -> Result<String, ClientError> {
+    let limit = plain.map_or(MAX_INDEX_BYTES, |p| p.size);
+    let decompressed = if gzip {
+        decompress_gz(compressed, limit)
+    } else {
+        decompress_xz(compressed, limit)
+    }
+    .map_err(|source| ClientError::Decompress {
+        url: url.to_owned(),
+        source,
+    })?;
+    if let Some(plain) = plain {
+        check_size_and_hash(
+            &format!("{url} (decompressed)"),
+            &decompressed,
+            plain.size,
+            &plain.sha256,
+        )?;
+    }
+    String::from_utf8(decompressed).map_err(|_| ClientError::NotUtf8 {
+        url: url.to_owned(),
+    })
+}
+
+/// The `Packages` text of `dir` from the cache, if it is there: as the plain file (caches
+/// written before the compressed download was kept instead), or as the `.gz` or `.xz` the
+/// release lists, decompressed and checked again ([`decompress_index`]).
+fn cached_packages_text(
+    cache: &Cache,
+    release: &VerifiedRelease,
+    dir: &str,
+    plain: &release::ReleaseFile,
+) -> Result<Option<String>, ClientError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ClientError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    if let Some(path) = cache.get(EntryKind::Index, &plain.sha256, Some(plain.size))? {
+        return String::from_utf8(read(&path)?)
+            .map(Some)
+            .map_err(|_| ClientError::NotUtf8 {
+                url: path.display().to_string(),
+            });
+    }
+    for (name, gzip) in [("Packages.gz", true), ("Packages.xz", false)] {
+        let Some(listed) = release.release.sha256.get(&format!("{dir}/{name}")) else {
+            continue;
+        };
+        if let Some(path) = cache.get(EntryKind::Index, &listed.sha256, Some(listed.size))? {
+            let url = path.display().to_string();
+            return decompress_index(&read(&path)?, gzip, &url, Some(plain)).map(Some);
+        }
+    }
+    Ok(None)
+}
+
 fn signature_warning(suite: &str, status: &release::SignatureStatus) -> Option<ResolverWarning> {
     use release::SignatureStatus as S;
     let (key, reason) = match status {
@@ -1042,6 +1101,12 @@ fn check_size_and_hash(
 pub fn decompress_xz(compressed: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
     let decoder = liblzma::read::XzDecoder::new_multi_decoder(compressed);
     read_capped(decoder, limit)
+}
+
+/// Decompress a `.gz` stream (concatenated members allowed), failing beyond `limit` bytes
+/// of output.
+pub fn decompress_gz(compressed: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
+    read_capped(flate2::read::MultiGzDecoder::new(compressed), limit)
 }
 
 /// Read everything from `reader`, failing with `InvalidData` beyond `limit` bytes.

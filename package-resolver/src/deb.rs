@@ -259,7 +259,7 @@ impl Default for UnpackOptions {
 }
 
 /// Kind of manifest entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EntryKind {
     /// Regular file.
     File,
@@ -308,7 +308,7 @@ impl EntryKind {
 }
 
 /// Metadata of one path of the root filesystem.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManifestEntry {
     /// Kind.
     pub kind: EntryKind,
@@ -334,7 +334,7 @@ pub struct ManifestEntry {
 pub type Manifest = BTreeMap<String, ManifestEntry>;
 
 /// What one unpacked package contained.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PackageReport {
     /// `Package`.
     pub name: String,
@@ -357,7 +357,7 @@ pub struct PackageReport {
 }
 
 /// A path shipped by two packages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Overlap {
     /// Path.
     pub path: String,
@@ -580,6 +580,23 @@ impl UnpackDir {
         })
     }
 
+    /// A staging tree at `root` whose packages were unpacked before (a restored cache
+    /// entry): its manifest, overlaps and package reports as that unpacking recorded them.
+    #[must_use]
+    pub fn from_parts(
+        root: &Path,
+        manifest: Manifest,
+        overlaps: Vec<Overlap>,
+        packages: Vec<PackageReport>,
+    ) -> Self {
+        Self {
+            root: root.to_owned(),
+            manifest,
+            overlaps,
+            packages,
+        }
+    }
+
     /// Root directory.
     #[must_use]
     pub fn root(&self) -> &Path {
@@ -610,13 +627,26 @@ impl UnpackDir {
         path: &Path,
         options: &UnpackOptions,
     ) -> Result<&PackageReport, DebError> {
+        self.unpack_deb_observed(path, options, &mut |_| {})
+    }
+
+    /// [`Self::unpack_deb`], calling `on_file` with each regular file's path (relative to
+    /// the root, normalised) once it is written and closed, so a caller can start work on
+    /// it while the rest of the archive unpacks. A path written twice is reported twice.
+    pub fn unpack_deb_observed(
+        &mut self,
+        path: &Path,
+        options: &UnpackOptions,
+        on_file: &mut dyn FnMut(&str),
+    ) -> Result<&PackageReport, DebError> {
         let wrap = |source| DebError::InFile {
             deb: path.to_owned(),
             source: Box::new(source),
         };
         let mut file = File::open(path).map_err(|e| wrap(io_at(path)(e)))?;
         let len = file.metadata().map_err(|e| wrap(io_at(path)(e)))?.len();
-        self.unpack_reader(&mut file, len, options).map_err(wrap)
+        self.unpack_reader_observed(&mut file, len, options, on_file)
+            .map_err(wrap)
     }
 
     /// Unpack a `.deb` of `len` bytes from `r`.
@@ -625,6 +655,16 @@ impl UnpackDir {
         r: &mut R,
         len: u64,
         options: &UnpackOptions,
+    ) -> Result<&PackageReport, DebError> {
+        self.unpack_reader_observed(r, len, options, &mut |_| {})
+    }
+
+    fn unpack_reader_observed<R: Read + Seek>(
+        &mut self,
+        r: &mut R,
+        len: u64,
+        options: &UnpackOptions,
+        on_file: &mut dyn FnMut(&str),
     ) -> Result<&PackageReport, DebError> {
         let members = read_ar_members(r, len)?;
         let mut iter = members.iter().filter(|m| !m.name.starts_with('_'));
@@ -676,7 +716,7 @@ impl UnpackDir {
             inner: reader,
             remaining: options.max_data_bytes,
         };
-        self.unpack_data(reader, &data.name, &mut report, options)?;
+        self.unpack_data(reader, &data.name, &mut report, options, on_file)?;
         self.packages.push(report);
         Ok(self.packages.last().expect("just pushed"))
     }
@@ -687,6 +727,7 @@ impl UnpackDir {
         member: &str,
         report: &mut PackageReport,
         options: &UnpackOptions,
+        on_file: &mut dyn FnMut(&str),
     ) -> Result<(), DebError> {
         let corrupt = |source: std::io::Error| {
             if is_too_large(&source) {
@@ -787,6 +828,7 @@ impl UnpackDir {
             if kind == EntryKind::File {
                 report.bytes += size;
                 this_package_files.insert(path.clone());
+                on_file(&path);
             }
             let text = |b: Option<&[u8]>| {
                 b.map(|b| String::from_utf8_lossy(b).into_owned())

@@ -113,6 +113,11 @@ pub struct RunConfig {
     pub vsock_socket: Option<PathBuf>,
     /// Embedded runner: bytes typed on the console (the guest's serial input).
     pub console_input: Option<Box<dyn std::io::Read + Send>>,
+    /// Embedded runner: the ACPI power button; keep a clone and
+    /// [`press`](crate::devices::ged::PowerButton::press) it to ask the guest for a clean
+    /// shutdown (the exit is then [`ExitReason::PoweredOffOnRequest`], or
+    /// [`ExitReason::ShutdownIgnored`] after the button's grace period).
+    pub power_button: Option<crate::devices::ged::PowerButton>,
     /// QEMU only: boot the whole disk through firmware instead of direct kernel boot.
     pub firmware: Option<Firmware>,
     /// QEMU only: the network adapter (the embedded runner has none).
@@ -157,6 +162,7 @@ impl RunConfig {
             port_forwards: Vec::new(),
             vsock_socket: None,
             console_input: None,
+            power_button: None,
             firmware: None,
             nic: NicModel::Virtio,
             disk_bus: DiskBus::Virtio,
@@ -196,6 +202,14 @@ impl RunConfig {
 pub enum ExitReason {
     /// ACPI S5 (or QEMU guest shutdown).
     PowerOff,
+    /// ACPI S5 after the host pressed the power button: a clean shutdown on request.
+    PoweredOffOnRequest,
+    /// The guest did not power off within `grace` of the power-button press and was
+    /// stopped hard.
+    ShutdownIgnored {
+        /// The grace period it had.
+        grace: Duration,
+    },
     /// The guest reset the machine (i8042, ACPI reset register).
     Reset,
     /// The wall-clock timeout expired.
@@ -212,12 +226,31 @@ impl std::fmt::Display for ExitReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ExitReason::PowerOff => f.write_str("power off"),
+            ExitReason::PoweredOffOnRequest => {
+                f.write_str("powered off on request (ACPI power button)")
+            }
+            ExitReason::ShutdownIgnored { grace } => write!(
+                f,
+                "no power-off within {:.1} s of the ACPI power-button press: stopped hard",
+                grace.as_secs_f64()
+            ),
             ExitReason::Reset => f.write_str("reset"),
             ExitReason::Timeout => f.write_str("timeout"),
             ExitReason::Panic => f.write_str("kernel panic"),
             ExitReason::TripleFault => f.write_str("triple fault"),
             ExitReason::VmmError(message) => write!(f, "vmm error: {message}"),
         }
+    }
+}
+
+impl ExitReason {
+    /// A clean end: the guest powered off (on its own or on request) or reset.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self,
+            ExitReason::PowerOff | ExitReason::PoweredOffOnRequest | ExitReason::Reset
+        )
     }
 }
 
@@ -261,7 +294,7 @@ impl RunOutcome {
     /// protocol line, and shut down or reset cleanly.
     #[must_use]
     pub fn passed(&self) -> bool {
-        let clean_exit = matches!(self.exit, ExitReason::PowerOff | ExitReason::Reset);
+        let clean_exit = self.exit.is_clean();
         let done_ok = self
             .events
             .iter()
@@ -333,6 +366,21 @@ mod tests {
             failed: 1,
         };
         assert!(!outcome(ExitReason::Reset, vec![failed]).passed());
+    }
+
+    #[test]
+    fn exit_reasons_say_whether_they_are_clean() {
+        assert!(ExitReason::PoweredOffOnRequest.is_clean());
+        assert!(ExitReason::PowerOff.is_clean());
+        let ignored = ExitReason::ShutdownIgnored {
+            grace: Duration::from_millis(1500),
+        };
+        assert!(!ignored.is_clean());
+        assert_eq!(
+            ignored.to_string(),
+            "no power-off within 1.5 s of the ACPI power-button press: stopped hard"
+        );
+        assert!(!ExitReason::Panic.is_clean());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! line; give the guest RAM, a 16550 console, an i8042 (reset), ACPI tables (for the
 //! virtio-mmio disk, SMP and S5 power-off) and a virtio-blk disk backed copy-on-write by the
 //! image (the image file is never modified); enforce a wall-clock timeout; capture the
-//! console; collect the guest-init smoke-test protocol lines; a virtio-vsock device on a
+//! console; collect the guest-init smoke-test protocol lines; an ACPI power button the
+//! host can press ([`PowerButton`]: a clean shutdown, or a hard stop after a grace
+//! period) and a pvpanic port; a virtio-vsock device on a
 //! host Unix socket (Firecracker's hybrid model) and host TCP ports relayed through it
 //! ([`forward`]).
 //! What it does not do: IP networking in the embedded runner (vsock only; QEMU has user
@@ -78,6 +80,7 @@ pub use config::{
     DiskBus, ExitReason, Firmware, NicModel, NoReporter, PortForward, RunConfig, RunOutcome,
     RunReporter, VmmKind,
 };
+pub use devices::ged::PowerButton;
 pub use host::{KvmStatus, check_host};
 
 /// Which backend to use.

@@ -11,10 +11,11 @@
 //!   port (COM2, `-serial file:` in the scratch directory), tailed into its own capture;
 //! * `-no-reboot`: a guest reset ends QEMU; the QMP `SHUTDOWN` event's `reason`
 //!   (`guest-shutdown`, `guest-reset`, `guest-panic`) tells power-off from reset;
+//! * a pvpanic device: a guest panic is the `guest-panic` shutdown at once;
 //! * user networking with `hostfwd` for each port forward, otherwise no NIC.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +28,7 @@ use crate::config::{
     SMOKE_TEST_FLAG, VmmKind,
 };
 use crate::console::{ConsoleCapture, ConsoleError};
+use crate::devices::ged::PowerButton;
 use crate::runner::PANIC_GRACE;
 
 /// The QEMU binary.
@@ -132,6 +134,13 @@ pub fn qemu_args(
         ),
         "-machine".into(),
         "q35".into(),
+        // The pvpanic port (ACPI QEMU0001 at 0x505, as the embedded runner has): a guest
+        // panic ends QEMU at once with the SHUTDOWN reason `guest-panic`, whatever the
+        // console shows.
+        "-device".into(),
+        "pvpanic".into(),
+        "-action".into(),
+        "panic=shutdown".into(),
         "-m".into(),
         format!("{}M", config.memory_mib),
         "-smp".into(),
@@ -276,7 +285,17 @@ pub fn parse_qmp_shutdown(line: &str) -> Option<&str> {
     Some(&after[start..end])
 }
 
-fn watch_qmp(socket: PathBuf, reason: Arc<Mutex<Option<String>>>, deadline: Instant) {
+/// How often the QMP watcher looks at the power button between events.
+const QMP_POLL: Duration = Duration::from_millis(50);
+
+/// Records QEMU's `SHUTDOWN` reason, and sends `system_powerdown` (the ACPI power button)
+/// once `button` is pressed.
+fn watch_qmp(
+    socket: PathBuf,
+    reason: Arc<Mutex<Option<String>>>,
+    deadline: Instant,
+    button: Option<PowerButton>,
+) {
     let stream = loop {
         match UnixStream::connect(&socket) {
             Ok(stream) => break stream,
@@ -290,16 +309,38 @@ fn watch_qmp(socket: PathBuf, reason: Arc<Mutex<Option<String>>>, deadline: Inst
     if writer
         .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
         .is_err()
+        || stream.set_read_timeout(Some(QMP_POLL)).is_err()
     {
         return;
     }
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { return };
-        if let Some(text) = parse_qmp_shutdown(&line) {
-            let mut slot = reason
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            slot.get_or_insert_with(|| text.to_owned());
+    let mut pressed = false;
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        if !pressed && button.as_ref().is_some_and(PowerButton::is_pressed) {
+            pressed = true;
+            let _ = writer.write_all(b"{\"execute\":\"system_powerdown\"}\n");
+        }
+        // read_until keeps what it read before a timeout in `line`.
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return,
+            Ok(_) if line.ends_with(b"\n") => {
+                if let Some(text) = parse_qmp_shutdown(&String::from_utf8_lossy(&line)) {
+                    let mut slot = reason
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    slot.get_or_insert_with(|| text.to_owned());
+                }
+                line.clear();
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+        // A response line without an end must not grow without bound.
+        if line.len() > 1024 * 1024 {
+            line.clear();
         }
     }
 }
@@ -388,7 +429,9 @@ pub fn run_qemu(
     let shutdown = Arc::new(Mutex::new(None));
     let qmp_socket = scratch.path().join("qmp.sock");
     let qmp_reason = shutdown.clone();
-    let qmp = std::thread::spawn(move || watch_qmp(qmp_socket, qmp_reason, deadline));
+    let button = config.power_button.clone();
+    let pressed = config.power_button.clone();
+    let qmp = std::thread::spawn(move || watch_qmp(qmp_socket, qmp_reason, deadline, button));
     let tail_done = Arc::new(AtomicBool::new(false));
     let tail = {
         let (path, capture, done) = (
@@ -452,6 +495,9 @@ pub fn run_qemu(
     if state.panic_at.is_some() && !matches!(exit, ExitReason::VmmError(_)) {
         exit = ExitReason::Panic;
     }
+    if exit == ExitReason::PowerOff && pressed.is_some_and(|b| b.is_pressed()) {
+        exit = ExitReason::PoweredOffOnRequest;
+    }
     let mut device_warnings = Vec::new();
     if !stderr_text.trim().is_empty() {
         device_warnings.push(format!("qemu: {}", stderr_text.trim()));
@@ -497,6 +543,7 @@ mod tests {
         assert!(joined.contains("-accel kvm -cpu host"));
         assert!(joined.contains("-m 512M -smp 2"));
         assert!(joined.contains("-no-reboot"));
+        assert!(joined.contains("-device pvpanic -action panic=shutdown"));
         assert!(joined.contains("-serial stdio -serial file:/tmp/s/protocol.serial"));
         assert!(joined.contains("-qmp unix:/tmp/s/qmp.sock,server=on,wait=off"));
         assert!(joined.contains("-netdev user,id=net0 -device virtio-net-pci,netdev=net0"));
@@ -567,6 +614,37 @@ mod tests {
             qemu_args(&config, false, Path::new("/s"), None),
             Err(QemuError::NoOvmf { .. })
         ));
+    }
+
+    /// A stand-in QMP server: the watcher negotiates, sends `system_powerdown` only after
+    /// the button is pressed, and records the `SHUTDOWN` reason that follows.
+    #[test]
+    fn power_button_sends_system_powerdown_over_qmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("qmp.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let button = PowerButton::default();
+        let reason = Arc::new(Mutex::new(None));
+        let watcher = {
+            let (socket, reason, button) = (socket.clone(), reason.clone(), button.clone());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            std::thread::spawn(move || watch_qmp(socket, reason, deadline, Some(button)))
+        };
+        let (stream, _) = listener.accept().unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut lines = BufReader::new(stream).lines();
+        writer.write_all(b"{\"QMP\": {}}\n").unwrap();
+        assert!(lines.next().unwrap().unwrap().contains("qmp_capabilities"));
+        writer.write_all(b"{\"return\": {}}\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        button.press().unwrap();
+        assert!(lines.next().unwrap().unwrap().contains("system_powerdown"));
+        writer
+            .write_all(b"{\"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}\n")
+            .unwrap();
+        drop((writer, lines));
+        watcher.join().unwrap();
+        assert_eq!(reason.lock().unwrap().as_deref(), Some("guest-shutdown"));
     }
 
     #[test]

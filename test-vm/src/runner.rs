@@ -24,12 +24,14 @@ use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use crate::acpi::{self, AcpiConfig, MmioDeviceInfo};
 use crate::arch::x86_64::layout::{
-    ACPI_MAX_BYTES, ACPI_START, PROTOCOL_IRQ, SERIAL_IRQ, VIRTIO_MMIO_SIZE, virtio_mmio_slot,
+    ACPI_MAX_BYTES, ACPI_START, GED_IRQ, PROTOCOL_IRQ, SERIAL_IRQ, VIRTIO_MMIO_SIZE,
+    virtio_mmio_slot,
 };
 use crate::arch::x86_64::regs;
 use crate::boot::{self, BootParamsConfig};
 use crate::config::{ExitReason, RunConfig, RunOutcome, RunReporter, VSOCK_FLAG, VmmKind};
 use crate::console::{ConsoleCapture, ConsoleError};
+use crate::devices::ged::PowerButton;
 use crate::devices::mmio::MmioTransport;
 use crate::devices::overlay::{OverlayDisk, OverlayError};
 use crate::devices::serial::SerialDevice;
@@ -112,6 +114,9 @@ pub enum RunnerError {
     /// A `--forward` host port.
     #[error("cannot forward a host port")]
     Forward(#[source] ForwardError),
+    /// Raising the power button's interrupt for a press made before the start.
+    #[error("cannot connect the ACPI power button")]
+    PowerButton(#[source] std::io::Error),
     /// Spawning a vCPU thread or installing the kick signal handler.
     #[error("cannot start the vCPU threads")]
     Thread(#[source] std::io::Error),
@@ -165,6 +170,7 @@ fn stop_reason_to_exit(reason: StopReason) -> ExitReason {
         StopReason::Reset => ExitReason::Reset,
         StopReason::PowerOff => ExitReason::PowerOff,
         StopReason::TripleFault => ExitReason::TripleFault,
+        StopReason::Panic => ExitReason::Panic,
         StopReason::Unhandled(text) => ExitReason::VmmError(text),
     }
 }
@@ -358,6 +364,11 @@ fn attach_devices(
         vm.irq_line(PROTOCOL_IRQ).map_err(RunnerError::Vm)?,
         Box::new(protocol.clone()),
     ));
+    if let Some(button) = &config.power_button {
+        let irq = vm.irq_line(GED_IRQ).map_err(RunnerError::Vm)?;
+        button.attach(irq).map_err(RunnerError::PowerButton)?;
+        devices.ged.button = Some(button.clone());
+    }
     let mut vsock_wake = None;
     for device in virtio {
         let transport = match device.kind {
@@ -514,7 +525,8 @@ fn supervise(
     } else {
         spawn_vcpu_threads(vcpus, &devices, reporter, &stop)
     };
-    wait_for_stop(&stop, &console, started + config.timeout);
+    let button = config.power_button.take();
+    wait_for_stop(&stop, &console, button.as_ref(), started + config.timeout);
     // Kick until every vCPU thread has left KVM_RUN and returned.
     while threads.iter().any(|t| !t.is_finished()) {
         for thread in threads.iter().filter(|t| !t.is_finished()) {
@@ -529,14 +541,33 @@ fn supervise(
     let duration = started.elapsed();
     drop(vm);
     let mut outcome = collect_outcome(&stop, &console, &protocol, duration);
+    if outcome.exit == ExitReason::PowerOff && button.is_some_and(|b| b.pressed_at().is_some()) {
+        outcome.exit = ExitReason::PoweredOffOnRequest;
+    }
     outcome.first_instruction_at = stop.first_run.get().map(|t| t.duration_since(started));
     outcome
 }
 
-fn wait_for_stop(stop: &StopState, console: &ConsoleCapture, deadline: Instant) {
+/// Waits for a stop reason, a panic on the console, the power button's grace period to
+/// run out after a press, or the deadline; raises an unread power-button event again.
+fn wait_for_stop(
+    stop: &StopState,
+    console: &ConsoleCapture,
+    button: Option<&PowerButton>,
+    deadline: Instant,
+) {
     loop {
         if stop.flag.load(Ordering::SeqCst) {
             break;
+        }
+        if let Some(button) = button {
+            if button.grace_expired() {
+                stop.stop(ExitReason::ShutdownIgnored {
+                    grace: button.grace(),
+                });
+                break;
+            }
+            button.repulse();
         }
         if let Some(panic_at) = console.lock().panic_at
             && panic_at.elapsed() >= PANIC_GRACE

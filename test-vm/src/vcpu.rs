@@ -89,6 +89,8 @@ pub enum StopReason {
     PowerOff,
     /// Triple fault.
     TripleFault,
+    /// The guest reported a panic (pvpanic).
+    Panic,
     /// An exit we cannot handle.
     Unhandled(String),
 }
@@ -136,6 +138,7 @@ pub fn handle_exit(exit: VmExit<'_>, devices: &mut Devices) -> ExitAction {
         BusEvent::None => ExitAction::Continue,
         BusEvent::Reset => ExitAction::Stop(StopReason::Reset),
         BusEvent::PowerOff => ExitAction::Stop(StopReason::PowerOff),
+        BusEvent::Panic => ExitAction::Stop(StopReason::Panic),
     }
 }
 
@@ -259,6 +262,15 @@ mod tests {
         assert_eq!(
             handle_exit(VmExit::IoOut(0x3c0, &[0x34]), &mut bus),
             ExitAction::Stop(StopReason::PowerOff)
+        );
+    }
+
+    #[test]
+    fn pvpanic_write_stops_with_panic() {
+        let mut bus = devices();
+        assert_eq!(
+            handle_exit(VmExit::IoOut(0x505, &[1]), &mut bus),
+            ExitAction::Stop(StopReason::Panic)
         );
     }
 

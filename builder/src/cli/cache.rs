@@ -3,8 +3,11 @@
 //!
 //! The cache layout is package-resolver's (`cache.rs`): `debs/<sha256>.deb` and
 //! `indices/<sha256>` are content-addressed (a file's SHA-256 is its name), `releases/`
-//! holds the last verified InRelease per mirror and suite, `tmp/` partial downloads and
-//! `locks/` empty lock files. Removing entries is safe while other builds run: a reader
+//! holds the last verified InRelease per mirror and suite, `tmp/` partial downloads,
+//! `verified/` the verified stamps of entries and `locks/` empty lock files. The derived
+//! caches: `parsed/` (parsed indices, `index_cache.rs`), `unpacked/<key>/` (kernel and
+//! boot loader trees, `unpacked.rs`) and `steps/<step>/<key>` (step caches, with a
+//! `<key>.tree/` for the root filesystem, `stepcache.rs`). Removing entries is safe while other builds run: a reader
 //! that misses an entry downloads it again, and a writer renames complete files only.
 
 use std::fs;
@@ -30,7 +33,8 @@ pub struct CacheArgs {
 pub enum CacheAction {
     /// Sizes and last use of the cache, per kind (every entry with `--verbose`).
     Ls,
-    /// Re-hash every package and index; remove entries whose content does not match.
+    /// Re-hash every package, index, parsed index, unpacked tree and step cache entry;
+    /// remove entries whose content does not match.
     Verify,
     /// Remove entries not used for a while, and stale partial downloads.
     Prune {
@@ -93,44 +97,142 @@ fn parse_age(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{text}` is not an age like `30d` or `12h`"))
 }
 
-/// One cache file.
+/// One cache entry: a file, or a directory tree (an unpacked tree; a step entry's
+/// `<key>.tree/` counts with its entry file).
 struct Entry {
     kind: &'static str,
     path: PathBuf,
+    /// A step entry's tree, removed with it.
+    tree: Option<PathBuf>,
     bytes: u64,
     /// The later of access and modification time.
     last_use: SystemTime,
 }
 
-const KINDS: [(&str, &str); 4] = [
-    ("debs", "package"),
-    ("indices", "index"),
-    ("releases", "release"),
-    ("tmp", "partial download"),
+/// (directory, kind, layout) of every kind of entry.
+const KINDS: [(&str, &str, Layout); 8] = [
+    ("debs", "package", Layout::Files),
+    ("indices", "index", Layout::Files),
+    ("parsed", "parsed index", Layout::Files),
+    ("unpacked", "unpacked tree", Layout::Trees),
+    ("steps", "step cache entry", Layout::Steps),
+    ("verified", "verified stamp", Layout::Files),
+    ("releases", "release", Layout::Files),
+    ("tmp", "partial download", Layout::Files),
 ];
+
+/// How a kind's directory holds its entries.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// One file per entry.
+    Files,
+    /// One directory tree per entry.
+    Trees,
+    /// `<step>/<key>` files, each with an optional `<key>.tree/` directory.
+    Steps,
+}
+
+fn last_use(meta: &fs::Metadata) -> SystemTime {
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    modified.max(meta.accessed().unwrap_or(modified))
+}
+
+/// Bytes of the files below `dir` and the latest use of its top-level files.
+fn tree_size(dir: &Path) -> (u64, SystemTime) {
+    let mut bytes = 0;
+    let mut latest = fs::symlink_metadata(dir).map_or(SystemTime::UNIX_EPOCH, |m| last_use(&m));
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let Ok(list) = fs::read_dir(&current) else {
+            continue;
+        };
+        for item in list.flatten() {
+            let Ok(meta) = item.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(item.path());
+            } else {
+                bytes += meta.len();
+                if current == dir {
+                    latest = latest.max(last_use(&meta));
+                }
+            }
+        }
+    }
+    (bytes, latest)
+}
+
+/// The entries of one kind's directory.
+fn entries_in(dir: &Path, kind: &'static str, layout: Layout, out: &mut Vec<Entry>) {
+    let Ok(list) = fs::read_dir(dir) else {
+        return;
+    };
+    for item in list.flatten() {
+        let path = item.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        match layout {
+            Layout::Files if meta.is_file() => out.push(Entry {
+                kind,
+                path,
+                tree: None,
+                bytes: meta.len(),
+                last_use: last_use(&meta),
+            }),
+            Layout::Trees if meta.is_dir() => {
+                let (bytes, last_use) = tree_size(&path);
+                out.push(Entry {
+                    kind,
+                    path,
+                    tree: None,
+                    bytes,
+                    last_use,
+                });
+            }
+            Layout::Steps if meta.is_dir() => step_entries(&path, kind, out),
+            _ => {}
+        }
+    }
+}
+
+/// The entries of one step's directory (`steps/<step>/`).
+fn step_entries(dir: &Path, kind: &'static str, out: &mut Vec<Entry>) {
+    let Ok(list) = fs::read_dir(dir) else {
+        return;
+    };
+    for item in list.flatten() {
+        let path = item.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() {
+            let tree = path.with_extension("tree");
+            let (tree_bytes, _) = tree_size(&tree);
+            out.push(Entry {
+                kind,
+                tree: tree.is_dir().then_some(tree),
+                path,
+                bytes: meta.len() + tree_bytes,
+                last_use: last_use(&meta),
+            });
+        } else if meta.is_dir() && !path.with_extension("").is_file() {
+            // A tree without its entry, or a killed writer's `.unpack-*` directory.
+            let (bytes, last_use) = tree_size(&path);
+            out.push(Entry {
+                kind,
+                path,
+                tree: None,
+                bytes,
+                last_use,
+            });
+        }
+    }
+}
 
 fn entries(root: &Path) -> Result<Vec<Entry>, CacheCmdError> {
     let mut out = Vec::new();
-    for (dir, kind) in KINDS {
-        let dir = root.join(dir);
-        let Ok(list) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for item in list {
-            let item = item.map_err(io_err(&dir))?;
-            let meta = item.metadata().map_err(io_err(&item.path()))?;
-            if !meta.is_file() {
-                continue;
-            }
-            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            let accessed = meta.accessed().unwrap_or(modified);
-            out.push(Entry {
-                kind,
-                path: item.path(),
-                bytes: meta.len(),
-                last_use: modified.max(accessed),
-            });
-        }
+    for (dir, kind, layout) in KINDS {
+        entries_in(&root.join(dir), kind, layout, &mut out);
     }
     Ok(out)
 }
@@ -161,7 +263,7 @@ fn ls(root: &Path, session: &mut Session) -> miette::Result<ExitStatus> {
     if session.global.json {
         let kinds: Vec<serde_json::Value> = KINDS
             .iter()
-            .map(|(_, kind)| {
+            .map(|(_, kind, _)| {
                 let of: Vec<&Entry> = list.iter().filter(|e| e.kind == *kind).collect();
                 serde_json::json!({
                     "kind": kind,
@@ -177,7 +279,7 @@ fn ls(root: &Path, session: &mut Session) -> miette::Result<ExitStatus> {
     session
         .printer
         .stdout_line(&format!("cache: {}", root.display()));
-    for (_, kind) in KINDS {
+    for (_, kind, _) in KINDS {
         let of: Vec<&Entry> = list.iter().filter(|e| e.kind == kind).collect();
         let last = of.iter().map(|e| e.last_use).max();
         session.printer.stdout_line(&format!(
@@ -211,21 +313,43 @@ fn sha256_of(path: &Path) -> Result<String, CacheCmdError> {
     Ok(hash)
 }
 
+/// Whether an entry's content is what its name or its own digest says (`None`: a kind
+/// without a check, such as stamps and partial downloads). Nothing is trusted: every
+/// file is read and hashed.
+fn is_intact(entry: &Entry) -> Result<Option<bool>, CacheCmdError> {
+    let name = entry
+        .path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    Ok(Some(match entry.kind {
+        "package" | "index" => sha256_of(&entry.path)? == name.trim_end_matches(".deb"),
+        "parsed index" => {
+            let bytes = fs::read(&entry.path).map_err(io_err(&entry.path))?;
+            package_resolver::index_cache::decode(&bytes).is_ok()
+        }
+        "unpacked tree" => crate::unpacked::is_intact_full(&entry.path, &name),
+        "step cache entry" => crate::stepcache::verify_entry(&entry.path),
+        _ => return Ok(None),
+    }))
+}
+
 fn verify(root: &Path, session: &mut Session) -> miette::Result<ExitStatus> {
     let mut checked = 0usize;
     let mut corrupt = Vec::new();
+    let mut damaged = Vec::new();
     for entry in entries(root)? {
-        if !matches!(entry.kind, "package" | "index") {
+        let Some(intact) = is_intact(&entry)? else {
             continue;
-        }
-        let name = entry.path.file_name().unwrap_or_default().to_string_lossy();
-        let expected = name.trim_end_matches(".deb").to_owned();
+        };
         checked += 1;
-        if sha256_of(&entry.path)? != expected {
-            fs::remove_file(&entry.path).map_err(io_err(&entry.path))?;
+        if !intact {
             corrupt.push(entry.path.display().to_string());
+            damaged.push(entry);
         }
     }
+    remove_entries(&damaged)?;
     if session.global.json {
         let value = serde_json::json!({ "verified": checked, "removed_corrupt": corrupt });
         session.printer.stdout_line(&value.to_string());
@@ -255,10 +379,23 @@ fn verify(root: &Path, session: &mut Session) -> miette::Result<ExitStatus> {
 fn remove_entries(list: &[Entry]) -> Result<u64, CacheCmdError> {
     let mut freed = 0;
     for entry in list {
-        match fs::remove_file(&entry.path) {
+        // The entry file first: a tree without its entry is never used.
+        let removed = if entry.path.is_dir() {
+            fs::remove_dir_all(&entry.path)
+        } else {
+            fs::remove_file(&entry.path)
+        };
+        match removed {
             Ok(()) => freed += entry.bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&entry.path)(e)),
+        }
+        if let Some(tree) = &entry.tree {
+            match fs::remove_dir_all(tree) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(tree)(e)),
+            }
         }
     }
     Ok(freed)

@@ -3,14 +3,16 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use miette::Diagnostic;
-use test_vm::{RunError, Vmm, VmmKind};
+use test_vm::{PowerButton, RunConfig, RunError, RunOutcome, RunReporter, Vmm, VmmKind};
 
 use super::{ExitStatus, Session, test_target};
-use crate::boot::{self, BootError, RunOptions};
+use crate::boot::{self, BootError, CheckResult, RunOptions};
+use crate::host_check::{GuestDoneReporter, HostChecks};
 use crate::ovf_hardware;
 use crate::reporters::UiRunReporter;
 
@@ -129,6 +131,9 @@ pub enum TestError {
         #[source]
         source: RunError,
     },
+    /// No free port on 127.0.0.1 for the host checks' forwards.
+    #[error("cannot pick a free port on 127.0.0.1 for the host checks")]
+    HostPorts(#[source] io::Error),
     /// `--boot firmware` with `--vmm embedded`.
     #[error("the embedded runner boots the kernel directly; `--boot firmware` needs QEMU")]
     #[diagnostic(help("use `--vmm qemu --boot firmware`, or `--boot direct`"))]
@@ -223,6 +228,43 @@ pub(super) fn test(args: &TestArgs, session: &mut Session) -> miette::Result<Exi
     Ok(worst)
 }
 
+/// Runs the VM; with host checks, runs them on the host once the guest reports `done`
+/// and then presses the power button, which releases the guest (see `host_check`).
+fn run_with_host_checks(
+    vmm: Vmm,
+    mut config: RunConfig,
+    reporter: Arc<dyn RunReporter>,
+    host_checks: &HostChecks,
+) -> Result<(RunOutcome, Vec<CheckResult>), RunError> {
+    if host_checks.is_empty() {
+        return test_vm::run(vmm, config, reporter).map(|outcome| (outcome, Vec::new()));
+    }
+    let button = PowerButton::default();
+    config.power_button = Some(button.clone());
+    let (turn, wait) = mpsc::channel();
+    let reporter = Arc::new(GuestDoneReporter::new(reporter, turn.clone()));
+    std::thread::scope(|scope| {
+        let host = scope.spawn(move || {
+            // `true`: the guest is done with its checks; `false`: the run ended first.
+            if wait.recv() == Ok(true) {
+                let results = host_checks.run();
+                // A failed interrupt write leaves the event pending; the runner raises it
+                // again, and the run's timeout still bounds the wait.
+                let _ = button.press();
+                Some(results)
+            } else {
+                None
+            }
+        });
+        let outcome = test_vm::run(vmm, config, reporter);
+        let _ = turn.send(false);
+        // Not run (the guest never finished its own checks): the summary counts them as
+        // not run and says why the run failed.
+        let results = host.join().ok().flatten().unwrap_or_default();
+        outcome.map(|outcome| (outcome, results))
+    })
+}
+
 fn test_image(
     args: &TestArgs,
     target: &test_target::TestImage,
@@ -238,7 +280,7 @@ fn test_image(
         .prefix("jeos-boot-")
         .tempdir()
         .map_err(TestError::TempDir)?;
-    let (hardware, ovf) = ovf_hardware::read_beside(&image);
+    let (hardware, ovf) = ovf_hardware::read_beside(&target.ovf_near);
     let mut options = RunOptions::new(console_log.clone());
     options.memory_mib = args
         .memory
@@ -248,6 +290,17 @@ fn test_image(
     options.timeout = args.timeout;
     let mut config = boot::prepare_run(&image, work.path(), &options).map_err(TestError::from)?;
     let vmm = shipped_hardware(args, &hardware, &mut config, session)?;
+    let image_config = super::test_counts::image_config(&image);
+    let host_checks = HostChecks::prepare(
+        image_config
+            .as_ref()
+            .map(|c| c.host_checks.clone())
+            .unwrap_or_default(),
+    )
+    .map_err(TestError::HostPorts)?;
+    config
+        .port_forwards
+        .extend_from_slice(host_checks.forwards());
     if args.console || session.global.verbose {
         config.echo_console = Some(Box::new(io::stderr()));
     }
@@ -270,11 +323,13 @@ fn test_image(
         ));
     }
     let reporter = Arc::new(UiRunReporter::new(Arc::clone(&session.ui)));
-    let outcome = test_vm::run(vmm, config, reporter).map_err(|source| TestError::Run {
-        image: image.clone(),
-        source,
-    })?;
-    let summary = boot::summarize(&name, &outcome);
+    let (outcome, host_results) = run_with_host_checks(vmm, config, reporter, &host_checks)
+        .map_err(|source| TestError::Run {
+            image: image.clone(),
+            source,
+        })?;
+    let mut summary = boot::summarize(&name, &outcome);
+    boot::add_host_checks(&mut summary, host_results);
     if let Some(path) = &args.junit {
         std::fs::write(path, boot::render_junit(&summary)).map_err(|source| {
             TestError::WriteJunit {
@@ -286,7 +341,7 @@ fn test_image(
     let console = std::fs::read(&console_log)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(|_| outcome.console_tail.clone());
-    let planned = super::test_counts::planned_checks(&image);
+    let planned = super::test_counts::planned_checks(image_config.as_ref());
     if session.global.json {
         let mut value = serde_json::to_value(&summary).expect("the summary serialises");
         value["not_run"] =

@@ -4,17 +4,21 @@
 
 use std::path::Path;
 
-/// The number of checks in the image's guest configuration; `None` when the image or its
-/// configuration cannot be read (the summary then counts only what was reported).
-pub(super) fn planned_checks(image: &Path) -> Option<usize> {
+/// The image's guest configuration (its checks and host checks); `None` when the image or
+/// its configuration cannot be read (the summary then counts only what was reported).
+pub(super) fn image_config(image: &Path) -> Option<guest_init::config::InitConfig> {
     let image = image_writer::image::open_image(image).ok()?;
     let bytes = image
         .root_fs()
         .ok()?
         .read(guest_init::config::CONFIG_PATH)
         .ok()?;
-    let config: guest_init::config::InitConfig = serde_json::from_slice(&bytes).ok()?;
-    Some(config.checks.len())
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The number of checks a configuration declares, the guest's and the host's.
+pub(super) fn planned_checks(config: Option<&guest_init::config::InitConfig>) -> Option<usize> {
+    config.map(|c| c.checks.len() + c.host_checks.len())
 }
 
 /// Checks declared but not reported.

@@ -26,6 +26,10 @@ pub struct TestImage {
     pub origin: PathBuf,
     /// The raw image to boot.
     pub raw: PathBuf,
+    /// The file whose directory holds the image's OVF, if any ([`crate::ovf_hardware::read_beside`]):
+    /// the image itself, the `.qcow2` or `.vmdk` that was converted, or the OVA's own
+    /// descriptor extracted beside the disk.
+    pub ovf_near: PathBuf,
     /// Holds a converted image; removed when dropped.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -182,10 +186,15 @@ pub fn images_of(path: &Path) -> Result<Vec<TestImage>, TestTargetError> {
             (moved, Some(dir))
         }
     };
+    let ovf_near = match kind {
+        DiskKind::Qcow2 | DiskKind::Vmdk => path.to_owned(),
+        DiskKind::Raw | DiskKind::Ova => raw.clone(),
+    };
     Ok(vec![TestImage {
         name,
         origin: path.to_owned(),
         raw,
+        ovf_near,
         _scratch: scratch,
     }])
 }
@@ -260,7 +269,8 @@ fn convert(
     Ok((raw, Some(dir)))
 }
 
-/// Takes the (first) `.vmdk` out of an OVA (a tar) into a temporary directory.
+/// Takes the (first) `.vmdk` and the `.ovf` out of an OVA (a tar) into a temporary
+/// directory.
 fn vmdk_of_ova(ova: &Path) -> Result<(PathBuf, tempfile::TempDir), TestTargetError> {
     let failed = |reason: String| TestTargetError::Convert {
         path: ova.to_owned(),
@@ -271,21 +281,25 @@ fn vmdk_of_ova(ova: &Path) -> Result<(PathBuf, tempfile::TempDir), TestTargetErr
         .tempdir()
         .map_err(|e| failed(e.to_string()))?;
     // GNU tar refuses absolute names and `..` members by default.
-    let output = Command::new("tar")
-        .arg("-xf")
-        .arg(ova)
-        .arg("-C")
-        .arg(dir.path())
-        .args(["--no-same-owner", "--wildcards", "*.vmdk"])
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| failed(format!("cannot run `tar`: {e}")))?;
+    let extract = |pattern: &str| {
+        Command::new("tar")
+            .arg("-xf")
+            .arg(ova)
+            .arg("-C")
+            .arg(dir.path())
+            .args(["--no-same-owner", "--wildcards", pattern])
+            .env("LC_ALL", "C")
+            .output()
+    };
+    let output = extract("*.vmdk").map_err(|e| failed(format!("cannot run `tar`: {e}")))?;
     if !output.status.success() {
         return Err(failed(format!(
             "no disk in the OVA: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
+    // The descriptor too, for the hardware it declares (an OVA without one still boots).
+    let _ = extract("*.ovf");
     let vmdk = std::fs::read_dir(dir.path())
         .map_err(read_err(dir.path()))?
         .filter_map(Result::ok)
@@ -339,6 +353,7 @@ pub(super) fn recipe_images(
     Ok(Some(vec![TestImage {
         name,
         origin: raw.clone(),
+        ovf_near: raw.clone(),
         raw,
         _scratch: None,
     }]))

@@ -15,12 +15,14 @@
 pub mod elf;
 pub mod hardware;
 pub mod modindex;
+pub mod prescan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use elf::{ElfError, find_section, parse_modinfo};
@@ -284,27 +286,50 @@ pub struct KernelPackage {
 /// Where [`KernelPackage`] keeps its alias index inside the unpacked package.
 const ALIAS_INDEX_FILE: &str = ".jeos-module-aliases";
 
-/// `alias<TAB>module` lines, sorted, with a header naming the format.
-fn render_alias_index(index: &BTreeMap<String, BTreeSet<String>>) -> String {
-    let mut out = String::from("jeos-module-aliases 1\n");
+/// `alias<TAB>module` lines, sorted, after a header naming the format, the digest of the
+/// unpacked tree they were read from (its marker's, [`crate::unpacked::marked_digest`])
+/// and the SHA-256 of the lines. The file sits beside the tree's verified files but is
+/// derived, so outside the tree digest: the header ties it to that digest and to its own
+/// content, and an index that no longer matches is scanned again.
+fn render_alias_index(index: &BTreeMap<String, BTreeSet<String>>, tree: &str) -> String {
+    let mut body = String::new();
     for (alias, modules) in index {
         for module in modules {
-            out.push_str(alias);
-            out.push('\t');
-            out.push_str(module);
-            out.push('\n');
+            body.push_str(alias);
+            body.push('\t');
+            body.push_str(module);
+            body.push('\n');
         }
     }
-    out
+    let sha = crate::unpacked::hex_digest(Sha256::new_with_prefix(body.as_bytes()));
+    format!("{ALIAS_INDEX_HEADER}\ntree {tree}\nsha256 {sha}\n{body}")
 }
 
-fn parse_alias_index(text: &str) -> Option<BTreeMap<String, BTreeSet<String>>> {
-    let mut lines = text.lines();
-    if lines.next()? != "jeos-module-aliases 1" {
+const ALIAS_INDEX_HEADER: &str = "jeos-module-aliases 2";
+
+fn write_alias_index(root: &Path, index: &BTreeMap<String, BTreeSet<String>>, tree: &str) {
+    let saved = root.join(ALIAS_INDEX_FILE);
+    let tmp = root.join(format!("{ALIAS_INDEX_FILE}.{}", std::process::id()));
+    if fs::write(&tmp, render_alias_index(index, tree)).is_ok() {
+        let _ = fs::rename(&tmp, &saved);
+    }
+}
+
+/// The index [`render_alias_index`] wrote for the tree whose digest is `tree`, or `None`
+/// for another format, another tree, or lines changed since.
+fn parse_alias_index(text: &str, tree: &str) -> Option<BTreeMap<String, BTreeSet<String>>> {
+    let rest = text.strip_prefix(ALIAS_INDEX_HEADER)?.strip_prefix('\n')?;
+    let (tree_line, rest) = rest.split_once('\n')?;
+    let (sha_line, body) = rest.split_once('\n')?;
+    if tree_line.strip_prefix("tree ")? != tree {
+        return None;
+    }
+    let sha = crate::unpacked::hex_digest(Sha256::new_with_prefix(body.as_bytes()));
+    if sha_line.strip_prefix("sha256 ")? != sha {
         return None;
     }
     let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in lines {
+    for line in body.lines() {
         let (alias, module) = line.split_once('\t')?;
         index
             .entry(alias.to_owned())
@@ -524,30 +549,57 @@ impl KernelPackage {
         // The scan decompresses every module (seconds for the generic kernel), so its result
         // is kept beside the unpacked package: an unpacked kernel never changes.
         let saved = self.root.join(ALIAS_INDEX_FILE);
+        let tree = crate::unpacked::marked_digest(&self.root).unwrap_or_default();
         if let Some(index) = fs::read_to_string(&saved)
             .ok()
-            .and_then(|text| parse_alias_index(&text))
+            .and_then(|text| parse_alias_index(&text, &tree))
         {
             return Ok(self.aliases.get_or_init(|| index));
         }
+        let index = self.scan_aliases(&prescan::Scanned::new());
+        self.store_alias_index(&index);
+        Ok(self.aliases.get_or_init(|| index))
+    }
+
+    /// Builds and saves the alias index [`Self::alias_index`] would, from `scanned` (a
+    /// [`prescan::ModuleScan`] of this tree while it unpacked), reading only the modules
+    /// the scan lacks.
+    pub fn save_alias_index(&self, scanned: &prescan::Scanned) {
+        let index = self.scan_aliases(scanned);
+        self.store_alias_index(&index);
+        let _ = self.aliases.set(index);
+    }
+
+    /// `alias -> modules` over every module of the index: from `scanned` where it has the
+    /// module's path, else decoded now (on all cores). A module that cannot be read only
+    /// matters if the closure reaches it by name, where the error is reported; the scan
+    /// skips it.
+    fn scan_aliases(&self, scanned: &prescan::Scanned) -> BTreeMap<String, BTreeSet<String>> {
+        let mut rest = prescan::ModuleScan::start(&self.root, prescan::spare_cores());
+        for path in self.index.values().filter(|p| !scanned.contains_key(*p)) {
+            rest.file_written(&path.to_string_lossy());
+        }
+        let read = rest.finish();
         let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for name in self.index.keys() {
-            // A module that cannot be read only matters if the closure reaches it by name,
-            // where the error is reported; the alias scan skips it.
-            if let Ok(Some(info)) = self.module_info(name) {
-                for alias in info.aliases {
-                    index.entry(alias).or_default().insert(info.name.clone());
-                }
+        for path in self.index.values() {
+            let Some(info) = scanned.get(path).or_else(|| read.get(path)) else {
+                continue;
+            };
+            for alias in &info.aliases {
+                index
+                    .entry(alias.clone())
+                    .or_default()
+                    .insert(info.name.clone());
             }
         }
-        // Best effort: a read-only tree just means the scan runs again next time.
-        let tmp = self
-            .root
-            .join(format!("{ALIAS_INDEX_FILE}.{}", std::process::id()));
-        if fs::write(&tmp, render_alias_index(&index)).is_ok() {
-            let _ = fs::rename(&tmp, &saved);
-        }
-        Ok(self.aliases.get_or_init(|| index))
+        index
+    }
+
+    /// Best effort: a read-only tree just means the scan runs again next time. A tree
+    /// without a marker (not from the cache) binds its index to the empty digest.
+    fn store_alias_index(&self, index: &BTreeMap<String, BTreeSet<String>>) {
+        let tree = crate::unpacked::marked_digest(&self.root).unwrap_or_default();
+        write_alias_index(&self.root, index, &tree);
     }
 
     /// Resolves a name that is no module file through the aliases modules declare (also
@@ -782,10 +834,23 @@ mod alias_index_tests {
             .entry("pci:v*".into())
             .or_default()
             .insert("e1000".into());
-        let text = render_alias_index(&index);
-        assert_eq!(parse_alias_index(&text), Some(index));
-        assert_eq!(parse_alias_index("something else\n"), None);
-        assert_eq!(parse_alias_index("jeos-module-aliases 1\nno-tab\n"), None);
+        let text = render_alias_index(&index, "ab12");
+        assert_eq!(parse_alias_index(&text, "ab12"), Some(index));
+        assert_eq!(
+            parse_alias_index(&text, "cd34"),
+            None,
+            "another tree's index"
+        );
+        let changed = text.replace("crc32c_intel", "crc32c_evil");
+        assert_eq!(parse_alias_index(&changed, "ab12"), None, "changed lines");
+        let appended = format!("{text}crypto-crc32c\tcrc32c_evil\n");
+        assert_eq!(parse_alias_index(&appended, "ab12"), None, "added lines");
+        assert_eq!(parse_alias_index("something else\n", "ab12"), None);
+        assert_eq!(
+            parse_alias_index("jeos-module-aliases 1\ncrc32c\tcrc32c_generic\n", "ab12"),
+            None,
+            "the old format without its tree"
+        );
     }
 }
 
@@ -947,6 +1012,47 @@ mod tests {
         assert_eq!(names(&plan), ["crc32c_generic"]);
         assert_eq!(plan.builtin, ["sha256_generic"]);
         assert!(plan.missing.is_empty());
+    }
+
+    #[test]
+    fn a_saved_alias_index_is_used_only_while_it_matches_its_tree_and_content() {
+        let (dir, pkg) = package();
+        fs::write(dir.path().join(crate::unpacked::MARKER), "key\nab12\n").unwrap();
+        let plan = pkg.plan_modules(&["crc32c"], &["crc32c"]).unwrap();
+        assert_eq!(names(&plan), ["crc32c_generic"]);
+        let saved = dir.path().join(ALIAS_INDEX_FILE);
+        let text = fs::read_to_string(&saved).unwrap();
+        assert!(text.contains("\ntree ab12\n"), "{text}");
+        // A redirected alias is noticed (the lines no longer match their SHA-256), the
+        // modules are scanned again and the index is rewritten.
+        fs::write(
+            &saved,
+            text.replace("crc32c\tcrc32c_generic", "crc32c\tcyc_a"),
+        )
+        .unwrap();
+        let again = KernelPackage::open(dir.path(), None).unwrap();
+        let plan = again.plan_modules(&["crc32c"], &["crc32c"]).unwrap();
+        assert_eq!(names(&plan), ["crc32c_generic"]);
+        assert_eq!(fs::read_to_string(&saved).unwrap(), text);
+        // One saved before the tree had its marker is not the marked tree's.
+        fs::remove_file(dir.path().join(crate::unpacked::MARKER)).unwrap();
+        KernelPackage::open(dir.path(), None)
+            .unwrap()
+            .save_alias_index(&prescan::Scanned::new());
+        assert!(fs::read_to_string(&saved).unwrap().contains("\ntree \n"));
+        fs::write(dir.path().join(crate::unpacked::MARKER), "key\nab12\n").unwrap();
+        let marked = KernelPackage::open(dir.path(), None).unwrap();
+        marked.plan_modules(&["crc32c"], &["crc32c"]).unwrap();
+        assert_eq!(fs::read_to_string(&saved).unwrap(), text);
+        // An index written for another tree is not this tree's.
+        fs::write(dir.path().join(crate::unpacked::MARKER), "key\ncd34\n").unwrap();
+        let other = KernelPackage::open(dir.path(), None).unwrap();
+        other.plan_modules(&["crc32c"], &["crc32c"]).unwrap();
+        assert!(
+            fs::read_to_string(&saved)
+                .unwrap()
+                .contains("\ntree cd34\n")
+        );
     }
 
     #[test]

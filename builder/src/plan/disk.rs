@@ -42,8 +42,10 @@ pub struct ModulePlan {
 }
 
 /// Modules added to the hypervisor drivers: the power button (ACPI `button` + `evdev`)
-/// lets guest-init see "shut down guest".
-pub const EXTRA_MODULES: [&str; 2] = ["button", "evdev"];
+/// lets guest-init see "shut down guest"; `pvpanic_mmio` (with `pvpanic`: the driver of
+/// the ACPI `QEMU0001` device the embedded runner has, as QEMU's `-device pvpanic`) reports
+/// a kernel panic to the VMM.
+pub const EXTRA_MODULES: [&str; 3] = ["button", "evdev", "pvpanic_mmio"];
 
 /// The initramfs modules a recipe asks for.
 pub fn module_plan(recipe: &Recipe) -> ModulePlan {

@@ -8,7 +8,7 @@ use guest_init::config::{
     ServiceCheckConfig, ServiceConfig, StaticNetworkConfig, TcpCheckConfig,
 };
 
-use crate::recipe::{self, CheckKind, ReadyProbe, Recipe};
+use crate::recipe::{self, CheckFrom, CheckKind, ReadyProbe, Recipe};
 use crate::rootfs::tmpfiles::RuntimeDir;
 
 /// guest-init's configuration from the recipe, plus the runtime directories packages'
@@ -44,41 +44,44 @@ pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
             }),
         })
         .collect();
-    let checks = recipe
+    // Host checks go to their own list: the guest must not run them, only wait for them.
+    let (host_checks, guest_checks): (Vec<_>, Vec<_>) = recipe
         .test
         .checks
         .iter()
-        .map(|c| {
-            let kind = match &c.kind {
-                CheckKind::Http {
-                    port,
-                    path,
-                    status,
-                    body_contains,
-                } => InitCheck::Http(HttpCheckConfig {
-                    port: *port,
-                    path: path.clone(),
-                    status: *status,
-                    body_contains: body_contains.clone(),
-                }),
-                CheckKind::Tcp { port } => InitCheck::Tcp(TcpCheckConfig { port: *port }),
-                CheckKind::Command {
-                    run,
-                    exit_code,
-                    stdout_contains,
-                } => InitCheck::Command(CommandCheckConfig {
-                    run: run.clone(),
-                    exit_code: *exit_code,
-                    stdout_contains: stdout_contains.clone(),
-                }),
-                CheckKind::File { path } => InitCheck::File(FileCheckConfig { path: path.clone() }),
-                CheckKind::Service { name } => {
-                    InitCheck::Service(ServiceCheckConfig { name: name.clone() })
-                }
-            };
-            CheckConfig::new(c.name.clone(), kind)
-        })
-        .collect();
+        .partition(|c| c.from == CheckFrom::Host);
+    let init_check = |c: &recipe::Check| {
+        let kind = match &c.kind {
+            CheckKind::Http {
+                port,
+                path,
+                status,
+                body_contains,
+            } => InitCheck::Http(HttpCheckConfig {
+                port: *port,
+                path: path.clone(),
+                status: *status,
+                body_contains: body_contains.clone(),
+            }),
+            CheckKind::Tcp { port } => InitCheck::Tcp(TcpCheckConfig { port: *port }),
+            CheckKind::Command {
+                run,
+                exit_code,
+                stdout_contains,
+            } => InitCheck::Command(CommandCheckConfig {
+                run: run.clone(),
+                exit_code: *exit_code,
+                stdout_contains: stdout_contains.clone(),
+            }),
+            CheckKind::File { path } => InitCheck::File(FileCheckConfig { path: path.clone() }),
+            CheckKind::Service { name } => {
+                InitCheck::Service(ServiceCheckConfig { name: name.clone() })
+            }
+        };
+        CheckConfig::new(c.name.clone(), kind)
+    };
+    let checks = guest_checks.into_iter().map(init_check).collect();
+    let host_checks = host_checks.into_iter().map(init_check).collect();
     InitConfig {
         hostname: Some(recipe.system.hostname.clone()),
         network: match &recipe.network {
@@ -101,6 +104,7 @@ pub fn init_config(recipe: &Recipe, runtime_dirs: &[RuntimeDir]) -> InitConfig {
         root_rw: true,
         services,
         checks,
+        host_checks,
         test_timeout_ms: millis(recipe.test.timeout),
         shutdown_timeout_ms: 10_000,
         runtime_dirs: crate::init_tasks::runtime_dir_configs(runtime_dirs),
@@ -153,6 +157,12 @@ mod tests {
                 .iter()
                 .any(|c| matches!(c.kind, InitCheck::Http(_)))
         );
+        // The host check goes to the host's list only: the guest never runs it.
+        let names = |checks: &[CheckConfig]| -> Vec<String> {
+            checks.iter().map(|c| c.name.clone()).collect()
+        };
+        assert_eq!(names(&config.checks), ["serves the page", "nginx is ready"]);
+        assert_eq!(names(&config.host_checks), ["serves the page from outside"]);
         let json = serde_json::to_string(&config).expect("json");
         let back = InitConfig::from_json(&json).expect("guest-init parses it");
         assert_eq!(back, config);

@@ -442,6 +442,8 @@ pub struct Disk {
     pub formats: Vec<DiskFormat>,
     /// Root filesystem type; only `ext4`.
     pub filesystem: String,
+    /// `[disk] convertible`: the image carries what virt-v2v needs to convert it.
+    pub convertible: bool,
 }
 
 /// Firmware the VM boots with.
@@ -594,6 +596,17 @@ pub enum CheckKind {
     },
 }
 
+/// Where a check runs (`from`; `"guest"` or `"host"` in `jeos test --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckFrom {
+    /// Inside the guest, by guest-init, against the guest's 127.0.0.1.
+    #[default]
+    Guest,
+    /// On the host, by `jeos test`, through a port forwarded into the guest.
+    Host,
+}
+
 /// `[[test.check]]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
@@ -601,6 +614,8 @@ pub struct Check {
     pub name: String,
     /// What to probe.
     pub kind: CheckKind,
+    /// Where it runs.
+    pub from: CheckFrom,
 }
 
 /// `[test]`

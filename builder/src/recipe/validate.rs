@@ -503,6 +503,9 @@ impl Ctx<'_> {
         self.check_unique_paths(&file);
         let network = self.network(file.network.as_ref());
         let disk = self.disk(file.disk.as_ref());
+        if disk.convertible {
+            self.check_convertible_packages(file.packages.get_ref());
+        }
         let test = self.test(file.test.as_ref(), &services);
         Recipe {
             appliance,
@@ -1516,6 +1519,21 @@ impl Ctx<'_> {
         })
     }
 
+    /// A convertible image installs [`crate::resolve::CONVERTIBLE_PACKAGES`] whatever
+    /// `exclude` says: excluding one is a contradiction, not a silent override.
+    fn check_convertible_packages(&mut self, raw: &raw::PackagesRaw) {
+        for name in &raw.exclude {
+            if crate::resolve::CONVERTIBLE_PACKAGES.contains(&name.get_ref().as_str()) {
+                self.invalid(
+                    "packages.exclude",
+                    name,
+                    "`[disk] convertible = true` installs it: virt-v2v reads `/bin/sh` (dash) and runs `dpkg` in the guest",
+                    Some("remove it from `exclude`, or drop `convertible`".into()),
+                );
+            }
+        }
+    }
+
     fn disk(&mut self, raw: Option<&raw::DiskRaw>) -> Disk {
         let size = raw
             .and_then(|d| d.size.as_ref())
@@ -1595,6 +1613,7 @@ impl Ctx<'_> {
             free_space,
             formats,
             filesystem,
+            convertible: raw.and_then(|d| d.convertible).unwrap_or(false),
         }
     }
 
@@ -1784,6 +1803,30 @@ impl Ctx<'_> {
         }
     }
 
+    /// `from = "guest" | "host"`; `host` only for the kinds the host can run (`http`, `tcp`).
+    fn check_from(&mut self, check: &raw::CheckRaw) -> Option<CheckFrom> {
+        let Some(value) = &check.from else {
+            return Some(CheckFrom::Guest);
+        };
+        let from = self.choice(
+            "check origin",
+            value,
+            &[("guest", CheckFrom::Guest), ("host", CheckFrom::Host)],
+        )?;
+        if from == CheckFrom::Host && check.http.is_none() && check.tcp.is_none() {
+            self.invalid(
+                "test.check.from",
+                value,
+                "only `http` and `tcp` checks can run from the host",
+                Some(
+                    "the host reaches the appliance through a forwarded TCP port; run `command`, `file` and `service` checks in the guest (drop `from`, or `from = \"guest\"`)".into(),
+                ),
+            );
+            return None;
+        }
+        Some(from)
+    }
+
     fn test(&mut self, raw: Option<&raw::TestRaw>, services: &[Service]) -> Test {
         let timeout = raw
             .and_then(|t| t.timeout.as_ref())
@@ -1894,10 +1937,12 @@ impl Ctx<'_> {
             } else {
                 None
             };
-            if let Some(kind) = kind {
+            let from = self.check_from(check);
+            if let (Some(kind), Some(from)) = (kind, from) {
                 checks.push(Check {
                     name: name.clone(),
                     kind,
+                    from,
                 });
             }
         }
@@ -2089,6 +2134,34 @@ mod tests {
         assert!(matches!(&errs[..], [K::Invalid { key, .. }] if key == "file.template"));
         let errs = errors("[[file]]\npath = \"/etc/motd\"\ntemplate = \"{{#if}}\"\n");
         assert_eq!(errs.len(), 1);
+    }
+
+    #[test]
+    fn check_from_is_guest_or_host_and_host_only_for_http_and_tcp() {
+        let r = recipe(
+            "[[test.check]]\nname = \"in\"\ntcp = { port = 80 }\n\n[[test.check]]\nname = \"out\"\nfrom = \"host\"\nhttp = { port = 80 }\n\n[[test.check]]\nname = \"g\"\nfrom = \"guest\"\nfile = { path = \"/etc/motd\" }\n",
+        );
+        let from: Vec<CheckFrom> = r.test.checks.iter().map(|c| c.from).collect();
+        assert_eq!(from, [CheckFrom::Guest, CheckFrom::Host, CheckFrom::Guest]);
+
+        let errs =
+            errors("[[test.check]]\nname = \"x\"\nfrom = \"outside\"\ntcp = { port = 80 }\n");
+        assert!(
+            matches!(&errs[..], [K::UnknownChoice { value, choices, .. }] if value == "outside" && choices == &["guest", "host"]),
+            "{errs:?}"
+        );
+        for kind in [
+            "command = { run = [\"/bin/true\"] }",
+            "file = { path = \"/etc/motd\" }",
+        ] {
+            let errs = errors(&format!(
+                "[[test.check]]\nname = \"x\"\nfrom = \"host\"\n{kind}\n"
+            ));
+            assert!(
+                matches!(&errs[..], [K::Invalid { key, reason, .. }] if key == "test.check.from" && reason == "only `http` and `tcp` checks can run from the host"),
+                "{kind}: {errs:?}"
+            );
+        }
     }
 
     #[test]

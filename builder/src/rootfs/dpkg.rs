@@ -246,17 +246,41 @@ pub fn plan_dpkg(packages: &[DpkgPackage], tree: &Tree) -> Result<Vec<FsOp>, Dpk
     ];
     let mut infos: Vec<(String, String)> = Vec::new();
     for package in packages {
-        let (_, stem) = info_stem(&control_fields(&package.control))?;
-        infos.push((format!("{stem}.list"), render_list(package, tree)));
-        if let Some(md5sums) = &package.md5sums {
-            infos.push((format!("{stem}.md5sums"), render_md5sums(md5sums, tree)));
-        }
+        infos.extend(package_infos(package, tree)?);
     }
     infos.sort();
     for (name, text) in infos {
         ops.push(file(admin.join("info").join(name), text.into_bytes()));
     }
     Ok(ops)
+}
+
+/// `info/<package>.list` and `.md5sums` of one package: `(file name, text)`.
+fn package_infos(package: &DpkgPackage, tree: &Tree) -> Result<Vec<(String, String)>, DpkgError> {
+    let (_, stem) = info_stem(&control_fields(&package.control))?;
+    let mut infos = vec![(format!("{stem}.list"), render_list(package, tree))];
+    if let Some(md5sums) = &package.md5sums {
+        infos.push((format!("{stem}.md5sums"), render_md5sums(md5sums, tree)));
+    }
+    Ok(infos)
+}
+
+/// The operations that rewrite one package's `info/*.list` and `info/*.md5sums` for what
+/// `tree` now holds of its files (the kernel of a `[disk] convertible` image, installed
+/// after the database was written).
+///
+/// # Errors
+/// [`DpkgError::NoName`] for a control file without a valid `Package`.
+pub fn plan_package_info(package: &DpkgPackage, tree: &Tree) -> Result<Vec<FsOp>, DpkgError> {
+    let info = Path::new(ADMIN_DIR).join("info");
+    Ok(package_infos(package, tree)?
+        .into_iter()
+        .map(|(name, text)| FsOp::WriteFile {
+            path: info.join(name),
+            contents: text.into_bytes(),
+            own: Ownership::root(0o644),
+        })
+        .collect())
 }
 
 /// The packages unpacked into `staging` (with their files from its manifest), then

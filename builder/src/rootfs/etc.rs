@@ -257,8 +257,8 @@ netgroup:       files
 /// documents that and gives tools that read it (e.g. `findmnt --fstab`) a valid file.
 pub const FSTAB: &str = "\
 # /etc/fstab: static file system information.
-# jeos mounts the root file system (ext4, by UUID from the kernel command line) read-only
-# and tmpfs on /run and /tmp in its init; nothing else is mounted from here.
+# jeos's init mounts the root file system (ext4, by UUID from the kernel command line,
+# read-write as its `rw` says) and tmpfs on /run and /tmp; nothing is mounted from here.
 ";
 
 /// Plans the system files.
@@ -360,6 +360,13 @@ pub fn plan_etc(config: &EtcConfig, tree: &Tree) -> Result<Vec<FsOp>, EtcError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fstab_says_how_the_command_line_mounts_the_root() {
+        let cmdline = crate::plan::disk::kernel_cmdline("u", &[]);
+        assert!(cmdline.split(' ').any(|p| p == "rw"), "{cmdline}");
+        assert!(FSTAB.contains("read-write") && !FSTAB.contains("read-only"));
+    }
 
     fn config() -> EtcConfig {
         EtcConfig {

@@ -3,7 +3,7 @@
 //! nginx page and a `PONG` from redis. Also: reproducible images and bad-input errors.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,17 +11,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::appliances::{build_into, built};
-use crate::common::{TestDir, recipes_dir};
+use crate::common::{OVMF_CODE, OVMF_VARS, TestDir, free_port, qemu_accel, recipes_dir};
 use crate::resolve::reachable_mirror;
-
-const OVMF_CODE: [&str; 2] = [
-    "/usr/share/OVMF/OVMF_CODE_4M.fd",
-    "/usr/share/OVMF/OVMF_CODE.fd",
-];
-const OVMF_VARS: [&str; 2] = [
-    "/usr/share/OVMF/OVMF_VARS_4M.fd",
-    "/usr/share/OVMF/OVMF_VARS.fd",
-];
 
 #[derive(Clone, Copy, Debug)]
 enum Firmware {
@@ -36,17 +27,10 @@ fn qemu_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (Debian: qemu-system-x86)");
-    }
-    ok
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    crate::common::prerequisite(
+        ok,
+        "qemu-system-x86_64 is not installed (Debian: qemu-system-x86)",
+    )
 }
 
 /// A running QEMU; killed on drop.
@@ -77,11 +61,7 @@ fn boot(disk: &Path, firmware: Firmware, guest_port: u16, host_port: u16) -> Opt
     };
     let dir = TestDir::new();
     let log = dir.path().join("console.log");
-    let accel = if test_vm::host::check_host().can_boot_linux() {
-        "kvm"
-    } else {
-        "tcg"
-    };
+    let accel = qemu_accel();
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
         "-accel", accel, "-m", "512", "-smp", "1", "-display", "none",
@@ -103,7 +83,7 @@ fn boot(disk: &Path, firmware: Firmware, guest_port: u16, host_port: u16) -> Opt
             OVMF_CODE.iter().find(|p| Path::new(p).is_file()),
             OVMF_VARS.iter().find(|p| Path::new(p).is_file()),
         ) else {
-            eprintln!("SKIPPED: OVMF firmware is not installed (Debian: ovmf)");
+            crate::common::prerequisite(false, "OVMF firmware is not installed (Debian: ovmf)");
             return None;
         };
         let vars_copy = dir.path().join("vars.fd");

@@ -126,6 +126,63 @@ fn check_bad_size_unit() {
     assert!(stderr.contains("use `64MiB` (units: KiB, MiB, GiB)"));
 }
 
+/// Issue #13: `from = "host"` is for `http` and `tcp` checks; the error points at `from`.
+#[test]
+fn issue_13_host_checks_are_http_or_tcp() {
+    let dir = TestDir::new();
+    dir.create(
+        "from.toml",
+        &recipe(
+            "\n[[service]]\nname = \"web\"\nexec = [\"/usr/bin/web\"]\n\n[[test.check]]\nname = \"running\"\nfrom = \"host\"\nservice = { name = \"web\" }\n\n[[test.check]]\nname = \"page\"\nfrom = \"outside\"\nhttp = { port = 80 }\n",
+        ),
+    );
+    let out = jeos_snapshot!(
+        "issue_13_host_checks_are_http_or_tcp",
+        dir.filters(),
+        dir.jeos().args(["check", "from.toml"])
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("only `http` and `tcp` checks can run from the host"));
+    assert!(stderr.contains("from.toml:"));
+}
+
+/// Issue #15: a convertible image needs dash and dpkg; excluding one is an error at the
+/// excluded name, not an exclusion quietly ignored.
+#[test]
+fn issue_15_convertible_refuses_to_exclude_what_it_needs() {
+    let dir = TestDir::new();
+    let text = recipe("\n[disk]\nconvertible = true\n").replace(
+        "install = [\"hello\"]",
+        "install = [\"hello\"]\nexclude = [\"dpkg\", \"iproute2\"]",
+    );
+    let check = |text: &str| {
+        dir.create("v2v.toml", text);
+        dir.jeos()
+            .args(["check", "v2v.toml"])
+            .output()
+            .expect("run jeos")
+    };
+    let out = check(&text);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid value `dpkg` for `packages.exclude`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("v2v.toml:10:12"), "{stderr}");
+    assert!(stderr.contains("drop `convertible`"), "{stderr}");
+    assert!(!stderr.contains("`iproute2`"), "{stderr}");
+    // Without convertible the same exclusion is fine.
+    let out = check(&text.replace("convertible = true", "convertible = false"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn check_missing_source_file() {
     let dir = TestDir::new();

@@ -1,5 +1,7 @@
 //! Shared helpers: `TestDir` for inline fixtures, and `jeos_snapshot!`, which runs the real
-//! binary and snapshots its exit code, stdout and stderr.
+//! binary and snapshots its exit code, stdout and stderr; the prerequisite rule (a loud skip,
+//! a failure under `CI=true`), OVMF's files, free ports and QEMU's accelerator for the tests
+//! that boot images themselves.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -109,4 +111,52 @@ macro_rules! jeos_snapshot {
         settings.bind(|| insta::assert_snapshot!($name, snapshot));
         output
     }};
+}
+
+/// Whether the tests run under CI (`CI=true`), where a skip is not a pass.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// `ok`; or, when a prerequisite is missing: a failure under `CI=true`, elsewhere a loud
+/// `SKIPPED: why` and `false`.
+pub fn prerequisite(ok: bool, why: &str) -> bool {
+    if !ok {
+        assert!(!in_ci(), "prerequisite missing under CI=true: {why}");
+        eprintln!("SKIPPED: {why}");
+    }
+    ok
+}
+
+/// OVMF's code and variable files (Debian's `ovmf`), 4 MiB build first.
+pub const OVMF_CODE: [&str; 2] = [
+    "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    "/usr/share/OVMF/OVMF_CODE.fd",
+];
+/// See [`OVMF_CODE`].
+pub const OVMF_VARS: [&str; 2] = [
+    "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    "/usr/share/OVMF/OVMF_VARS.fd",
+];
+
+/// The first of `candidates` that is a file.
+pub fn first_file(candidates: &[&'static str]) -> Option<&'static str> {
+    candidates.iter().copied().find(|p| Path::new(p).is_file())
+}
+
+/// A 127.0.0.1 port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// QEMU's `-accel`: `kvm` where this host's KVM can run Linux, else `tcg`.
+pub fn qemu_accel() -> &'static str {
+    if test_vm::host::check_host().can_boot_linux() {
+        "kvm"
+    } else {
+        "tcg"
+    }
 }

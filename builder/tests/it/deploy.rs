@@ -10,21 +10,17 @@
 //! the host name guest-init set; the page proves the application setting.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::appliances::built;
-use crate::common::TestDir;
+use crate::common::{TestDir, free_port, qemu_accel};
 
 /// Skips loudly, or fails under `CI=true` (a skip is not a pass there).
 fn missing(what: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true and {what}"
-    );
-    eprintln!("SKIPPED: {what}");
+    crate::common::prerequisite(false, what);
 }
 
 fn runs(tool: &str) -> bool {
@@ -91,15 +87,8 @@ fn boot_once(
 ) -> Result<String, String> {
     let dir = TestDir::new();
     let log = dir.path().join("console.log");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let accel = if test_vm::host::check_host().can_boot_linux() {
-        "kvm"
-    } else {
-        "tcg"
-    };
+    let port = free_port();
+    let accel = qemu_accel();
     let child = Command::new("qemu-system-x86_64")
         .args([
             "-accel", accel, "-m", "512", "-smp", "1", "-display", "none",

@@ -33,6 +33,7 @@ mod services;
 mod stepcache;
 mod supply_chain;
 mod test_cmd;
+mod v2v;
 
 #[test]
 fn guest_init_is_embedded_and_static() {

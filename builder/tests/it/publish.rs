@@ -10,6 +10,8 @@ use std::time::Instant;
 use builder::progress::{Ui, UiMode};
 use builder::publish::{PublishOptions, PublishReport, publish_artifacts};
 
+use crate::docs::skip_or_fail as skip;
+
 const EPOCH: i64 = 1_700_000_000;
 const MIB: usize = 1 << 20;
 
@@ -41,11 +43,6 @@ value = "hello"
 label = "Greeting"
 user-configurable = true
 "#;
-
-#[expect(clippy::print_stderr, reason = "skipped checks are reported on stderr")]
-fn skip(message: &str) {
-    eprintln!("SKIPPED: {message}");
-}
 
 /// Whether `name` runs; prints SKIPPED for `what` when it does not.
 fn have(name: &str, version_arg: &str, what: &str) -> bool {

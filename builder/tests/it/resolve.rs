@@ -19,19 +19,23 @@ pub fn shared_cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("jeos-cache")
 }
 
-/// The host's Debian mirror, if it answers on TCP; `None` after printing why not.
+/// The host's Debian mirror, if it answers on TCP; `None` after printing why not (a
+/// failure under `CI=true`, where the mirror is a prerequisite).
 pub fn reachable_mirror(suite: &str) -> Option<String> {
     let sources = match AptSources::load(Path::new("/")) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("SKIPPED: cannot read the host's apt sources: {e}");
+            crate::common::prerequisite(false, &format!("cannot read the host's apt sources: {e}"));
             return None;
         }
     };
     let mirror = match sources.mirror_for_suite(suite) {
         Ok(m) => m.uri,
         Err(e) => {
-            eprintln!("SKIPPED: the host's apt sources name no Debian mirror: {e}");
+            crate::common::prerequisite(
+                false,
+                &format!("the host's apt sources name no Debian mirror: {e}"),
+            );
             return None;
         }
     };
@@ -50,7 +54,10 @@ pub fn reachable_mirror(suite: &str) -> Option<String> {
     if reachable {
         Some(mirror)
     } else {
-        eprintln!("SKIPPED: the Debian mirror `{mirror}` is not reachable from this machine");
+        crate::common::prerequisite(
+            false,
+            &format!("the Debian mirror `{mirror}` is not reachable from this machine"),
+        );
         None
     }
 }

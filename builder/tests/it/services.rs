@@ -12,19 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::appliances::{Built, build_into, built};
-use crate::common::{TestDir, jeos};
+use crate::common::{TestDir, jeos, qemu_accel};
 
-/// `false` after a loud `SKIPPED:` when `ok` is false; a failure under `CI=true`.
-fn require(ok: bool, why: &str) -> bool {
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prerequisite missing under CI=true: {why}"
-        );
-        eprintln!("SKIPPED: {why}");
-    }
-    ok
-}
+use crate::common::prerequisite as require;
 
 fn qemu() -> bool {
     let ok = Command::new("qemu-system-x86_64")
@@ -89,8 +79,9 @@ fn jeos_test(raw: &Path) -> Run {
 
 /// `ready 27.4 s after boot` from `jeos test`'s summary.
 fn ready_after(stdout: &str) -> Option<f64> {
-    let rest = stdout.split("ready ").nth(1)?;
-    rest.split(' ').next()?.parse().ok()
+    // Other lines say "ready" too (boot phases: `→ ready 7646 ms`).
+    let before = &stdout[..stdout.find(" s after boot")?];
+    before.rsplit("ready ").next()?.trim().parse().ok()
 }
 
 fn file_size(path: &Path) -> u64 {
@@ -180,11 +171,7 @@ fn boot_writable(disk: &Path, timeout: Duration) -> String {
     let dir = TestDir::new();
     let log = dir.path().join("console.log");
     let monitor = dir.path().join("monitor.sock");
-    let accel = if test_vm::host::check_host().can_boot_linux() {
-        "kvm"
-    } else {
-        "tcg"
-    };
+    let accel = qemu_accel();
     let mut child = Command::new("qemu-system-x86_64")
         .env("LC_ALL", "C")
         .args([

@@ -1,5 +1,5 @@
-//! Issue #14: the step caches (initramfs) and the parsed-index cache change nothing in the
-//! outputs, and a damaged entry is noticed, removed and rebuilt.
+//! Issue #14: the step caches (root filesystem tree, initramfs) and the parsed-index cache
+//! change nothing in the outputs, and a damaged entry is noticed, removed and rebuilt.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,8 +48,16 @@ fn jeos(cache: &Path, args: &[&str]) -> std::process::Output {
     output
 }
 
-/// Builds `recipe` into `out` and returns (digests of raw/qcow2/ova, initramfs cached?).
+/// Builds `recipe` into `out` and returns (digests of raw/qcow2/ova, initramfs cached?,
+/// stderr).
 fn build(cache: &Path, recipe: &Path, out: &Path) -> (Vec<String>, bool, String) {
+    let (digests, cached, log) = build_steps(cache, recipe, out);
+    (digests, cached.iter().any(|s| s == "build_initramfs"), log)
+}
+
+/// Builds `recipe` into `out` and returns (digests of raw/qcow2/ova, the steps that hit
+/// their cache, stderr).
+fn build_steps(cache: &Path, recipe: &Path, out: &Path) -> (Vec<String>, Vec<String>, String) {
     let output = jeos(
         cache,
         &[
@@ -72,7 +80,9 @@ fn build(cache: &Path, recipe: &Path, out: &Path) -> (Vec<String>, bool, String)
         .as_array()
         .expect("steps")
         .iter()
-        .any(|s| s["name"] == "build_initramfs" && s["cached"] == true);
+        .filter(|s| s["cached"] == true)
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
     (
         digests,
         cached,
@@ -83,6 +93,9 @@ fn build(cache: &Path, recipe: &Path, out: &Path) -> (Vec<String>, bool, String)
 fn flip_a_byte_in_every_file(dir: &Path) -> usize {
     let mut n = 0;
     for entry in std::fs::read_dir(dir).expect("cache entries").flatten() {
+        if entry.path().is_dir() {
+            continue;
+        }
         let mut bytes = std::fs::read(entry.path()).expect("entry");
         let at = bytes.len() / 2;
         bytes[at] ^= 0x40;
@@ -148,4 +161,109 @@ fn issue_14_step_caches_change_no_output_and_damaged_entries_are_rebuilt() {
     let after = std::fs::read_to_string(Path::new(recipe).with_extension("lock")).expect("lock");
     assert_eq!(after, parsed_fresh, "a damaged entry changed the lock");
     assert_eq!(lock("rebuilt entry"), parsed_fresh);
+}
+
+/// The one `<key>.tree/` of the root filesystem step cache.
+fn rootfs_tree(cache: &Path) -> PathBuf {
+    let trees: Vec<PathBuf> = std::fs::read_dir(cache.join("steps/rootfs"))
+        .expect("rootfs step cache")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tree"))
+        .collect();
+    assert_eq!(trees.len(), 1, "one tree per package set: {trees:?}");
+    trees.into_iter().next().expect("one tree")
+}
+
+#[test]
+fn issue_14_rootfs_tree_cache_changes_no_output_and_damaged_trees_are_rebuilt() {
+    // https://github.com/jeos/jeos/issues/14
+    let Some(first) = built("nginx") else { return };
+    let dir = TestDir::new();
+    let cache = private_cache(&dir);
+    let recipe = dir.create(
+        "nginx.toml",
+        &std::fs::read_to_string(&first.recipe).expect("recipe"),
+    );
+    std::fs::copy(
+        first.recipe.with_extension("lock"),
+        recipe.with_extension("lock"),
+    )
+    .expect("copy lock");
+    let hit = |steps: &[String]| steps.iter().any(|s| s == "unpack_rootfs");
+    let (fresh, fresh_steps, _) = build_steps(&cache, &recipe, &dir.path().join("a"));
+    assert!(!hit(&fresh_steps), "an empty step cache cannot hit");
+    let (warm, warm_steps, _) = build_steps(&cache, &recipe, &dir.path().join("b"));
+    assert!(
+        hit(&warm_steps),
+        "the second build reuses the tree: {warm_steps:?}"
+    );
+    assert_eq!(fresh, warm, "outputs differ with the root filesystem cache");
+
+    // A file of the cached tree changed (same size): noticed while copying, rebuilt.
+    let tree = rootfs_tree(&cache);
+    let victim = tree.join("usr/sbin/nginx");
+    let mut bytes = std::fs::read(&victim).expect("cached nginx");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&victim, bytes).expect("damage the cached tree");
+    let (rebuilt, steps, log) = build_steps(&cache, &recipe, &dir.path().join("c"));
+    assert!(!hit(&steps), "a damaged tree is not used: {steps:?}");
+    assert!(
+        log.contains("the cached root filesystem tree is damaged"),
+        "{log}"
+    );
+    assert_eq!(rebuilt, fresh, "outputs differ after rebuilding the tree");
+    let (_, steps, _) = build_steps(&cache, &recipe, &dir.path().join("d"));
+    assert!(hit(&steps), "the rebuilt tree is stored again: {steps:?}");
+
+    // A damaged entry file (its digest) is noticed as well.
+    assert_eq!(flip_a_byte_in_every_file(&cache.join("steps/rootfs")), 1);
+    let (again, steps, log) = build_steps(&cache, &recipe, &dir.path().join("e"));
+    assert!(!hit(&steps));
+    assert!(
+        log.contains("the cached root filesystem tree is damaged"),
+        "{log}"
+    );
+    assert_eq!(again, fresh);
+    assert!(rootfs_tree(&cache).is_dir());
+
+    // `jeos cache` lists and verifies the step cache.
+    let ls = jeos(&cache, &["--json", "cache", "ls"]);
+    let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("cache ls JSON");
+    let steps = ls["kinds"]
+        .as_array()
+        .expect("kinds")
+        .iter()
+        .find(|k| k["kind"] == "step cache entry")
+        .expect("step cache entries are listed");
+    assert!(steps["entries"].as_u64() >= Some(2), "{steps}");
+    assert!(
+        steps["bytes"].as_u64() > Some(1 << 20),
+        "the tree counts: {steps}"
+    );
+    let victim = rootfs_tree(&cache).join("usr/sbin/nginx");
+    std::fs::write(&victim, b"not nginx").expect("damage the cached tree");
+    let verify = Command::new(env!("CARGO_BIN_EXE_jeos"))
+        .env("NO_COLOR", "1")
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(["--json", "cache", "verify"])
+        .output()
+        .expect("run jeos cache verify");
+    let verify: serde_json::Value =
+        serde_json::from_slice(&verify.stdout).expect("cache verify JSON");
+    let removed = verify["removed_corrupt"].to_string();
+    assert!(removed.contains("steps/rootfs"), "{verify}");
+    assert!(
+        !cache
+            .join("steps/rootfs")
+            .read_dir()
+            .expect("dir")
+            .any(|e| e
+                .expect("entry")
+                .path()
+                .extension()
+                .is_some_and(|x| x == "tree"))
+    );
 }

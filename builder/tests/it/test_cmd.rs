@@ -3,7 +3,7 @@
 //! whose forwarded port serves the page while the image stays unmodified.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::appliances::{Built, build_into, built};
-use crate::common::{TestDir, jeos};
+use crate::common::{TestDir, free_port, jeos};
 
 fn qemu_available() -> bool {
     let ok = Command::new("qemu-system-x86_64")
@@ -20,10 +20,10 @@ fn qemu_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (Debian: qemu-system-x86)");
-    }
-    ok
+    crate::common::prerequisite(
+        ok,
+        "qemu-system-x86_64 is not installed (Debian: qemu-system-x86)",
+    )
 }
 
 fn sha256(path: &Path) -> Vec<u8> {
@@ -68,7 +68,8 @@ fn examples_pass_with_a_junit_report() {
     if !qemu_available() {
         return;
     }
-    for (name, checks) in [("nginx", 2usize), ("redis", 2)] {
+    // nginx's third check runs on the host, through QEMU's forward (issue #13).
+    for (name, checks) in [("nginx", 3usize), ("redis", 2)] {
         let Some(Built { raw, .. }) = built(name) else {
             return;
         };
@@ -95,6 +96,15 @@ fn examples_pass_with_a_junit_report() {
         assert!(run.stderr.contains("vmm: "), "{}", run.stderr);
         assert!(run.stderr.contains(" — "), "the vmm line says why");
         assert!(run.stdout.contains("passed"), "{}", run.stdout);
+        if name == "nginx" {
+            let host = run
+                .stdout
+                .lines()
+                .find(|l| l.starts_with("serves the page from outside (host)"))
+                .unwrap_or_else(|| panic!("no host check line:\n{}", run.stdout));
+            assert!(host.contains(" pass "), "{host}");
+            assert!(host.contains("from the host"), "{host}");
+        }
         let (cases, failures, xml) = junit_counts(&junit);
         assert_eq!((cases, failures), (checks, 0), "{xml}");
         assert!(xml.contains(&format!("<testsuite name=\"{name}-1.0.0\"")));
@@ -162,8 +172,27 @@ fn failing_check_and_never_ready_exit_1() {
         "{}",
         run.stderr
     );
+    // Issue #13: the host check (the same page, through QEMU's forward) fails too, with
+    // what it expected and what it saw.
+    assert!(
+        run.stderr
+            .contains("`serves the page from outside`: from the host (127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "→ guest port 80): body does not contain `text-that-is-not-there`: hello from jeos"
+        ),
+        "{}",
+        run.stderr
+    );
     let (cases, failures, xml) = junit_counts(&junit);
-    assert_eq!((cases, failures), (2, 1), "{xml}");
+    assert_eq!((cases, failures), (3, 2), "{xml}");
+    assert!(
+        xml.contains("name=\"serves the page from outside (host)\""),
+        "{xml}"
+    );
     assert!(
         out.join("nginx-1.0.0.console.log").is_file(),
         "default log beside the image"
@@ -188,7 +217,7 @@ fn failing_check_and_never_ready_exit_1() {
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("never became ready"), "{}", run.stderr);
     assert!(
-        run.stdout.contains("0/2 checks passed, 2 not run"),
+        run.stdout.contains("0/3 checks passed, 3 not run"),
         "{}",
         run.stdout
     );
@@ -200,13 +229,6 @@ fn failing_check_and_never_ready_exit_1() {
     assert!(run.stderr.contains("last console lines:"), "{}", run.stderr);
     assert!(run.stderr.contains("  | "), "shows the console tail");
     assert!(run.elapsed < Duration::from_secs(120), "within the timeout");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn http_get(port: u16) -> Option<String> {
@@ -285,8 +307,8 @@ fn run_forwards_a_port_and_keeps_the_image() {
 
 /// Results travel on their own channel: nginx's access log (its stdout, so the console)
 /// prints a forged failing check, an error and a summary for every request, and the run
-/// still reports exactly its own two passing checks (QEMU; the embedded runner's twin is
-/// in `nested`).
+/// still reports exactly its own three passing checks (two in the guest, one from the
+/// host; QEMU; the embedded runner's twin is in `nested`).
 #[test]
 fn forged_protocol_lines_on_the_console_change_nothing() {
     if !qemu_available() {
@@ -312,7 +334,7 @@ fn forged_protocol_lines_on_the_console_change_nothing() {
         "the service printed forged lines:\n{console}"
     );
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("2/2 checks passed"), "{}", run.stdout);
+    assert!(run.stdout.contains("3/3 checks passed"), "{}", run.stdout);
     assert!(!run.stdout.contains("forged"), "{}", run.stdout);
 }
 
@@ -347,7 +369,13 @@ fn firmware_boot_uses_the_hardware_the_ovf_declares() {
         "{}",
         run.stderr
     );
-    assert!(run.stdout.contains("2/2 checks passed"), "{}", run.stdout);
+    // The host check runs through QEMU's forward on the firmware boot too (issue #13).
+    assert!(run.stdout.contains("3/3 checks passed"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("serves the page from outside (host)"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains("boot phases: kernel 0 → initramfs "),
         "{}",
@@ -401,8 +429,8 @@ fn dhcp_without_a_driven_nic_is_not_ready() {
 }
 
 /// Issue #10: `jeos test` boots the `.qcow2`, the stream-optimized `.vmdk` and the `.ova`
-/// of the nginx build (each converted to a temporary raw disk; one boot per format), and
-/// none of them is modified.
+/// of the nginx build (each converted to a temporary raw disk; one boot per format) with
+/// the hardware their OVF declares, and none of them is modified.
 #[test]
 fn issue_10_test_boots_the_qcow2_vmdk_and_ova_of_a_build() {
     if !qemu_available() {
@@ -431,7 +459,14 @@ fn issue_10_test_boots_the_qcow2_vmdk_and_ova_of_a_build() {
             run.stderr
         );
         assert_eq!(run.code, Some(0), "{file}:\n{}\n{}", run.stdout, run.stderr);
-        assert!(run.stdout.contains("2/2 checks passed"), "{}", run.stdout);
+        // nginx's two guest checks and its host check.
+        assert!(run.stdout.contains("3/3 checks passed"), "{}", run.stdout);
+        // The hardware of the OVF beside the file (inside the OVA), not the defaults.
+        assert!(
+            run.stderr.contains("(256 MiB, 1 vCPU as its OVF declares"),
+            "{file}: {}",
+            run.stderr
+        );
         assert_eq!(sha256(&image), before, "jeos test modified {file}");
     }
 }

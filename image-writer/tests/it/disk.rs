@@ -1,7 +1,7 @@
 //! Whole-disk tests: write a disk with `write_disk`, check it is reproducible and valid,
 //! and boot it under QEMU with SeaBIOS (SYSLINUX) and OVMF (systemd-boot).
 //!
-//! The boot tests need, and skip loudly without:
+//! The boot tests need, and skip loudly without (fail under `CI=true`):
 //! - `JEOS_TEST_KERNEL`: a Debian x86-64 kernel image (e.g. `boot/vmlinuz-*-cloud-amd64`);
 //! - `JEOS_TEST_LOADERS`: a directory where `syslinux`, `syslinux-common` and
 //!   `systemd-boot-efi` were extracted (`dpkg-deb -x`);
@@ -113,6 +113,7 @@ fn plan(dir: &Path, kernel: Vec<u8>, init: Vec<u8>, loaders: BootloaderFiles) ->
         extra_esp_files: Vec::new(),
         seed,
         timestamp: EPOCH,
+        grub: None,
     }
 }
 
@@ -188,20 +189,20 @@ struct Fixture {
 
 fn fixture(esp_size_bytes: Option<u64>) -> Option<Fixture> {
     let Some(kernel) = env_path("JEOS_TEST_KERNEL") else {
-        eprintln!("SKIPPED: JEOS_TEST_KERNEL is not set to a kernel image");
+        crate::skip("JEOS_TEST_KERNEL is not set to a kernel image");
         return None;
     };
     let Some(loaders) = env_path("JEOS_TEST_LOADERS") else {
-        eprintln!("SKIPPED: JEOS_TEST_LOADERS is not set to extracted loader packages");
+        crate::skip("JEOS_TEST_LOADERS is not set to extracted loader packages");
         return None;
     };
     if !have("mkfs.ext4", "-V") || !have("gcc", "--version") {
-        eprintln!("SKIPPED: mkfs.ext4 (e2fsprogs) or gcc not installed");
+        crate::skip("mkfs.ext4 (e2fsprogs) or gcc not installed");
         return None;
     }
     let work = tempfile::tempdir().unwrap();
     let Some(init) = build_init(work.path()) else {
-        eprintln!("SKIPPED: gcc -static failed (libc6-dev static libraries missing?)");
+        crate::skip("gcc -static failed (libc6-dev static libraries missing?)");
         return None;
     };
     let loaders = BootloaderFiles::from_extracted(&loaders).unwrap();
@@ -240,11 +241,11 @@ fn fixture(esp_size_bytes: Option<u64>) -> Option<Fixture> {
 
 fn qemu_ready(uefi: bool) -> bool {
     if !have("qemu-system-x86_64", "--version") {
-        eprintln!("SKIPPED: qemu-system-x86_64 (qemu-system-x86) not installed");
+        crate::skip("qemu-system-x86_64 (qemu-system-x86) not installed");
         return false;
     }
     if uefi && !Path::new("/usr/share/OVMF/OVMF_CODE.fd").exists() {
-        eprintln!("SKIPPED: /usr/share/OVMF/OVMF_CODE.fd (ovmf) not installed");
+        crate::skip("/usr/share/OVMF/OVMF_CODE.fd (ovmf) not installed");
         return false;
     }
     true

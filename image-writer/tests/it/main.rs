@@ -10,3 +10,15 @@
 
 mod disk;
 mod publish;
+
+/// A missing prerequisite (a host tool, an input of `scripts/test-inputs`): the test
+/// returns after a loud `SKIPPED` line, and fails instead under `CI=true`, where every
+/// prerequisite is installed and given.
+#[expect(clippy::print_stderr, reason = "tests report skipped checks on stderr")]
+pub fn skip(message: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "prerequisite missing under CI=true: {message}"
+    );
+    eprintln!("SKIPPED: {message}");
+}

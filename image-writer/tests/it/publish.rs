@@ -1,6 +1,6 @@
 //! Publishing: VMDK/qcow2 conversion checked by external tools, OVF schema validation,
-//! manifest, signature and OVA. External tools are optional: a missing one prints
-//! `SKIPPED: <reason>` and the test returns.
+//! manifest, signature and OVA. A missing external tool prints `SKIPPED: <reason>` and the
+//! test returns (fails under `CI=true`).
 #![cfg(test)]
 
 use std::fs;
@@ -12,11 +12,7 @@ use image_writer::ova::reporter::NoReporter;
 use image_writer::qcow2::{Qcow2Config, read_qcow2, write_qcow2};
 use image_writer::vmdk::{VmdkConfig, read_vmdk, write_vmdk};
 
-/// Prints the loud skip line the test rules ask for.
-#[expect(clippy::print_stderr, reason = "tests report skipped checks on stderr")]
-fn skip(message: &str) {
-    eprintln!("SKIPPED: {message}");
-}
+use crate::skip;
 
 /// Returns the tool's path when it runs (`--version`), else prints SKIPPED.
 fn tool(name: &str, test: &str) -> Option<PathBuf> {

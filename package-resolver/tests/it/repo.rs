@@ -222,7 +222,13 @@ fn good_path_then_warm_cache() {
     let on_disk = std::fs::metadata(staging.root().join("usr/bin/hello")).unwrap();
     assert_eq!(on_disk.permissions().mode() & 0o7777, 0o755);
 
-    // Warm run: no index or deb download, no decompression.
+    // Warm run: no index or deb download; the cache holds the verified Packages.xz, not
+    // the text.
+    let indices: Vec<String> = std::fs::read_dir(f.cache_dir.join("indices"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(indices, [sha256_hex(&f.packages_xz)]);
     let rec2 = Arc::new(RecordingReporter::new());
     let repo2 = f.repo(rec2.clone());
     let release2 = repo2.fetch_release("trixie", now()).unwrap();
@@ -246,6 +252,13 @@ fn good_path_then_warm_cache() {
     f.server.remove("/debian/dists/trixie/InRelease");
     let release3 = repo3.fetch_release("trixie", now()).unwrap();
     assert_eq!(release3.inrelease_sha256, release.inrelease_sha256);
+    // ... and the text from the cached Packages.xz, decompressed and checked again.
+    f.server
+        .remove(&format!("/debian/dists/trixie/{PACKAGES_XZ}"));
+    f.server.remove(&by_hash);
+    let index3 = repo3.fetch_packages(&release3, "main", "amd64").unwrap();
+    assert!(index3.timings.cache_hit);
+    assert_eq!(index3.text, index.text);
 }
 
 #[test]

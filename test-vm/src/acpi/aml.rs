@@ -16,6 +16,18 @@ const BUFFER_OP: u8 = 0x11;
 const PACKAGE_OP: u8 = 0x12;
 const EXT_OP_PREFIX: u8 = 0x5b;
 const DEVICE_OP: u8 = 0x82;
+const OP_REGION_OP: u8 = 0x80;
+const FIELD_OP: u8 = 0x81;
+const METHOD_OP: u8 = 0x14;
+const STORE_OP: u8 = 0x70;
+const AND_OP: u8 = 0x7b;
+const IF_OP: u8 = 0xa0;
+const NOTIFY_OP: u8 = 0x86;
+const DUAL_NAME_PREFIX: u8 = 0x2e;
+/// `Local0Op`.
+pub const LOCAL0: u8 = 0x60;
+/// `NullName`: an absent `Target`.
+const NULL_NAME: u8 = 0x00;
 const ROOT_CHAR: u8 = b'\\';
 
 /// Encodes a `PkgLength` for a body of `body_len` bytes (the encoded length counts itself).
@@ -174,6 +186,107 @@ pub fn irq_no_flags(irq: u8) -> Vec<u8> {
     [&[0x22][..], &(1u16 << irq).to_le_bytes()].concat()
 }
 
+/// `\\PARENT.CHILD`: an absolute two-segment `NameString` (`DualNamePrefix`).
+#[must_use]
+pub fn root_path2(parent: &str, child: &str) -> Vec<u8> {
+    [
+        &[ROOT_CHAR, DUAL_NAME_PREFIX][..],
+        &name_seg(parent),
+        &name_seg(child),
+    ]
+    .concat()
+}
+
+/// Address space of an `OperationRegion` (§19.6.100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionSpace {
+    /// `SystemMemory`.
+    SystemMemory = 0,
+    /// `SystemIO`.
+    SystemIo = 1,
+}
+
+/// `OperationRegion(NAME, space, offset, length)`.
+#[must_use]
+pub fn operation_region(name: &str, space: RegionSpace, offset: u64, length: u64) -> Vec<u8> {
+    [
+        &[EXT_OP_PREFIX, OP_REGION_OP][..],
+        &name_seg(name),
+        &[space as u8],
+        &integer(offset),
+        &integer(length),
+    ]
+    .concat()
+}
+
+/// `FieldFlags` access type `DWordAcc`, lock rule `NoLock`, update rule `WriteAsZeros`.
+pub const FIELD_DWORD_NOLOCK_WRITE_ZEROS: u8 = 0x03 | (2 << 5);
+
+/// `Field(region, flags) { NAME, bits, ... }` with named fields only (§20.2.5.2). Field
+/// bit lengths use the `PkgLength` encoding without counting themselves.
+#[must_use]
+pub fn field(region: &str, flags: u8, fields: &[(&str, u32)]) -> Vec<u8> {
+    let mut inner = name_seg(region).to_vec();
+    inner.push(flags);
+    for &(name, bits) in fields {
+        inner.extend_from_slice(&name_seg(name));
+        inner.extend_from_slice(&field_length(bits));
+    }
+    [
+        &[EXT_OP_PREFIX, FIELD_OP][..],
+        &pkg_length(inner.len()),
+        &inner,
+    ]
+    .concat()
+}
+
+/// A `NamedField` bit length (the `PkgLength` format for a value, not a body).
+fn field_length(bits: u32) -> Vec<u8> {
+    assert!(bits < 1 << 12, "fields of this DSDT are small");
+    if bits < 0x40 {
+        vec![u8::try_from(bits).expect("< 0x40")]
+    } else {
+        vec![
+            0x40 | u8::try_from(bits & 0xf).expect("masked"),
+            u8::try_from(bits >> 4).expect("< 1 << 12"),
+        ]
+    }
+}
+
+/// `Method(NAME, args, Serialized?) { body }`.
+#[must_use]
+pub fn method(name: &str, args: u8, serialized: bool, body: &[u8]) -> Vec<u8> {
+    assert!(args <= 7, "a method takes at most 7 arguments");
+    let flags = args | if serialized { 1 << 3 } else { 0 };
+    let inner = [&name_seg(name)[..], &[flags], body].concat();
+    [&[METHOD_OP][..], &pkg_length(inner.len()), &inner].concat()
+}
+
+/// `Store(source, target)`.
+#[must_use]
+pub fn store(source: &[u8], target: &[u8]) -> Vec<u8> {
+    [&[STORE_OP][..], source, target].concat()
+}
+
+/// `And(a, b)` with no target (its value is the result).
+#[must_use]
+pub fn and(a: &[u8], b: &[u8]) -> Vec<u8> {
+    [&[AND_OP][..], a, b, &[NULL_NAME]].concat()
+}
+
+/// `If(predicate) { body }`.
+#[must_use]
+pub fn if_then(predicate: &[u8], body: &[u8]) -> Vec<u8> {
+    let inner = [predicate, body].concat();
+    [&[IF_OP][..], &pkg_length(inner.len()), &inner].concat()
+}
+
+/// `Notify(object, value)`.
+#[must_use]
+pub fn notify(object: &[u8], value: u64) -> Vec<u8> {
+    [&[NOTIFY_OP][..], object, &integer(value)].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +341,40 @@ mod tests {
         assert_eq!(
             package(&[integer(5), integer(0)]),
             vec![0x12, 0x05, 0x02, 0x0a, 5, 0]
+        );
+    }
+
+    #[test]
+    fn control_method_encodings() {
+        assert_eq!(root_path2("_SB", "PWRB"), b"\\\x2e_SB_PWRB".to_vec());
+        assert_eq!(
+            operation_region("GDST", RegionSpace::SystemMemory, 0xd100_0000, 4),
+            vec![
+                0x5b, 0x80, b'G', b'D', b'S', b'T', 0, 0x0c, 0, 0, 0, 0xd1, 0x0a, 4
+            ]
+        );
+        // Field(GDST, DWordAcc, NoLock, WriteAsZeros) { GDAT, 32 }.
+        assert_eq!(
+            field("GDST", FIELD_DWORD_NOLOCK_WRITE_ZEROS, &[("GDAT", 32)]),
+            vec![
+                0x5b, 0x81, 0x0b, b'G', b'D', b'S', b'T', 0x43, b'G', b'D', b'A', b'T', 0x20
+            ]
+        );
+        assert_eq!(field_length(0x40), vec![0x40, 0x04]);
+        // Method(_EVT, 1, Serialized) { }.
+        assert_eq!(
+            method("_EVT", 1, true, &[]),
+            vec![0x14, 0x06, b'_', b'E', b'V', b'T', 0x09]
+        );
+        assert_eq!(
+            store(b"GDAT", &[LOCAL0]),
+            vec![0x70, b'G', b'D', b'A', b'T', 0x60]
+        );
+        assert_eq!(and(&[LOCAL0], &integer(1)), vec![0x7b, 0x60, 0x01, 0x00]);
+        assert_eq!(if_then(&[ONE_OP], &[ZERO_OP]), vec![0xa0, 0x03, 0x01, 0x00]);
+        assert_eq!(
+            notify(b"PWRB", 0x80),
+            vec![0x86, b'P', b'W', b'R', b'B', 0x0a, 0x80]
         );
     }
 }

@@ -13,13 +13,22 @@
 //! `Memory32Fixed` window and an edge-triggered interrupt, which is how the Debian cloud
 //! kernel (no `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`) finds the disk. The MADT lists one
 //! local APIC per vCPU and the IOAPIC, which SMP needs (no `CONFIG_X86_MPPARSE`).
+//!
+//! Hardware-reduced ACPI has no fixed power button (the FADT says so with `PWR_BUTTON`), so
+//! the DSDT has a control-method one, `\_SB.PWRB` (`PNP0C0C`), and a Generic Event Device
+//! `\_SB.GED0` (`ACPI0013`, §5.6.9) with one edge interrupt whose `_EVT` reads the event
+//! register and notifies `PWRB` with 0x80 ("button pressed", §4.8.3.1.1); see
+//! [`crate::devices::ged`]. `\_SB.PEVT` is QEMU's pvpanic device (`QEMU0001`, one I/O
+//! port) so a guest panic stops the run even when the console text is lost.
 
 pub mod aml;
 
 use crate::arch::x86_64::layout::{
-    ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, I8042_COMMAND_PORT, IOAPIC_ADDR, LAPIC_ADDR,
-    PROTOCOL_IRQ, PROTOCOL_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE,
+    ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, GED_IRQ, GED_MMIO_BASE, GED_MMIO_SIZE,
+    I8042_COMMAND_PORT, IOAPIC_ADDR, LAPIC_ADDR, PROTOCOL_IRQ, PROTOCOL_PORT_BASE, PVPANIC_PORT,
+    SERIAL_IRQ, SERIAL_PORT_BASE,
 };
+use crate::devices::ged::EVENT_POWER_BUTTON;
 
 /// Errors while planning the ACPI tables.
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +138,82 @@ fn gas_io_port(port: u16) -> [u8; 12] {
     gas
 }
 
-/// The DSDT's AML: `\_S5` plus `\_SB.COM1`, `\_SB.COM2` and `\_SB.Vnnn` devices.
+/// `Notify` value of a power button: "button pressed" (§4.8.3.1.1).
+pub const NOTIFY_BUTTON_PRESSED: u64 = 0x80;
+
+/// `\_SB.PWRB`, `\_SB.GED0` and `\_SB.PEVT`:
+///
+/// ```text
+/// Device (PWRB) { Name (_HID, EisaId ("PNP0C0C")) Name (_UID, 0) }
+/// Device (GED0) {
+///     Name (_HID, "ACPI0013") Name (_UID, 0)
+///     Name (_CRS, ResourceTemplate () { Interrupt (, Edge, ActiveHigh, Exclusive) { 23 } })
+///     OperationRegion (GDST, SystemMemory, 0xD1000000, 4)
+///     Field (GDST, DWordAcc, NoLock, WriteAsZeros) { GDAT, 32 }
+///     Method (_EVT, 1, Serialized) {
+///         Store (GDAT, Local0)
+///         If (And (Local0, 1)) { Notify (\_SB.PWRB, 0x80) }
+///     }
+/// }
+/// Device (PEVT) { Name (_HID, "QEMU0001") Name (_CRS, ResourceTemplate () { IO (Decode16, 0x505, 0x505, 1, 1) }) }
+/// ```
+fn event_devices() -> Vec<u8> {
+    use aml::{
+        FIELD_DWORD_NOLOCK_WRITE_ZEROS, LOCAL0, RegionSpace, and, device, eisa_id,
+        extended_interrupt, field, if_then, integer, io_port, method, name, notify,
+        operation_region, resource_template, root_path2, store, string,
+    };
+    let button = device(
+        "PWRB",
+        &[name("_HID", &eisa_id("PNP0C0C")), name("_UID", &integer(0))].concat(),
+    );
+    let evt = method(
+        "_EVT",
+        1,
+        true,
+        &[
+            store(b"GDAT", &[LOCAL0]),
+            if_then(
+                &and(&[LOCAL0], &integer(u64::from(EVENT_POWER_BUTTON))),
+                &notify(&root_path2("_SB", "PWRB"), NOTIFY_BUTTON_PRESSED),
+            ),
+        ]
+        .concat(),
+    );
+    let ged = device(
+        "GED0",
+        &[
+            name("_HID", &string("ACPI0013")),
+            name("_UID", &integer(0)),
+            name("_CRS", &resource_template(&[extended_interrupt(GED_IRQ)])),
+            operation_region(
+                "GDST",
+                RegionSpace::SystemMemory,
+                GED_MMIO_BASE,
+                GED_MMIO_SIZE,
+            ),
+            field(
+                "GDST",
+                FIELD_DWORD_NOLOCK_WRITE_ZEROS,
+                &[("GDAT", u32::try_from(GED_MMIO_SIZE * 8).expect("32 bits"))],
+            ),
+            evt,
+        ]
+        .concat(),
+    );
+    let pvpanic = device(
+        "PEVT",
+        &[
+            name("_HID", &string("QEMU0001")),
+            name("_CRS", &resource_template(&[io_port(PVPANIC_PORT, 1)])),
+        ]
+        .concat(),
+    );
+    [button, ged, pvpanic].concat()
+}
+
+/// The DSDT's AML: `\_S5` plus `\_SB.COM1`, `\_SB.COM2`, `\_SB.Vnnn` and the event
+/// devices ([`event_devices`]).
 #[must_use]
 pub fn dsdt_aml(mmio_devices: &[MmioDeviceInfo]) -> Vec<u8> {
     use aml::{
@@ -180,6 +264,7 @@ pub fn dsdt_aml(mmio_devices: &[MmioDeviceInfo]) -> Vec<u8> {
             .concat(),
         ));
     }
+    devices.extend(event_devices());
     let s5 = name(
         "_S5",
         &package(&[
@@ -408,6 +493,43 @@ mod tests {
     }
 
     #[test]
+    fn dsdt_has_the_power_button_ged_and_pvpanic() {
+        let aml = event_devices();
+        let find = |needle: &[u8]| aml.windows(needle.len()).position(|w| w == needle);
+        // PWRB first (GED0's _EVT names it), then GED0, then PEVT.
+        let pwrb = find(b"PWRB").unwrap();
+        let ged = find(b"GED0").unwrap();
+        let pevt = find(b"PEVT").unwrap();
+        assert!(pwrb < ged && ged < pevt);
+        assert_eq!(&aml[..2], &[0x5b, 0x82]);
+        // EISAID("PNP0C0C") == 0x0C0CD041.
+        assert!(find(&[0x0c, 0x41, 0xd0, 0x0c, 0x0c]).is_some());
+        assert!(find(b"ACPI0013\0").is_some());
+        assert!(find(b"QEMU0001\0").is_some());
+        // _CRS: one extended interrupt on GSI 23, edge, active high, exclusive.
+        assert!(find(&[0x89, 0x06, 0x00, 0x03, 0x01, 23, 0, 0, 0, 0x79, 0x00]).is_some());
+        // OperationRegion(GDST, SystemMemory, 0xd1000000, 4).
+        let region = find(&[0x5b, 0x80]).unwrap();
+        assert_eq!(
+            &aml[region + 2..region + 14],
+            &[b'G', b'D', b'S', b'T', 0, 0x0c, 0, 0, 0, 0xd1, 0x0a, 4]
+        );
+        // _EVT takes one argument, serialized; reads GDAT into Local0; notifies PWRB 0x80.
+        let evt = find(b"_EVT").unwrap();
+        assert_eq!(aml[evt - 2], 0x14);
+        assert_eq!(aml[evt + 4], 0x09);
+        assert!(find(&[0x70, b'G', b'D', b'A', b'T', 0x60]).is_some());
+        let notify = [&[0x86, b'\\', 0x2e][..], b"_SB_PWRB", &[0x0a, 0x80]].concat();
+        assert!(find(&notify).is_some());
+        // pvpanic: IO(Decode16, 0x505, 0x505, 1, 1).
+        assert!(find(&[0x47, 0x01, 0x05, 0x05, 0x05, 0x05, 0x01, 0x01]).is_some());
+        // And it is part of the DSDT.
+        let layout = plan_acpi(&config(1)).unwrap();
+        let dsdt = table(&layout, b"DSDT");
+        assert!(dsdt.windows(aml.len()).any(|w| w == aml.as_slice()));
+    }
+
+    #[test]
     fn rejects_bad_vcpu_counts_and_small_areas() {
         assert!(matches!(
             plan_acpi(&config(0)),
@@ -452,9 +574,36 @@ mod tests {
             "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )",
             "EisaId (\"PNP0501\")",
             "Name (_S5, Package (0x04)",
+            "EisaId (\"PNP0C0C\")",
+            "\"ACPI0013\"",
+            "0x00000017,",
+            "OperationRegion (GDST, SystemMemory, 0xD1000000, 0x04)",
+            "Field (GDST, DWordAcc, NoLock, WriteAsZeros)",
+            "GDAT,   32",
+            "Method (_EVT, 1, Serialized)",
+            "Local0 = GDAT",
+            "If ((Local0 & One))",
+            "Notify (\\_SB.PWRB, 0x80)",
+            "\"QEMU0001\"",
+            "IO (Decode16,",
+            "0x0505,",
         ] {
             assert!(dsl.contains(needle), "{needle} missing from:\n{dsl}");
         }
+        // The disassembly compiles back (names resolve, methods are well-formed).
+        let compiled = std::process::Command::new("iasl")
+            .arg("-p")
+            .arg(dir.path().join("recompiled"))
+            .arg(dir.path().join("dsdt.dsl"))
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        assert!(
+            compiled.status.success(),
+            "iasl dsdt.dsl: {}\n{}",
+            String::from_utf8_lossy(&compiled.stdout),
+            String::from_utf8_lossy(&compiled.stderr)
+        );
         let fadt = std::fs::read_to_string(dir.path().join("facp.dsl")).unwrap();
         assert!(fadt.contains("Hardware Reduced (V5) : 1"), "{fadt}");
         assert!(!fadt.contains("Invalid"), "{fadt}");

@@ -5,6 +5,8 @@
 //! port 0x2f8..0x2ff  COM2 16550 (IRQ 3)        serial.rs (the smoke-test protocol)
 //! port 0x60, 0x64    i8042 (reset)             i8042.rs
 //! port 0x3c0, 0x3c1  ACPI sleep ctl/status     acpi_pm.rs
+//! port 0x505         pvpanic (QEMU0001)        a guest panic stops the run
+//! 0xd100_0000        ACPI GED event register   ged.rs (the power button, GSI 23)
 //! 0xd000_0000 + 4K*n virtio-mmio blk (IRQ 5+n) mmio.rs + virtio_blk.rs over overlay.rs
 //!                    virtio-mmio vsock         mmio.rs + vsock/ (Unix socket on the host)
 //! ```
@@ -12,6 +14,7 @@
 //! as zeros.
 
 pub mod acpi_pm;
+pub mod ged;
 pub mod i8042;
 pub mod mmio;
 pub mod overlay;
@@ -22,8 +25,9 @@ pub mod vsock;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{
-    ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, I8042_COMMAND_PORT, I8042_DATA_PORT,
-    PROTOCOL_PORT_BASE, SERIAL_PORT_BASE, VIRTIO_MMIO_SIZE,
+    ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, GED_MMIO_BASE, GED_MMIO_SIZE,
+    I8042_COMMAND_PORT, I8042_DATA_PORT, PROTOCOL_PORT_BASE, PVPANIC_PORT, SERIAL_PORT_BASE,
+    VIRTIO_MMIO_SIZE,
 };
 use crate::memory::GuestMemoryMmap;
 
@@ -80,7 +84,12 @@ pub enum BusEvent {
     Reset,
     /// The guest entered ACPI S5.
     PowerOff,
+    /// The guest reported a panic on the pvpanic port.
+    Panic,
 }
+
+/// pvpanic event bit: the guest panicked (the only event the device offers).
+pub const PVPANIC_PANICKED: u8 = 1;
 
 /// One virtio-mmio device on the bus.
 #[derive(Debug)]
@@ -104,6 +113,8 @@ pub struct Devices {
     pub i8042: i8042::I8042,
     /// virtio-mmio devices.
     pub virtio: Vec<VirtioSlot>,
+    /// The ACPI Generic Event Device (the power button's event register).
+    pub ged: ged::Ged,
     memory: GuestMemoryMmap,
     warnings: Vec<DeviceError>,
 }
@@ -117,6 +128,7 @@ impl Devices {
             protocol: None,
             i8042: i8042::I8042::default(),
             virtio: Vec::new(),
+            ged: ged::Ged::default(),
             memory,
             warnings: Vec::new(),
         }
@@ -156,6 +168,8 @@ impl Devices {
             *first = self.i8042.read_data();
         } else if port == ACPI_SLEEP_CONTROL_PORT || port == ACPI_SLEEP_STATUS_PORT {
             *first = 0;
+        } else if port == PVPANIC_PORT {
+            *first = PVPANIC_PANICKED;
         }
     }
 
@@ -185,6 +199,8 @@ impl Devices {
             && acpi_pm::write_sleep_control(value) == acpi_pm::SleepEvent::PowerOff
         {
             return BusEvent::PowerOff;
+        } else if port == PVPANIC_PORT && value & PVPANIC_PANICKED != 0 {
+            return BusEvent::Panic;
         }
         BusEvent::None
     }
@@ -199,7 +215,12 @@ impl Devices {
     /// An MMIO read.
     pub fn mmio_read(&mut self, address: u64, data: &mut [u8]) {
         data.fill(0);
-        if let Some((slot, offset)) = self.slot(address) {
+        if let Some(offset) = address
+            .checked_sub(GED_MMIO_BASE)
+            .filter(|&o| o < GED_MMIO_SIZE)
+        {
+            self.ged.read(offset, data);
+        } else if let Some((slot, offset)) = self.slot(address) {
             let base = slot.base;
             if let Err(source) = slot.transport.read(offset, data) {
                 self.warnings.push(DeviceError::Mmio { base, source });
@@ -303,6 +324,11 @@ mod tests {
         assert_eq!(data[0] & 0x60, 0x60);
         bus.pio_read(0x70, &mut data);
         assert_eq!(data[0], 0xff);
+        // pvpanic: offers the panic event; a write of it stops the run.
+        bus.pio_read(0x505, &mut data);
+        assert_eq!(data[0], PVPANIC_PANICKED);
+        assert_eq!(bus.pio_write(0x505, &[0]), BusEvent::None);
+        assert_eq!(bus.pio_write(0x505, &[1]), BusEvent::Panic);
         // No COM2 attached: its line status reads as all ones (absent).
         bus.pio_read(0x2fd, &mut data);
         assert_eq!(data[0], 0xff);
@@ -358,5 +384,21 @@ mod tests {
         ));
         bus.mmio_read(0xc000_0000, &mut data);
         assert_eq!(data, [0; 4]);
+    }
+
+    #[test]
+    fn ged_register_is_on_the_mmio_bus() {
+        let mut bus = devices();
+        let button = ged::PowerButton::default();
+        bus.ged.button = Some(button.clone());
+        let mut data = [0xffu8; 4];
+        bus.mmio_read(0xd100_0000, &mut data);
+        assert_eq!(data, [0; 4]);
+        button.press().unwrap();
+        bus.mmio_read(0xd100_0000, &mut data);
+        assert_eq!(u32::from_le_bytes(data), ged::EVENT_POWER_BUTTON);
+        bus.mmio_read(0xd100_0000, &mut data);
+        assert_eq!(data, [0; 4]);
+        assert_eq!(bus.mmio_write(0xd100_0000, &[1, 0, 0, 0]), BusEvent::None);
     }
 }

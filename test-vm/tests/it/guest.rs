@@ -69,8 +69,10 @@ reset:
 /// Assembles `body` (Intel syntax, 64-bit, entry at the top) followed by [`RUNTIME`];
 /// returns None (after printing SKIPPED) when binutils is missing.
 pub fn assemble(dir: &Path, name: &str, body: &str) -> Option<Vec<u8>> {
-    if Command::new("as").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: binutils `as` not installed");
+    if !crate::prerequisite(
+        Command::new("as").arg("--version").output().is_ok(),
+        "binutils `as` is not installed",
+    ) {
         return None;
     }
     let source = dir.join(format!("{name}.S"));

@@ -3,18 +3,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use test_vm::boot::synthetic_bzimage;
-use test_vm::{ExitReason, NoReporter, RunConfig, RunOutcome, check_host};
+use test_vm::{
+    ExitReason, NoReporter, PowerButton, RunConfig, RunOutcome, RunReporter, check_host,
+};
 
 use crate::guest::{LINUX_STAND_IN, assemble};
 
 fn kvm_or_skip() -> bool {
     let status = check_host();
-    if status.can_open() {
-        true
-    } else {
-        eprintln!("SKIPPED: {}", status.reason());
-        false
-    }
+    crate::prerequisite(status.can_open(), status.reason())
 }
 
 fn write_kernel(dir: &Path, name: &str, body: &str) -> Option<PathBuf> {
@@ -254,4 +251,162 @@ fn power_off_through_acpi_sleep_register() {
     config.vcpus = 2;
     let outcome = run(config);
     assert_eq!(outcome.exit, ExitReason::PowerOff);
+}
+
+/// Presses the power button when the guest prints `READY` (it has set up its handler).
+struct PressWhenReady(PowerButton);
+
+impl RunReporter for PressWhenReady {
+    fn on_console_line(&self, line: &str) {
+        if line == "READY" {
+            self.0.press().expect("the GED interrupt is raised");
+        }
+    }
+}
+
+fn run_with_button(kernel: PathBuf, dir: &Path, grace: Duration) -> RunOutcome {
+    let button = PowerButton::new(grace);
+    let mut config = RunConfig::new(kernel, "", dir.join("console.log"));
+    config.memory_mib = 32;
+    config.timeout = Duration::from_secs(30);
+    config.power_button = Some(button.clone());
+    let outcome = test_vm::runner::run_embedded(config, Arc::new(PressWhenReady(button.clone())))
+        .expect("the VM starts");
+    assert!(button.pressed_at().is_some(), "{outcome:?}");
+    outcome
+}
+
+/// A guest that takes the GED interrupt the way an OS does: IOAPIC pin 23 (the GSI the
+/// DSDT's `_CRS` names) routed to vector 0x30, the local APIC enabled, an IDT gate for the
+/// vector. Its handler reads the event register the DSDT's `_EVT` reads (0xd100_0000),
+/// prints it and, for the power-button bit, powers off through the sleep register.
+const GED_GUEST: &str = r#"
+    mov al, 0xff
+    out 0x21, al
+    out 0xa1, al
+    mov rdi, 0x300300
+    lea rax, [rip + on_irq]
+    mov word ptr [rdi], ax
+    mov word ptr [rdi + 2], cs
+    mov word ptr [rdi + 4], 0x8e00
+    shr rax, 16
+    mov word ptr [rdi + 6], ax
+    shr rax, 16
+    mov dword ptr [rdi + 8], eax
+    mov dword ptr [rdi + 12], 0
+    mov rdi, 0x300ff0
+    mov word ptr [rdi], 0x30f
+    mov qword ptr [rdi + 2], 0x300000
+    lidt [rdi]
+    mov rdi, 0xfee000f0
+    mov dword ptr [rdi], 0x1ff
+    mov rdi, 0xfec00000
+    mov dword ptr [rdi], 0x3e
+    mov dword ptr [rdi + 0x10], 0x30
+    mov dword ptr [rdi], 0x3f
+    mov dword ptr [rdi + 0x10], 0
+    lea rdi, [rip + s_ready]
+    call puts
+    sti
+1:  hlt
+    jmp 1b
+on_irq:
+    mov rbx, 0xd1000000
+    mov eax, dword ptr [rbx]
+    lea rdi, [rip + s_ged]
+    call puts
+    call puthex
+    call nl
+    test eax, 1
+    jz 2f
+    mov eax, dword ptr [rbx]
+    lea rdi, [rip + s_ged]
+    call puts
+    call puthex
+    call nl
+    mov al, 0x34
+    mov dx, 0x3c0
+    out dx, al
+2:  lea rdi, [rip + s_fail]
+    call puts
+    jmp reset
+s_ready: .asciz "READY\n"
+s_ged: .asciz "GED "
+s_fail: .asciz "FAIL\n"
+"#;
+
+#[test]
+fn power_button_press_reaches_the_guest_through_the_ged_and_it_powers_off() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(kernel) = write_kernel(dir.path(), "ged", GED_GUEST) else {
+        return;
+    };
+    let outcome = run_with_button(kernel, dir.path(), Duration::from_secs(10));
+    assert_eq!(
+        outcome.exit,
+        ExitReason::PoweredOffOnRequest,
+        "console:\n{}",
+        outcome.console_tail
+    );
+    assert!(outcome.exit.is_clean());
+    // The first read has the button bit; the read cleared it.
+    assert_eq!(
+        line(&outcome, "GED "),
+        [hex(1), hex(0)],
+        "{}",
+        outcome.console_tail
+    );
+    assert!(!outcome.console_tail.contains("FAIL"));
+    assert!(
+        outcome.duration < Duration::from_secs(10),
+        "{:?}",
+        outcome.duration
+    );
+}
+
+#[test]
+fn guest_ignoring_the_power_button_is_stopped_after_the_grace_period() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let body = "    lea rdi, [rip + s_ready]\n    call puts\n    cli\n9:  hlt\n    jmp 9b\ns_ready: .asciz \"READY\\n\"\n";
+    let Some(kernel) = write_kernel(dir.path(), "deaf", body) else {
+        return;
+    };
+    let grace = Duration::from_millis(400);
+    let outcome = run_with_button(kernel, dir.path(), grace);
+    assert_eq!(outcome.exit, ExitReason::ShutdownIgnored { grace });
+    assert!(!outcome.exit.is_clean());
+    assert!(outcome.exit.to_string().contains("stopped hard"));
+    assert_eq!(outcome.console_tail, "READY\n");
+    assert!(outcome.duration >= grace);
+    assert!(
+        outcome.duration < Duration::from_secs(10),
+        "{:?}",
+        outcome.duration
+    );
+}
+
+#[test]
+fn pvpanic_write_ends_the_run_as_a_panic_without_console_text() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Reads the device's features (bit 0: panic) and reports a panic only if offered.
+    let body = "    mov dx, 0x505\n    in al, dx\n    and al, 1\n    out dx, al\n9:  jmp 9b\n";
+    let Some(kernel) = write_kernel(dir.path(), "pvpanic", body) else {
+        return;
+    };
+    let mut config = RunConfig::new(kernel, "", dir.path().join("console.log"));
+    config.memory_mib = 32;
+    config.timeout = Duration::from_secs(10);
+    let outcome = run(config);
+    assert_eq!(outcome.exit, ExitReason::Panic, "{outcome:?}");
+    assert_eq!(outcome.console_tail, "");
+    assert!(outcome.duration < Duration::from_secs(5));
 }

@@ -9,15 +9,13 @@ use std::time::Duration;
 use test_vm::{ExitReason, Firmware, NoReporter, RunConfig, VmmKind};
 
 fn qemu_or_skip() -> bool {
-    if Command::new(test_vm::qemu::QEMU_BINARY)
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: qemu-system-x86_64 not installed");
-        return false;
-    }
-    true
+    crate::prerequisite(
+        Command::new(test_vm::qemu::QEMU_BINARY)
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "qemu-system-x86_64 is not installed",
+    )
 }
 
 /// Builds a 1 MiB disk whose MBR prints `message` on the console (COM1), then `protocol`
@@ -28,8 +26,10 @@ pub fn boot_sector_disk(
     protocol: &str,
     finish: &str,
 ) -> Option<std::path::PathBuf> {
-    if Command::new("as").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: binutils `as` not installed");
+    if !crate::prerequisite(
+        Command::new("as").arg("--version").output().is_ok(),
+        "binutils `as` is not installed",
+    ) {
         return None;
     }
     let source = format!(
@@ -170,4 +170,27 @@ fn qemu_power_off_and_timeout() {
     let outcome = test_vm::qemu::run_qemu(cfg, Arc::new(NoReporter), kvm).unwrap();
     assert_eq!(outcome.exit, ExitReason::Timeout, "{outcome:?}");
     assert_eq!(outcome.console_tail, "spin\n");
+}
+
+/// A write to the pvpanic port (0x505) ends the run as a panic at once, with no console
+/// text to go by.
+#[test]
+fn qemu_pvpanic_write_is_a_panic() {
+    if !qemu_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = boot_sector_disk(
+        dir.path(),
+        "quiet\\n",
+        "",
+        "    mov dx, 0x505\n    mov al, 1\n    out dx, al",
+    ) else {
+        return;
+    };
+    let kvm = test_vm::check_host().can_boot_linux();
+    let outcome =
+        test_vm::qemu::run_qemu(config(dir.path(), disk), Arc::new(NoReporter), kvm).unwrap();
+    assert_eq!(outcome.exit, ExitReason::Panic, "{outcome:?}");
+    assert!(outcome.duration < Duration::from_secs(30), "{outcome:?}");
 }

@@ -84,12 +84,7 @@ s_src: .asciz "SRC "
 
 fn kvm_or_skip() -> bool {
     let status = check_host();
-    if status.can_open() {
-        true
-    } else {
-        eprintln!("SKIPPED: {}", status.reason());
-        false
-    }
+    crate::prerequisite(status.can_open(), status.reason())
 }
 
 #[test]

@@ -20,6 +20,7 @@
 //!  mem end     ├──────────────────────────────┤
 //!  0xd000_0000 │ virtio-mmio devices (4 KiB   │ MMIO hole, no memslot: every access
 //!              │ each, IRQ 5, 6, ...)         │ is a KVM_EXIT_MMIO
+//!  0xd100_0000 │ ACPI GED event register (4 B)│ power button, GSI 23
 //!  0xfec0_0000 │ IOAPIC                       │
 //!  0xfee0_0000 │ local APIC                   │
 //!  0x1_0000_0000
@@ -80,6 +81,17 @@ pub const ACPI_SLEEP_CONTROL_PORT: u16 = 0x3c0;
 /// ACPI sleep status register (FADT `SLEEP_STATUS_REG`).
 pub const ACPI_SLEEP_STATUS_PORT: u16 = 0x3c1;
 
+/// The ACPI Generic Event Device's event register (a DWord read by its `_EVT`; reading
+/// clears it). MMIO, so no legacy driver probing ISA ports can consume an event.
+pub const GED_MMIO_BASE: u64 = 0xd100_0000;
+/// Size of the GED register window.
+pub const GED_MMIO_SIZE: u64 = 4;
+/// GSI of the GED interrupt: the IOAPIC's last pin, clear of the ISA IRQs and of the
+/// virtio-mmio IRQs that grow upwards from [`VIRTIO_FIRST_IRQ`].
+pub const GED_IRQ: u32 = 23;
+/// QEMU's pvpanic ISA port (`QEMU0001`): the guest writes 1 here when it panics.
+pub const PVPANIC_PORT: u16 = 0x505;
+
 /// Guest physical address of the `index`-th virtio-mmio device and its IRQ.
 #[must_use]
 pub fn virtio_mmio_slot(index: u32) -> (u64, u32) {
@@ -113,5 +125,9 @@ mod tests {
         assert!(ACPI_START + ACPI_MAX_BYTES <= HIMEM_START);
         assert!(VIRTIO_MMIO_START >= MMIO_HOLE_START);
         assert_eq!(virtio_mmio_slot(1), (0xd000_1000, 6));
+        // The GED register sits above any virtio slot the IRQs below it allow.
+        let (last_slot, last_irq) = virtio_mmio_slot(GED_IRQ - VIRTIO_FIRST_IRQ - 1);
+        assert!(last_slot + VIRTIO_MMIO_SIZE <= GED_MMIO_BASE);
+        assert!(last_irq < GED_IRQ);
     }
 }
