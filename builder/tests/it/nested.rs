@@ -75,12 +75,19 @@ fn job_script(jeos: &Path, out: &Path, jobs: &[Job]) -> String {
          # say: a line for the job log, copied to L1's console (its tail shows how far a\n\
          # job got even when the 9p share stops answering).\n\
          say() { echo \"$*\"; echo \"@@job $*\" > /dev/console 2> /dev/null || true; }\n\
-         # faulted NAME FILES...: the run ended in a triple fault (says RETRY). Here that is\n\
-         # the nested SVM that TCG emulates under L1: up to one boot in 10 of images that\n\
-         # boot and stop cleanly in every other run, at random points (mostly the kernel's\n\
-         # first instructions of a VM following another, once an SMP power-off). Each VM\n\
-         # run loops over 3 attempts while this holds; the test reports the RETRY lines.\n\
-         faulted() { local n=$1; shift; grep -qs 'triple fault' \"$@\" && say \"RETRY $n: the VM triple-faulted (attempt $attempt)\"; }\n\
+         # faulted NAME RC FILES...: the run ended in a triple fault or a hang (its own\n\
+         # timeout, or the outer one: rc 124/137), and says RETRY. Here that is the nested\n\
+         # SVM that TCG emulates under L1: up to one boot in 10 of images that boot and stop\n\
+         # cleanly in every other run, at random points (mostly the kernel's first\n\
+         # instructions of a VM following another, once an SMP power-off). Each VM run loops\n\
+         # over 3 attempts while this holds; the test reports the RETRY lines as warnings.\n\
+         faulted() {\n\
+           local n=$1 rc=$2; shift 2\n\
+           if grep -qs -e 'triple fault' -e 'timed out after' \"$@\" || [ \"$rc\" = 124 ] || [ \"$rc\" = 137 ]; then\n\
+             say \"RETRY $n: the VM triple-faulted or hung (attempt $attempt, exit $rc)\"; return 0\n\
+           fi\n\
+           return 1\n\
+         }\n\
          say \"kvm: $(ls -l /dev/kvm)\"\n\
          # L1's init leaves the loopback down; host checks connect to 127.0.0.1 forwards.\n\
          ip link set lo up\n",
@@ -91,10 +98,11 @@ fn job_script(jeos: &Path, out: &Path, jobs: &[Job]) -> String {
             "s=$(cut -d' ' -f1 /proc/uptime)\n\
              say \"{name}: start at $s s\"\n\
              for attempt in 1 2 3; do\n\
-             timeout -k 5 420 {jeos} --json test --vmm embedded --cpus {cpus} --timeout 360s \
+             say \"{name}: attempt $attempt at $(cut -d' ' -f1 /proc/uptime) s\"\n\
+             timeout -k 5 200 {jeos} --json test --vmm embedded --cpus {cpus} --timeout 150s \
              --keep-log {o}.console --junit {o}.junit.xml {image} > {o}.json 2> {o}.stderr\n\
              echo $? > {o}.rc\n\
-             faulted {name} {o}.json {o}.stderr || break\n\
+             faulted {name} $(cat {o}.rc) {o}.json {o}.stderr || break\n\
              done\n\
              say \"{name}: exit $(cat {o}.rc), $s s -> $(cut -d' ' -f1 /proc/uptime) s\"\n",
             jeos = jeos.display(),
@@ -119,7 +127,8 @@ fn forward_script(jeos: &Path, out: &Path, image: &Path) -> String {
          trap '' PIPE\n\
          for attempt in 1 2 3; do\n\
          rm -f /run/forward.in; mkfifo /run/forward.in\n\
-         timeout -k 5 300 {jeos} run --vmm embedded --forward 127.0.0.1:18080:80 {image} \
+         say \"forward: attempt $attempt at $(cut -d' ' -f1 /proc/uptime) s\"\n\
+         timeout -k 5 200 {jeos} run --vmm embedded --forward 127.0.0.1:18080:80 {image} \
          < /run/forward.in > {o}.console 2> {o}.stderr &\n\
          pid=$!\n\
          exec 4<> /run/forward.in\n\
@@ -134,7 +143,7 @@ fn forward_script(jeos: &Path, out: &Path, image: &Path) -> String {
          wait $pid\n\
          echo $? > {o}.rc\n\
          exec 4>&-\n\
-         faulted forward {o}.stderr || break\n\
+         faulted forward $(cat {o}.rc) {o}.stderr || break\n\
          done\n\
          say \"forward: curl $rc, run exit $(cat {o}.rc), $s s -> $(cut -d' ' -f1 /proc/uptime) s\"\n",
         jeos = jeos.display(),
@@ -158,12 +167,13 @@ fn sigterm_script(jeos: &Path, out: &Path, image: &Path) -> String {
          say \"sigterm: start at $s s\"\n\
          for attempt in 1 2 3; do\n\
          rm -f /run/sigterm.in; mkfifo /run/sigterm.in\n\
-         timeout -k 5 300 {jeos} run --vmm embedded {image} \
+         say \"sigterm: attempt $attempt at $(up) s\"\n\
+         timeout -k 5 200 {jeos} run --vmm embedded {image} \
          < /run/sigterm.in > {o}.console 2> {o}.stderr &\n\
          pid=$!\n\
          exec 5<> /run/sigterm.in\n\
          say \"sigterm: run started (pid $pid) at $(up) s\"\n\
-         for i in $(seq 240); do\n\
+         for i in $(seq 150); do\n\
            grep -q 'nginx is ready' {o}.console && break\n\
            kill -0 $pid 2> /dev/null || break\n\
            sleep 1\n\
@@ -182,7 +192,7 @@ fn sigterm_script(jeos: &Path, out: &Path, image: &Path) -> String {
          wait $pid\n\
          echo $? > {o}.rc\n\
          exec 5>&-\n\
-         faulted sigterm {o}.stderr || break\n\
+         faulted sigterm $(cat {o}.rc) {o}.stderr || break\n\
          done\n\
          say \"sigterm: run exit $(cat {o}.rc), $s s -> TERM at $t s -> $(up) s\"\n",
         jeos = jeos.display(),
@@ -251,7 +261,10 @@ fn assert_passed(result: &JobResult, checks: usize, cpus: u64, exit: &str) {
     assert_eq!(result.junit.matches("<failure ").count(), 0, "{d}");
 }
 
+// L1 under TCG wants both cores, and a loaded host makes its nested SVM slower and more
+// fragile: `scripts/test` runs this test alone, after every other test (`--ignored`).
 #[test]
+#[ignore = "run alone by scripts/test after the other tests: cargo test -p builder --test it nested -- --ignored"]
 fn embedded_runner_boots_the_appliances_under_nested_kvm() {
     let qemu = Command::new("qemu-system-x86_64")
         .arg("--version")
@@ -318,20 +331,29 @@ fn embedded_runner_boots_the_appliances_under_nested_kvm() {
         Command::new(&harness)
             .arg(&script)
             .arg(&out)
-            .env("L1_TIMEOUT", "1200")
+            .env("L1_TIMEOUT", "900")
+            .env("L1_JOB_STALL", "300")
             .output()
             .expect("run scripts/nested-kvm")
     };
     let mut run = boot_l1();
-    if run.status.code() == Some(5) {
-        // Exit 5: L1's whole console, its 30 s heartbeat included, went silent: L1's own
-        // kernel stopped (TCG emulating nested SVM), which no guest process can cause.
-        // One more boot, said loudly; its console is kept beside the new one.
+    for boot in 2..=3 {
+        if run.status.code() != Some(5) {
+            break;
+        }
+        // Exit 5: L1's whole console, its 30 s heartbeat included, went silent (L1's own
+        // kernel stopped: TCG emulating nested SVM, which no guest process can cause), or
+        // the job printed nothing for 300 s although every VM run in it is bounded by
+        // 200 s (a process stuck in L1's kernel, out of reach of any timeout). L1 is
+        // booted again, at most twice, said loudly; each stalled console is kept.
         eprintln!(
-            "WARNING: L1 stalled; booting it once more\n{}",
+            "WARNING: L1 stalled; booting it again (boot {boot} of 3)\n{}",
             String::from_utf8_lossy(&run.stderr)
         );
-        let _ = std::fs::rename(out.join("l1.console"), out.join("l1-stalled.console"));
+        let _ = std::fs::rename(
+            out.join("l1.console"),
+            out.join(format!("l1-stalled-{}.console", boot - 1)),
+        );
         run = boot_l1();
     }
     let stderr = String::from_utf8_lossy(&run.stderr);
